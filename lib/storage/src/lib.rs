@@ -1,0 +1,237 @@
+//! Database connections for the services.
+//!
+//! Each service owns its tables and never reads another's. On SQLite each
+//! service has its own file under `--data-dir`; on PostgreSQL the services may
+//! share one database, their tables kept apart by prefix and their migrations
+//! by version range (inventory 1xxx, order 2xxx, payment 3xxx).
+//!
+//! Queries go through sqlx's `Any` driver, so one set of portable SQL
+//! (`$1` parameters, BIGINT and TEXT columns, times as Unix milliseconds)
+//! runs on both backends.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// Where a service keeps its data; the same flags for every role.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DatabaseSettings {
+    /// Directory of the embedded SQLite databases (one file per service).
+    #[arg(long, env = "ORDERMESH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// A postgres:// URL to use PostgreSQL instead of SQLite.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Most connections one service holds.
+    #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseSettings {
+    /// Embedded SQLite under `data_dir`.
+    pub fn sqlite(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            db_max_connections: 16,
+        }
+    }
+
+    /// PostgreSQL at `url`.
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            database_url: Some(url.into()),
+            db_max_connections: 16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool to one service's database.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects `service`'s database and runs its migrations.
+    pub async fn open(
+        settings: &DatabaseSettings,
+        service: &str,
+        migrator: &Migrator,
+    ) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let database = match &settings.database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::connect_postgres(url, settings.db_max_connections).await?
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                Self::connect_sqlite(url, settings.db_max_connections).await?
+            }
+            Some(other) => anyhow::bail!(
+                "unsupported database URL {:?}: use postgres://… or leave it unset for SQLite",
+                redact_url(other)
+            ),
+            None => {
+                std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                    format!("creating data directory {}", settings.data_dir.display())
+                })?;
+                let path = settings.data_dir.join(format!("{service}.db"));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                Self::connect_sqlite(&url, settings.db_max_connections).await?
+            }
+        };
+        database.migrate(migrator, service).await?;
+        Ok(database)
+    }
+
+    async fn connect_sqlite(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = AnyConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the one writer; the busy
+                    // timeout makes writers queue instead of failing.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    async fn connect_postgres(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", redact_url(url)))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+        })
+    }
+
+    async fn migrate(&self, migrator: &Migrator, service: &str) -> anyhow::Result<()> {
+        // Services sharing one PostgreSQL database share sqlx's migrations
+        // table; each ignores the others' versions.
+        let migrator = Migrator {
+            migrations: migrator.migrations.clone(),
+            ignore_missing: true,
+            locking: migrator.locking,
+            no_tx: migrator.no_tx,
+        };
+        // Roles starting side by side may race to create the migrations table.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < 3 => {
+                    tracing::warn!(service, %error, "migration attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("migrating the {service} database"));
+                }
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The URL without its password, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, how every table stores time.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://user:secret@db:5432/orders"),
+            "postgres://user:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact_url("postgres://user@db/orders"),
+            "postgres://user@db/orders"
+        );
+        assert_eq!(redact_url("postgres://db/orders"), "postgres://db/orders");
+    }
+
+    #[tokio::test]
+    async fn opens_sqlite_in_wal_mode_and_migrates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let migrator = Migrator::DEFAULT;
+        let db = Database::open(&DatabaseSettings::sqlite(dir.path()), "unit", &migrator)
+            .await
+            .expect("open");
+        assert_eq!(db.backend(), Backend::Sqlite);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+        assert!(dir.path().join("unit.db").exists());
+    }
+}

@@ -7,4 +7,5 @@ pub mod client;
 pub mod deadline;
 pub mod grpc;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;

@@ -1,0 +1,10 @@
+//! The order service's rules, in plain Rust: what a valid order is, and how
+//! the saga moves from one step to the next. No transport, no storage.
+
+pub mod order;
+pub mod request;
+pub mod saga;
+
+pub use order::{FailureReason, OrderLine, OrderStatus, OrderView, Step};
+pub use request::{NewOrder, RequestError};
+pub use saga::{CancelError, Outcome, SagaState, Transition};

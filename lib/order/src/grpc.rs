@@ -1,0 +1,214 @@
+//! The gRPC face of the order service: translates messages and delegates to
+//! [`Orders`]; every error becomes a status in [`to_status`].
+
+use futures::StreamExt;
+use ordermesh_proto::order::v1::order_service_server::OrderService;
+use ordermesh_proto::order::v1::{
+    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse,
+    Order, OrderItem, OrderStatus as ProtoStatus, WatchOrderRequest,
+};
+use ordermesh_runtime::deadline::Deadline;
+use ordermesh_runtime::status::{database_error, with_reason};
+use tonic::{Code, Request, Response, Status};
+
+use crate::domain::{NewOrder, OrderStatus, OrderView};
+use crate::peers::money_to_proto;
+use crate::service::{OrderError, Orders};
+
+/// The gRPC metadata key of a client's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+pub struct OrderGrpc {
+    orders: Orders,
+}
+
+impl OrderGrpc {
+    pub fn new(orders: Orders) -> Self {
+        Self { orders }
+    }
+}
+
+type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Order, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OrderService for OrderGrpc {
+    async fn create_order(
+        &self,
+        request: Request<CreateOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let idempotency_key = match request.metadata().get(IDEMPOTENCY_KEY) {
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        Status::invalid_argument("idempotency-key must be printable ASCII")
+                    })?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let message = request.into_inner();
+        let items = message
+            .items
+            .into_iter()
+            .map(|item| (item.product_id, item.quantity))
+            .collect();
+        let new_order = NewOrder::parse(
+            message.customer_id,
+            items,
+            &message.payment_method,
+            idempotency_key,
+        )
+        .map_err(|e| to_status(e.into()))?;
+        let order = self
+            .orders
+            .create(new_order, deadline)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let order = self
+            .orders
+            .get(&request.get_ref().order_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let message = request.into_inner();
+        let (orders, next_page_token) = self
+            .orders
+            .list(&message.customer_id, message.page_size, &message.page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListOrdersResponse {
+            orders: orders.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let order = self
+            .orders
+            .cancel(&request.get_ref().order_id, deadline)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    type WatchOrderStream = WatchStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let stream = self
+            .orders
+            .watch(&request.get_ref().order_id)
+            .await
+            .map_err(to_status)?;
+        let stream = stream.map(|item| item.map(|order| to_proto(&order)).map_err(to_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// The one place an order error becomes a gRPC status.
+pub fn to_status(error: OrderError) -> Status {
+    let message = error.to_string();
+    match error {
+        OrderError::InvalidRequest(_) | OrderError::InvalidArgument(_) => {
+            Status::invalid_argument(message)
+        }
+        OrderError::Pricing(_) => Status::invalid_argument(message),
+        OrderError::UnknownProducts(ids) => with_reason(
+            Code::NotFound,
+            "PRODUCT_NOT_FOUND",
+            message,
+            [("product_ids".to_owned(), ids.join(","))],
+        ),
+        OrderError::NotFound(order_id) => with_reason(
+            Code::NotFound,
+            "ORDER_NOT_FOUND",
+            message,
+            [("order_id".to_owned(), order_id)],
+        ),
+        OrderError::IdempotencyKeyReused { order_id } => with_reason(
+            Code::AlreadyExists,
+            "IDEMPOTENCY_KEY_REUSED",
+            message,
+            [("order_id".to_owned(), order_id)],
+        ),
+        OrderError::NotCancellable { order_id, .. } => with_reason(
+            Code::FailedPrecondition,
+            "ORDER_NOT_CANCELLABLE",
+            message,
+            [("order_id".to_owned(), order_id)],
+        ),
+        OrderError::Inventory(status) => match status.code() {
+            Code::DeadlineExceeded => Status::deadline_exceeded(
+                "the deadline passed while pricing the order; nothing was ordered",
+            ),
+            Code::Cancelled => Status::cancelled("the request was cancelled; nothing was ordered"),
+            code => {
+                tracing::warn!(
+                    ?code,
+                    upstream = status.message(),
+                    "inventory could not price an order"
+                );
+                Status::unavailable(message)
+            }
+        },
+        OrderError::Store { context, source } => database_error(context, &source),
+    }
+}
+
+pub fn to_proto(order: &OrderView) -> Order {
+    let status = match order.status {
+        OrderStatus::Pending => ProtoStatus::Pending,
+        OrderStatus::Confirmed => ProtoStatus::Confirmed,
+        OrderStatus::Failed => ProtoStatus::Failed,
+        OrderStatus::Cancelled => ProtoStatus::Cancelled,
+    };
+    Order {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        items: order
+            .lines
+            .iter()
+            .map(|line| OrderItem {
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+                unit_price: Some(money_to_proto(line.unit_price)),
+            })
+            .collect(),
+        total: Some(money_to_proto(order.total)),
+        status: status.into(),
+        failure_reason: order
+            .failure_reason
+            .map(|reason| reason.as_str().to_owned())
+            .unwrap_or_default(),
+        create_time: Some(timestamp(order.created_at_ms)),
+        update_time: Some(timestamp(order.updated_at_ms)),
+    }
+}
+
+fn timestamp(millis: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}

@@ -1,0 +1,119 @@
+//! The order service: stores each order, then runs it as a saga over the
+//! inventory and payment services (reserve → charge → commit, compensating
+//! on failure), resuming unfinished sagas after a crash.
+
+pub mod domain;
+pub mod grpc;
+pub mod hub;
+pub mod peers;
+pub mod runner;
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ordermesh_proto::order::v1::order_service_server::OrderServiceServer;
+use ordermesh_runtime::client::GrpcClientSettings;
+use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_storage::{Database, DatabaseSettings};
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::grpc::OrderGrpc;
+use crate::hub::OrderHub;
+use crate::peers::Peers;
+use crate::runner::SagaRunner;
+use crate::service::{Limits, Orders};
+use crate::store::OrderStore;
+
+/// The order service's own flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OrderSettings {
+    /// The inventory service (through the local sidecar in a mesh).
+    #[arg(
+        long,
+        env = "ORDERMESH_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub inventory_url: String,
+    /// The payment service (through the local sidecar in a mesh).
+    #[arg(
+        long,
+        env = "ORDERMESH_PAYMENT_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub payment_url: String,
+    /// Longest CreateOrder waits for the saga when the caller set no deadline.
+    #[arg(long, env = "ORDERMESH_CREATE_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub create_wait: Duration,
+    /// How long one replica may drive an order before another may take over.
+    #[arg(long, env = "ORDERMESH_SAGA_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub saga_lease: Duration,
+    /// How often unfinished sagas are looked for and resumed.
+    #[arg(long, env = "ORDERMESH_RECOVERY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub recovery_interval: Duration,
+    /// Longest a WatchOrder stream stays open.
+    #[arg(long, env = "ORDERMESH_WATCH_LIFETIME", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub watch_lifetime: Duration,
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        Self {
+            inventory_url: "http://127.0.0.1:50052".into(),
+            payment_url: "http://127.0.0.1:50053".into(),
+            create_wait: Duration::from_secs(10),
+            saga_lease: Duration::from_secs(15),
+            recovery_interval: Duration::from_secs(1),
+            watch_lifetime: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Largest request message the service decodes.
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Opens the order database, starts the recovery loop (which first resumes
+/// whatever a previous run left mid-saga), and returns the gRPC services.
+pub async fn build(
+    settings: &OrderSettings,
+    client: &GrpcClientSettings,
+    database: &DatabaseSettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<RoleServices> {
+    let store = open_store(database).await?;
+    let peers = Peers::connect(&settings.inventory_url, &settings.payment_url, client)
+        .context("connecting to inventory and payment")?;
+    let hub = OrderHub::default();
+    let runner = SagaRunner::new(
+        store.clone(),
+        peers.clone(),
+        hub.clone(),
+        settings.saga_lease,
+    );
+    runner.spawn_recovery(settings.recovery_interval, shutdown.clone());
+    let limits = Limits {
+        create_wait: settings.create_wait,
+        watch_lifetime: settings.watch_lifetime,
+        watch_poll: Duration::from_secs(1),
+    };
+    let orders = Orders::new(store, peers, hub, runner, limits, shutdown);
+    let server = OrderServiceServer::new(OrderGrpc::new(orders))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Ok(RoleServices {
+        role: "order",
+        routes: Routes::new(server),
+        service_names: vec![<OrderServiceServer<OrderGrpc> as NamedService>::NAME],
+    })
+}
+
+/// The order store alone, for tools that read it (the invariant audit).
+pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<OrderStore> {
+    let db = Database::open(database, "order", &sqlx::migrate!("./migrations")).await?;
+    Ok(OrderStore::new(db))
+}

@@ -1,0 +1,302 @@
+//! The order service's calls to inventory and payment, and what each answer
+//! means for the saga. Every call is keyed by the order id, so the mesh may
+//! retry it; this code itself never retries.
+
+use std::time::Duration;
+
+use ordermesh_domain::{Currency, Money};
+use ordermesh_proto::common::v1::Money as ProtoMoney;
+use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use ordermesh_proto::inventory::v1::{
+    CommitReservationRequest, ListProductsRequest, ReleaseReservationRequest, ReservationItem,
+    ReservationStatus, ReserveStockRequest,
+};
+use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
+use ordermesh_proto::payment::v1::{PaymentStatus, ProcessPaymentRequest, RefundPaymentRequest};
+use ordermesh_runtime::client::{GrpcClientSettings, channel};
+use ordermesh_runtime::deadline::Deadline;
+use ordermesh_runtime::status::reason;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::domain::{FailureReason, Outcome};
+use crate::store::StoredOrder;
+
+/// A product's price as the inventory quotes it.
+#[derive(Clone, Debug)]
+pub struct Quote {
+    pub product_id: String,
+    pub unit_price: Money,
+}
+
+#[derive(Clone, Debug)]
+pub struct Peers {
+    inventory: InventoryServiceClient<Channel>,
+    payment: PaymentServiceClient<Channel>,
+    call_timeout: Duration,
+}
+
+impl Peers {
+    pub fn connect(
+        inventory_url: &str,
+        payment_url: &str,
+        settings: &GrpcClientSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            inventory: InventoryServiceClient::new(channel(inventory_url, settings)?),
+            payment: PaymentServiceClient::new(channel(payment_url, settings)?),
+            call_timeout: settings.default_call_timeout,
+        })
+    }
+
+    /// A request bounded by the caller's deadline, or the default timeout.
+    fn request<T>(&self, message: T, deadline: Option<Deadline>) -> Request<T> {
+        let mut request = Request::new(message);
+        match deadline {
+            Some(deadline) => deadline.apply(&mut request),
+            None => request.set_timeout(self.call_timeout),
+        }
+        request
+    }
+
+    /// Current prices of `product_ids`; unknown products are left out.
+    pub async fn quote(
+        &self,
+        product_ids: &[String],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Quote>, Status> {
+        let request = self.request(
+            ListProductsRequest {
+                page_size: i32::try_from(product_ids.len()).unwrap_or(i32::MAX),
+                page_token: String::new(),
+                product_ids: product_ids.to_vec(),
+            },
+            deadline,
+        );
+        let products = self
+            .inventory
+            .clone()
+            .list_products(request)
+            .await?
+            .into_inner()
+            .products;
+        products
+            .into_iter()
+            .map(|product| {
+                let unit_price = money_from_proto(product.price.as_ref()).ok_or_else(|| {
+                    tracing::error!(product_id = %product.product_id, "inventory returned a product without a valid price");
+                    Status::internal("the inventory returned a product without a valid price")
+                })?;
+                Ok(Quote {
+                    product_id: product.product_id,
+                    unit_price,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn reserve(&self, order: &StoredOrder) -> Outcome {
+        let items = order
+            .view
+            .lines
+            .iter()
+            .map(|line| ReservationItem {
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+                unit_price: None,
+            })
+            .collect();
+        let request = self.request(
+            ReserveStockRequest {
+                reservation_id: order.view.order_id.clone(),
+                items,
+            },
+            None,
+        );
+        match self.inventory.clone().reserve_stock(request).await {
+            Ok(_) => Outcome::Reserved,
+            Err(status) => {
+                log_failure("reserve stock", &order.view.order_id, &status);
+                let reason = match (status.code(), reason(&status).as_deref()) {
+                    (Code::FailedPrecondition, Some("OUT_OF_STOCK")) => {
+                        return Outcome::ReserveFailed {
+                            reason: FailureReason::OutOfStock,
+                            maybe_reserved: false,
+                        };
+                    }
+                    (Code::NotFound, _) => {
+                        return Outcome::ReserveFailed {
+                            reason: FailureReason::ProductUnavailable,
+                            maybe_reserved: false,
+                        };
+                    }
+                    (code, _) if outcome_unknown(code) => FailureReason::InventoryUnavailable,
+                    _ => FailureReason::InventoryRejected,
+                };
+                // Stock may be held: release it (idempotently) while failing.
+                Outcome::ReserveFailed {
+                    reason,
+                    maybe_reserved: true,
+                }
+            }
+        }
+    }
+
+    pub async fn charge(&self, order: &StoredOrder) -> Outcome {
+        let request = self.request(
+            ProcessPaymentRequest {
+                order_id: order.view.order_id.clone(),
+                amount: Some(money_to_proto(order.view.total)),
+                payment_method: order.payment_method.clone(),
+            },
+            None,
+        );
+        match self.payment.clone().process_payment(request).await {
+            Ok(response) => {
+                let payment = response.into_inner();
+                match payment.status() {
+                    PaymentStatus::Succeeded => Outcome::Charged,
+                    PaymentStatus::Declined => Outcome::ChargeFailed {
+                        reason: FailureReason::from_decline(&payment.decline_reason),
+                        maybe_charged: false,
+                    },
+                    other => {
+                        tracing::warn!(order_id = %order.view.order_id, status = ?other, "payment answered an unexpected status");
+                        Outcome::ChargeFailed {
+                            reason: FailureReason::PaymentRejected,
+                            maybe_charged: true,
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                log_failure("charge payment", &order.view.order_id, &status);
+                match (status.code(), reason(&status).as_deref()) {
+                    // The processor failed and said nothing was charged.
+                    (Code::Unavailable, Some("PROCESSOR_UNAVAILABLE")) => Outcome::ChargeFailed {
+                        reason: FailureReason::PaymentProcessingError,
+                        maybe_charged: false,
+                    },
+                    (code, _) if outcome_unknown(code) => Outcome::ChargeFailed {
+                        reason: FailureReason::PaymentUnavailable,
+                        maybe_charged: true,
+                    },
+                    _ => Outcome::ChargeFailed {
+                        reason: FailureReason::PaymentRejected,
+                        maybe_charged: true,
+                    },
+                }
+            }
+        }
+    }
+
+    pub async fn commit(&self, order: &StoredOrder) -> Outcome {
+        let request = self.request(
+            CommitReservationRequest {
+                reservation_id: order.view.order_id.clone(),
+            },
+            None,
+        );
+        match self.inventory.clone().commit_reservation(request).await {
+            Ok(response) if response.get_ref().status() == ReservationStatus::Committed => {
+                Outcome::Committed
+            }
+            Ok(response) => {
+                tracing::warn!(order_id = %order.view.order_id, status = ?response.get_ref().status(), "commit answered an unexpected status");
+                Outcome::CommitRefused
+            }
+            Err(status) => {
+                log_failure("commit reservation", &order.view.order_id, &status);
+                match status.code() {
+                    Code::FailedPrecondition | Code::NotFound => Outcome::CommitRefused,
+                    _ => Outcome::RetryLater,
+                }
+            }
+        }
+    }
+
+    /// Releases stock and refunds or voids the payment, as the order's flags
+    /// ask, both at once; reports which were acknowledged.
+    pub async fn compensate(&self, order: &StoredOrder) -> Outcome {
+        let order_id = &order.view.order_id;
+        let release = async {
+            if !order.saga.compensate_stock {
+                return true;
+            }
+            let request = self.request(
+                ReleaseReservationRequest {
+                    reservation_id: order_id.clone(),
+                },
+                None,
+            );
+            match self.inventory.clone().release_reservation(request).await {
+                Ok(_) => true,
+                Err(status) => {
+                    log_failure("release reservation", order_id, &status);
+                    false
+                }
+            }
+        };
+        let refund = async {
+            if !order.saga.compensate_payment {
+                return true;
+            }
+            let request = self.request(
+                RefundPaymentRequest {
+                    order_id: order_id.clone(),
+                },
+                None,
+            );
+            match self.payment.clone().refund_payment(request).await {
+                Ok(_) => true,
+                Err(status) => {
+                    log_failure("refund payment", order_id, &status);
+                    false
+                }
+            }
+        };
+        let (stock_released, payment_refunded) = tokio::join!(release, refund);
+        Outcome::Compensated {
+            stock_released,
+            payment_refunded,
+        }
+    }
+}
+
+/// Codes after which the call may or may not have taken effect.
+fn outcome_unknown(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::DataLoss
+    )
+}
+
+fn log_failure(call: &str, order_id: &str, status: &Status) {
+    tracing::warn!(
+        order_id,
+        call,
+        code = ?status.code(),
+        message = status.message(),
+        "downstream call failed"
+    );
+}
+
+pub fn money_to_proto(money: Money) -> ProtoMoney {
+    ProtoMoney {
+        currency_code: money.currency.as_str().to_owned(),
+        minor_units: money.minor_units,
+    }
+}
+
+pub fn money_from_proto(money: Option<&ProtoMoney>) -> Option<Money> {
+    let money = money?;
+    let currency = Currency::parse(&money.currency_code).ok()?;
+    Some(Money::new(currency, money.minor_units))
+}

@@ -1,0 +1,127 @@
+//! Drives orders through the saga: makes each step's call, stores the next
+//! state before the next call, and leaves paused sagas to the recovery loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_storage::now_millis;
+
+use crate::domain::{Step, saga};
+use crate::hub::OrderHub;
+use crate::peers::Peers;
+use crate::store::OrderStore;
+
+#[derive(Clone, Debug)]
+pub struct SagaRunner {
+    store: OrderStore,
+    peers: Peers,
+    hub: OrderHub,
+    /// How long a driver may hold an order before another may take it over.
+    lease: Duration,
+}
+
+impl SagaRunner {
+    pub fn new(store: OrderStore, peers: Peers, hub: OrderHub, lease: Duration) -> Self {
+        Self {
+            store,
+            peers,
+            hub,
+            lease,
+        }
+    }
+
+    /// Drives `order_id` in the background.
+    pub fn spawn(&self, order_id: String) {
+        let runner = self.clone();
+        tokio::spawn(async move { runner.drive(&order_id).await });
+    }
+
+    /// Takes the order's lease and drives it until it is done, pauses for a
+    /// retry, or the lease is lost. Does nothing if another driver holds it.
+    pub async fn drive(&self, order_id: &str) {
+        let owner = uuid::Uuid::now_v7().to_string();
+        if let Err(error) = self.drive_as(order_id, &owner).await {
+            // The lease runs out by itself; recovery picks the order up again.
+            tracing::warn!(order_id, %error, "saga paused: the order store failed");
+        }
+    }
+
+    async fn drive_as(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
+        let Some(mut order) = self
+            .store
+            .claim(order_id, owner, now_millis(), self.lease)
+            .await?
+        else {
+            return Ok(());
+        };
+        loop {
+            let outcome = match order.saga.step {
+                Step::Reserve => self.peers.reserve(&order).await,
+                Step::Charge => self.peers.charge(&order).await,
+                Step::Commit => self.peers.commit(&order).await,
+                Step::Compensate => self.peers.compensate(&order).await,
+                Step::Done => return Ok(()),
+            };
+            let transition = saga::advance(order.saga, outcome);
+            let Some(next) = self
+                .store
+                .advance(
+                    order_id,
+                    owner,
+                    &transition.state,
+                    transition.retry_in,
+                    now_millis(),
+                    self.lease,
+                )
+                .await?
+            else {
+                tracing::warn!(order_id, "saga lease lost to another driver; stopping");
+                return Ok(());
+            };
+            tracing::info!(
+                order_id,
+                customer_id = %next.view.customer_id,
+                status = %next.view.status,
+                step = next.saga.step.as_str(),
+                failure_reason = next.view.failure_reason.map(|r| r.as_str()),
+                retry_in_ms = transition.retry_in.map(|d| d.as_millis() as u64),
+                "saga advanced"
+            );
+            order = next;
+            self.hub.publish(Arc::new(order.clone()));
+            if transition.retry_in.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Resumes every unfinished saga that is due, now and every `interval`,
+    /// until shutdown: orders left mid-saga by a crash, and paused retries.
+    pub fn spawn_recovery(&self, interval: Duration, shutdown: Shutdown) {
+        let runner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match runner.store.due(now_millis(), 256).await {
+                    Ok(order_ids) => {
+                        if !order_ids.is_empty() {
+                            tracing::info!(count = order_ids.len(), "resuming unfinished sagas");
+                        }
+                        let runner = &runner;
+                        futures::stream::iter(order_ids)
+                            .for_each_concurrent(16, |order_id| async move {
+                                runner.drive(&order_id).await;
+                            })
+                            .await;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot scan for unfinished sagas"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+}

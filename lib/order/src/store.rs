@@ -1,0 +1,420 @@
+//! Every SQL statement of the order service. Portable between SQLite and
+//! PostgreSQL through sqlx's Any driver.
+
+use std::time::Duration;
+
+use ordermesh_domain::{Currency, Money};
+use ordermesh_storage::Database;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::domain::{FailureReason, NewOrder, OrderLine, OrderStatus, OrderView, SagaState, Step};
+
+/// An order with the saga's bookkeeping, as stored.
+#[derive(Clone, Debug)]
+pub struct StoredOrder {
+    pub view: OrderView,
+    pub saga: SagaState,
+    pub payment_method: String,
+}
+
+/// What inserting a new order found.
+#[derive(Debug)]
+pub enum Inserted {
+    New(StoredOrder),
+    /// The customer already used this idempotency key.
+    KeyTaken {
+        order_id: String,
+        fingerprint: String,
+    },
+}
+
+/// A page position in a customer's orders, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at_ms: i64,
+    pub order_id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct OrderStore {
+    db: Database,
+}
+
+const ORDER_COLUMNS: &str = "order_id, customer_id, payment_method, currency, total_minor_units, \
+     status, failure_reason, step, compensate_stock, compensate_payment, attempts, \
+     version, created_at, updated_at";
+
+impl OrderStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Stores a PENDING order and its lines, or reports the order that
+    /// already holds the request's idempotency key.
+    pub async fn insert(
+        &self,
+        order_id: &str,
+        request: &NewOrder,
+        lines: &[OrderLine],
+        total: Money,
+        now_ms: i64,
+    ) -> Result<Inserted, sqlx::Error> {
+        let fingerprint = request.fingerprint();
+        let saga = SagaState::new_order();
+        let mut tx = self.db.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO order_orders (order_id, customer_id, payment_method, currency, \
+             total_minor_units, status, step, idempotency_key, request_fingerprint, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(&request.customer_id)
+        .bind(request.payment_method.token())
+        .bind(total.currency.as_str())
+        .bind(total.minor_units)
+        .bind(saga.status.as_str())
+        .bind(saga.step.as_str())
+        .bind(request.idempotency_key.as_deref())
+        .bind(&fingerprint)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            let key = request.idempotency_key.as_deref().unwrap_or_default();
+            let row = sqlx::query(
+                "SELECT order_id, request_fingerprint FROM order_orders \
+                 WHERE customer_id = $1 AND idempotency_key = $2",
+            )
+            .bind(&request.customer_id)
+            .bind(key)
+            .fetch_one(self.db.pool())
+            .await?;
+            return Ok(Inserted::KeyTaken {
+                order_id: row.try_get("order_id")?,
+                fingerprint: row.try_get("request_fingerprint")?,
+            });
+        }
+        for (line_no, line) in lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, line, product_id, quantity, \
+                 unit_price_minor_units) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(order_id)
+            .bind(i64::try_from(line_no).unwrap_or(i64::MAX))
+            .bind(&line.product_id)
+            .bind(i64::from(line.quantity))
+            .bind(line.unit_price.minor_units)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Inserted::New(StoredOrder {
+            view: OrderView {
+                order_id: order_id.to_owned(),
+                customer_id: request.customer_id.clone(),
+                lines: lines.to_vec(),
+                total,
+                status: saga.status,
+                failure_reason: None,
+                created_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                version: 1,
+            },
+            saga,
+            payment_method: request.payment_method.token().to_owned(),
+        }))
+    }
+
+    /// The order holding `customer_id`'s idempotency `key`, if any.
+    pub async fn find_by_idempotency_key(
+        &self,
+        customer_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT order_id, request_fingerprint FROM order_orders \
+             WHERE customer_id = $1 AND idempotency_key = $2",
+        )
+        .bind(customer_id)
+        .bind(key)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get("order_id")?,
+                row.try_get("request_fingerprint")?,
+            ))
+        })
+        .transpose()
+    }
+
+    pub async fn get(&self, order_id: &str) -> Result<Option<StoredOrder>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM order_orders WHERE order_id = $1"
+        ))
+        .bind(order_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut order = decode_order(&row)?;
+        order.view.lines = self.lines(order_id, order.view.total.currency).await?;
+        Ok(Some(order))
+    }
+
+    async fn lines(
+        &self,
+        order_id: &str,
+        currency: Currency,
+    ) -> Result<Vec<OrderLine>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT product_id, quantity, unit_price_minor_units FROM order_items \
+             WHERE order_id = $1 ORDER BY line",
+        )
+        .bind(order_id)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|row| decode_line(row, currency)).collect()
+    }
+
+    /// A page of `customer_id`'s orders, newest first, starting after `after`.
+    pub async fn list_by_customer(
+        &self,
+        customer_id: &str,
+        limit: i64,
+        after: Option<&Cursor>,
+    ) -> Result<Vec<OrderView>, sqlx::Error> {
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM order_orders WHERE customer_id = $1 \
+                     ORDER BY created_at DESC, order_id DESC LIMIT $2"
+                ))
+                .bind(customer_id)
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await?
+            }
+            Some(cursor) => {
+                sqlx::query(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM order_orders WHERE customer_id = $1 \
+                     AND (created_at < $2 OR (created_at = $2 AND order_id < $3)) \
+                     ORDER BY created_at DESC, order_id DESC LIMIT $4"
+                ))
+                .bind(customer_id)
+                .bind(cursor.created_at_ms)
+                .bind(&cursor.order_id)
+                .bind(limit)
+                .fetch_all(self.db.pool())
+                .await?
+            }
+        };
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut order = decode_order(row)?.view;
+            order.lines = self.lines(&order.order_id, order.total.currency).await?;
+            orders.push(order);
+        }
+        Ok(orders)
+    }
+
+    /// Takes the saga lease of an unfinished order whose lease is free, for
+    /// `lease`. None when the order is done or someone else drives it.
+    pub async fn claim(
+        &self,
+        order_id: &str,
+        owner: &str,
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<Option<StoredOrder>, sqlx::Error> {
+        let claimed = sqlx::query(
+            "UPDATE order_orders SET lease_owner = $1, lease_until = $2 \
+             WHERE order_id = $3 AND step <> 'done' AND lease_until < $4",
+        )
+        .bind(owner)
+        .bind(now_ms + millis(lease))
+        .bind(order_id)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(None);
+        }
+        self.get(order_id).await
+    }
+
+    /// Stores the saga's next state if `owner` still holds the lease; the
+    /// lease is renewed while the saga goes on and freed when it pauses or
+    /// ends. None when the lease was lost to another driver.
+    pub async fn advance(
+        &self,
+        order_id: &str,
+        owner: &str,
+        state: &SagaState,
+        retry_in: Option<Duration>,
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<Option<StoredOrder>, sqlx::Error> {
+        let keeps_going = retry_in.is_none() && state.step != Step::Done;
+        let lease_until = if keeps_going {
+            now_ms + millis(lease)
+        } else {
+            0
+        };
+        let next_attempt_at = now_ms + retry_in.map_or(0, millis);
+        let updated = sqlx::query(
+            "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
+             compensate_stock = $4, compensate_payment = $5, attempts = $6, \
+             next_attempt_at = $7, lease_until = $8, version = version + 1, updated_at = $9 \
+             WHERE order_id = $10 AND lease_owner = $11",
+        )
+        .bind(state.status.as_str())
+        .bind(state.failure_reason.map(FailureReason::as_str))
+        .bind(state.step.as_str())
+        .bind(i64::from(state.compensate_stock))
+        .bind(i64::from(state.compensate_payment))
+        .bind(i64::from(state.attempts))
+        .bind(next_attempt_at)
+        .bind(lease_until)
+        .bind(now_ms)
+        .bind(order_id)
+        .bind(owner)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.get(order_id).await
+    }
+
+    /// Frees the lease if `owner` holds it (the driver stopped early).
+    pub async fn release(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE order_orders SET lease_until = 0 WHERE order_id = $1 AND lease_owner = $2",
+        )
+        .bind(order_id)
+        .bind(owner)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Turns a CONFIRMED order into `cancelled` (a state from
+    /// `saga::cancel`), only if it is still CONFIRMED and settled. False when
+    /// the order was not in that state.
+    pub async fn cancel(
+        &self,
+        order_id: &str,
+        cancelled: &SagaState,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let updated = sqlx::query(
+            "UPDATE order_orders SET status = $1, step = $2, compensate_stock = $3, \
+             compensate_payment = $4, attempts = 0, next_attempt_at = 0, \
+             version = version + 1, updated_at = $5 \
+             WHERE order_id = $6 AND status = 'CONFIRMED' AND step = 'done'",
+        )
+        .bind(cancelled.status.as_str())
+        .bind(cancelled.step.as_str())
+        .bind(i64::from(cancelled.compensate_stock))
+        .bind(i64::from(cancelled.compensate_payment))
+        .bind(now_ms)
+        .bind(order_id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Orders whose saga is unfinished, due for another try, and not leased.
+    pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT order_id FROM order_orders WHERE step <> 'done' \
+             AND next_attempt_at <= $1 AND lease_until < $1 \
+             ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await
+    }
+
+    /// Every order with its saga state, for the invariant audit.
+    pub async fn all(&self) -> Result<Vec<StoredOrder>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM order_orders ORDER BY order_id"
+        ))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(decode_order).collect()
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn decode_order(row: &AnyRow) -> Result<StoredOrder, sqlx::Error> {
+    let currency: String = row.try_get("currency")?;
+    let currency = Currency::parse(&currency).map_err(|e| decode_error("currency", e))?;
+    let status: String = row.try_get("status")?;
+    let step: String = row.try_get("step")?;
+    let failure_reason: Option<String> = row.try_get("failure_reason")?;
+    let status: OrderStatus = status.parse().map_err(|e| decode_error("status", e))?;
+    let step: Step = step.parse().map_err(|e| decode_error("step", e))?;
+    let failure_reason = failure_reason
+        .map(|reason| reason.parse::<FailureReason>())
+        .transpose()
+        .map_err(|e| decode_error("failure_reason", e))?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(StoredOrder {
+        view: OrderView {
+            order_id: row.try_get("order_id")?,
+            customer_id: row.try_get("customer_id")?,
+            lines: Vec::new(),
+            total: Money::new(currency, row.try_get("total_minor_units")?),
+            status,
+            failure_reason,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
+        },
+        saga: SagaState {
+            status,
+            step,
+            failure_reason,
+            compensate_stock: row.try_get::<i64, _>("compensate_stock")? != 0,
+            compensate_payment: row.try_get::<i64, _>("compensate_payment")? != 0,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        },
+        payment_method: row.try_get("payment_method")?,
+    })
+}
+
+fn decode_line(row: &AnyRow, currency: Currency) -> Result<OrderLine, sqlx::Error> {
+    let quantity: i64 = row.try_get("quantity")?;
+    Ok(OrderLine {
+        product_id: row.try_get("product_id")?,
+        quantity: i32::try_from(quantity).map_err(|e| decode_error("quantity", e))?,
+        unit_price: Money::new(currency, row.try_get("unit_price_minor_units")?),
+    })
+}
+
+fn decode_error(
+    column: &str,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(error),
+    }
+}

@@ -1,0 +1,86 @@
+//! The payment service: charges with deterministic simulated outcomes chosen
+//! by the payment-method token, one payment per order however often the
+//! mesh retries.
+
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use ordermesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_storage::{Database, DatabaseSettings};
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::grpc::PaymentGrpc;
+use crate::service::Payments;
+use crate::store::PaymentStore;
+
+/// The payment service's own flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PaymentSettings {
+    /// Share of otherwise good charges declined at random (0.0 to 1.0), for demos.
+    #[arg(long, env = "ORDERMESH_PAYMENT_DECLINE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub decline_rate: f64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self { decline_rate: 0.0 }
+    }
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "the decline rate must be between 0 and 1, got {rate}"
+        ))
+    }
+}
+
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Opens the payment database and returns the gRPC services to serve.
+pub async fn build(
+    settings: &PaymentSettings,
+    database: &DatabaseSettings,
+    _shutdown: Shutdown,
+) -> anyhow::Result<RoleServices> {
+    let payments = Payments::new(open_store(database).await?, settings.decline_rate);
+    let server = PaymentServiceServer::new(PaymentGrpc::new(payments))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Ok(RoleServices {
+        role: "payment",
+        routes: Routes::new(server),
+        service_names: vec![<PaymentServiceServer<PaymentGrpc> as NamedService>::NAME],
+    })
+}
+
+/// The payment store alone, for tools that read it (the invariant audit).
+pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<PaymentStore> {
+    let db = Database::open(database, "payment", &sqlx::migrate!("./migrations")).await?;
+    Ok(PaymentStore::new(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decline_rates_are_bounded() {
+        assert_eq!(parse_rate("0.25"), Ok(0.25));
+        assert!(parse_rate("1.5").is_err());
+        assert!(parse_rate("-0.1").is_err());
+        assert!(parse_rate("lots").is_err());
+    }
+}

@@ -1,5 +1,7 @@
 //! The payment service over real gRPC on loopback, on SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashSet;
 
 use ordermesh_payment::{PaymentSettings, build};

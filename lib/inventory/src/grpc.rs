@@ -1,0 +1,275 @@
+//! The gRPC face of the inventory: translates and delegates; every error
+//! becomes a status in [`to_status`].
+
+use std::pin::Pin;
+
+use futures::Stream;
+use ordermesh_domain::Money;
+use ordermesh_proto::common::v1::Money as ProtoMoney;
+use ordermesh_proto::inventory::v1::inventory_service_server::InventoryService;
+use ordermesh_proto::inventory::v1::{
+    AdjustStockRequest, CommitReservationRequest, GetProductRequest, ListProductsRequest,
+    ListProductsResponse, Product as ProtoProduct, ReleaseReservationRequest,
+    Reservation as ProtoReservation, ReservationItem, ReservationStatus as ProtoStatus,
+    ReserveStockRequest, WatchStockRequest,
+};
+use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_runtime::status::{database_error, with_reason};
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Code, Request, Response, Status};
+
+use crate::domain::{InventoryError, Product, Reservation, ReservationStatus, ReserveRequest};
+use crate::service::{Inventory, ServiceError};
+
+pub struct InventoryGrpc {
+    inventory: Inventory,
+    shutdown: Shutdown,
+}
+
+impl InventoryGrpc {
+    pub fn new(inventory: Inventory, shutdown: Shutdown) -> Self {
+        Self {
+            inventory,
+            shutdown,
+        }
+    }
+}
+
+type StockStream = Pin<Box<dyn Stream<Item = Result<ProtoProduct, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl InventoryService for InventoryGrpc {
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        let message = request.into_inner();
+        let (products, next_page_token) = self
+            .inventory
+            .products(message.page_size, &message.page_token, &message.product_ids)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ListProductsResponse {
+            products: products.iter().map(product_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<GetProductRequest>,
+    ) -> Result<Response<ProtoProduct>, Status> {
+        let product = self
+            .inventory
+            .product(&request.get_ref().product_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(product_to_proto(&product)))
+    }
+
+    async fn reserve_stock(
+        &self,
+        request: Request<ReserveStockRequest>,
+    ) -> Result<Response<ProtoReservation>, Status> {
+        let message = request.into_inner();
+        let items = message
+            .items
+            .into_iter()
+            .map(|item| (item.product_id, item.quantity))
+            .collect();
+        let request = ReserveRequest::parse(message.reservation_id, items)
+            .map_err(|e| to_status(e.into()))?;
+        let reservation = self.inventory.reserve(request).await.map_err(to_status)?;
+        Ok(Response::new(reservation_to_proto(&reservation)))
+    }
+
+    async fn commit_reservation(
+        &self,
+        request: Request<CommitReservationRequest>,
+    ) -> Result<Response<ProtoReservation>, Status> {
+        let reservation = self
+            .inventory
+            .commit(&request.get_ref().reservation_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(reservation_to_proto(&reservation)))
+    }
+
+    async fn release_reservation(
+        &self,
+        request: Request<ReleaseReservationRequest>,
+    ) -> Result<Response<ProtoReservation>, Status> {
+        let reservation = self
+            .inventory
+            .release(&request.get_ref().reservation_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(reservation_to_proto(&reservation)))
+    }
+
+    async fn adjust_stock(
+        &self,
+        request: Request<AdjustStockRequest>,
+    ) -> Result<Response<ProtoProduct>, Status> {
+        let message = request.into_inner();
+        let product = self
+            .inventory
+            .adjust(&message.product_id, message.delta)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(product_to_proto(&product)))
+    }
+
+    type WatchStockStream = StockStream;
+
+    async fn watch_stock(
+        &self,
+        request: Request<WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        let only = request.into_inner().product_ids;
+        // Subscribe before the snapshot so no change falls between them.
+        let mut changes = self.inventory.subscribe();
+        let inventory = self.inventory.clone();
+        let first = snapshot(&inventory, &only).await?;
+        let shutdown = self.shutdown.clone();
+        let stream = async_stream::stream! {
+            for product in first {
+                yield Ok(product);
+            }
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    change = changes.recv() => match change {
+                        Ok(product) => {
+                            if only.is_empty() || only.contains(&product.product_id) {
+                                yield Ok(product_to_proto(&product));
+                            }
+                        }
+                        // Too slow to keep up: send everything afresh.
+                        Err(RecvError::Lagged(_)) => match snapshot(&inventory, &only).await {
+                            Ok(products) => for product in products { yield Ok(product); },
+                            Err(status) => { yield Err(status); return; }
+                        },
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+async fn snapshot(inventory: &Inventory, only: &[String]) -> Result<Vec<ProtoProduct>, Status> {
+    let mut products = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = inventory
+            .products(0, &token, only)
+            .await
+            .map_err(to_status)?;
+        products.extend(page.iter().map(product_to_proto));
+        if next.is_empty() {
+            return Ok(products);
+        }
+        token = next;
+    }
+}
+
+/// The one place an inventory error becomes a gRPC status.
+pub fn to_status(error: ServiceError) -> Status {
+    let message = error.to_string();
+    match error {
+        ServiceError::Rule(rule) => match rule {
+            InventoryError::Invalid(_) => Status::invalid_argument(message),
+            InventoryError::ProductNotFound(product_id) => with_reason(
+                Code::NotFound,
+                "PRODUCT_NOT_FOUND",
+                message,
+                [("product_id".to_owned(), product_id)],
+            ),
+            InventoryError::OutOfStock {
+                product_id,
+                requested,
+                available,
+            } => with_reason(
+                Code::FailedPrecondition,
+                "OUT_OF_STOCK",
+                message,
+                [
+                    ("product_id".to_owned(), product_id),
+                    ("requested".to_owned(), requested.to_string()),
+                    ("available".to_owned(), available.to_string()),
+                ],
+            ),
+            InventoryError::ReservationConflict(reservation_id) => with_reason(
+                Code::AlreadyExists,
+                "RESERVATION_CONFLICT",
+                message,
+                [("reservation_id".to_owned(), reservation_id)],
+            ),
+            InventoryError::ReservationReleased { reservation_id, .. } => with_reason(
+                Code::FailedPrecondition,
+                "RESERVATION_RELEASED",
+                message,
+                [("reservation_id".to_owned(), reservation_id)],
+            ),
+            InventoryError::ReservationNotFound(reservation_id) => with_reason(
+                Code::NotFound,
+                "RESERVATION_NOT_FOUND",
+                message,
+                [("reservation_id".to_owned(), reservation_id)],
+            ),
+            InventoryError::StockNegative { product_id, .. } => with_reason(
+                Code::FailedPrecondition,
+                "STOCK_NEGATIVE",
+                message,
+                [("product_id".to_owned(), product_id)],
+            ),
+            InventoryError::StockOverflow(_) => Status::out_of_range(message),
+        },
+        ServiceError::Store { context, source } => database_error(context, &source),
+    }
+}
+
+fn money_to_proto(money: Money) -> ProtoMoney {
+    ProtoMoney {
+        currency_code: money.currency.as_str().to_owned(),
+        minor_units: money.minor_units,
+    }
+}
+
+pub fn product_to_proto(product: &Product) -> ProtoProduct {
+    ProtoProduct {
+        product_id: product.product_id.clone(),
+        name: product.name.clone(),
+        price: Some(money_to_proto(product.price)),
+        available: product.available,
+    }
+}
+
+pub fn reservation_to_proto(reservation: &Reservation) -> ProtoReservation {
+    let status = match reservation.status {
+        ReservationStatus::Reserved => ProtoStatus::Reserved,
+        ReservationStatus::Committed => ProtoStatus::Committed,
+        ReservationStatus::Released => ProtoStatus::Released,
+        ReservationStatus::Expired => ProtoStatus::Expired,
+    };
+    ProtoReservation {
+        reservation_id: reservation.reservation_id.clone(),
+        status: status.into(),
+        items: reservation
+            .items
+            .iter()
+            .map(|item| ReservationItem {
+                product_id: item.product_id.clone(),
+                quantity: item.quantity,
+                unit_price: Some(money_to_proto(item.unit_price)),
+            })
+            .collect(),
+        expire_time: (reservation.expires_at_ms > 0).then(|| prost_types::Timestamp {
+            seconds: reservation.expires_at_ms.div_euclid(1000),
+            nanos: i32::try_from(reservation.expires_at_ms.rem_euclid(1000) * 1_000_000)
+                .unwrap_or(0),
+        }),
+    }
+}

@@ -1,0 +1,96 @@
+//! The inventory service: the product catalog and its stock. Reservations
+//! take every line of an order or none, in the database, so stock never goes
+//! negative and the last unit is never sold twice, however many replicas
+//! share the database.
+
+pub mod catalog;
+pub mod domain;
+pub mod grpc;
+pub mod service;
+pub mod store;
+
+use std::time::Duration;
+
+use ordermesh_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_storage::{Database, DatabaseSettings, now_millis};
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+use crate::grpc::InventoryGrpc;
+use crate::service::Inventory;
+use crate::store::InventoryStore;
+
+pub use crate::store::StockLine;
+
+/// The inventory service's own flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct InventorySettings {
+    /// How long an uncommitted reservation holds stock before it expires.
+    #[arg(long, env = "ORDERMESH_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub reservation_ttl: Duration,
+    /// How often expired reservations are swept.
+    #[arg(long, env = "ORDERMESH_RESERVATION_SWEEP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reservation_sweep_interval: Duration,
+}
+
+impl Default for InventorySettings {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_secs(15 * 60),
+            reservation_sweep_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Opens the inventory database, seeds the demo catalog into an empty one,
+/// starts the expiry sweeper, and returns the gRPC services to serve.
+pub async fn build(
+    settings: &InventorySettings,
+    database: &DatabaseSettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<RoleServices> {
+    let store = open_store(database).await?;
+    if store.seed_if_empty(now_millis()).await? {
+        tracing::info!("seeded the demo catalog into an empty database");
+    }
+    let inventory = Inventory::new(store, settings.reservation_ttl);
+    spawn_sweeper(
+        inventory.clone(),
+        settings.reservation_sweep_interval,
+        shutdown.clone(),
+    );
+    let server = InventoryServiceServer::new(InventoryGrpc::new(inventory, shutdown))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    Ok(RoleServices {
+        role: "inventory",
+        routes: Routes::new(server),
+        service_names: vec![<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME],
+    })
+}
+
+/// The inventory store alone, for tools that read it (the invariant audit).
+pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<InventoryStore> {
+    let db = Database::open(database, "inventory", &sqlx::migrate!("./migrations")).await?;
+    Ok(InventoryStore::new(db))
+}
+
+fn spawn_sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(error) = inventory.expire_due().await {
+                tracing::warn!(%error, "sweeping expired reservations failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,246 @@
+//! The inventory's use cases, apart from how they travel. Each change is
+//! announced to stock watchers after its transaction commits.
+
+use std::time::Duration;
+
+use ordermesh_domain::limits::{MAX_ITEMS, MAX_PAGE_SIZE, check_id};
+use ordermesh_storage::now_millis;
+use tokio::sync::broadcast;
+
+use crate::domain::{self, InventoryError, Product, Reservation, ReserveRequest};
+use crate::store::{InventoryStore, Reserved, StockLine, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Rule(#[from] InventoryError),
+    #[error("inventory store failed while {context}")]
+    Store {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+fn failed(context: &'static str) -> impl Fn(StoreError) -> ServiceError {
+    move |error| match error {
+        StoreError::Rule(rule) => ServiceError::Rule(rule),
+        StoreError::Database(source) => ServiceError::Store { context, source },
+    }
+}
+
+fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ServiceError {
+    move |source| ServiceError::Store { context, source }
+}
+
+const DEFAULT_PAGE_SIZE: i32 = 50;
+
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    store: InventoryStore,
+    reservation_ttl: Duration,
+    changes: broadcast::Sender<Product>,
+}
+
+impl Inventory {
+    pub fn new(store: InventoryStore, reservation_ttl: Duration) -> Self {
+        Self {
+            store,
+            reservation_ttl,
+            changes: broadcast::channel(1024).0,
+        }
+    }
+
+    pub fn store(&self) -> &InventoryStore {
+        &self.store
+    }
+
+    /// Stock changes made by this replica, after they commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Product> {
+        self.changes.subscribe()
+    }
+
+    async fn announce(&self, product_ids: Vec<String>) {
+        for product_id in product_ids {
+            match self.store.product(&product_id).await {
+                // No watcher is fine.
+                Ok(Some(product)) => drop(self.changes.send(product)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, product_id, "cannot read a changed product"),
+            }
+        }
+    }
+
+    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, ServiceError> {
+        match self
+            .store
+            .reserve(&request, now_millis(), self.reservation_ttl)
+            .await
+            .map_err(failed("reserving stock"))
+        {
+            Ok(Reserved::New(reservation)) => {
+                tracing::info!(
+                    reservation_id = %reservation.reservation_id,
+                    order_id = %reservation.reservation_id,
+                    lines = reservation.items.len(),
+                    "stock reserved"
+                );
+                let changed = reservation
+                    .items
+                    .iter()
+                    .map(|i| i.product_id.clone())
+                    .collect();
+                self.announce(changed).await;
+                Ok(reservation)
+            }
+            Ok(Reserved::Existing(existing)) => Ok(domain::replay(existing, &request)?),
+            Err(ServiceError::Rule(rule)) => {
+                tracing::info!(reservation_id = %request.reservation_id, order_id = %request.reservation_id, reason = %rule, "reservation refused");
+                Err(rule.into())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    pub async fn commit(&self, reservation_id: &str) -> Result<Reservation, ServiceError> {
+        check_id("reservation_id", reservation_id).map_err(InventoryError::Invalid)?;
+        let changed = self
+            .store
+            .commit(reservation_id, now_millis())
+            .await
+            .map_err(failed("committing a reservation"))?;
+        self.announce(changed.products).await;
+        let reservation = changed.value;
+        match reservation.status {
+            domain::ReservationStatus::Committed => {
+                tracing::info!(
+                    reservation_id,
+                    order_id = reservation_id,
+                    "reservation committed"
+                );
+                Ok(reservation)
+            }
+            status => Err(InventoryError::ReservationReleased {
+                reservation_id: reservation_id.to_owned(),
+                status: status.as_str(),
+            }
+            .into()),
+        }
+    }
+
+    pub async fn release(&self, reservation_id: &str) -> Result<Reservation, ServiceError> {
+        check_id("reservation_id", reservation_id).map_err(InventoryError::Invalid)?;
+        let changed = self
+            .store
+            .release(reservation_id, now_millis())
+            .await
+            .map_err(failed("releasing a reservation"))?;
+        if !changed.products.is_empty() {
+            tracing::info!(
+                reservation_id,
+                order_id = reservation_id,
+                "reservation released; stock returned"
+            );
+        }
+        self.announce(changed.products).await;
+        Ok(changed.value)
+    }
+
+    /// Expires reservations past their time; returns how many products changed.
+    pub async fn expire_due(&self) -> Result<usize, ServiceError> {
+        let products = self
+            .store
+            .expire_due(now_millis(), 100)
+            .await
+            .map_err(db("expiring reservations"))?;
+        let changed = products.len();
+        self.announce(products).await;
+        Ok(changed)
+    }
+
+    pub async fn adjust(&self, product_id: &str, delta: i32) -> Result<Product, ServiceError> {
+        domain::check_adjustment(product_id, delta)?;
+        let product = self
+            .store
+            .adjust(product_id, delta, now_millis())
+            .await
+            .map_err(failed("adjusting stock"))?;
+        tracing::info!(
+            product_id,
+            delta,
+            available = product.available,
+            "stock adjusted"
+        );
+        drop(self.changes.send(product.clone()));
+        Ok(product)
+    }
+
+    pub async fn product(&self, product_id: &str) -> Result<Product, ServiceError> {
+        check_id("product_id", product_id).map_err(InventoryError::Invalid)?;
+        self.store
+            .product(product_id)
+            .await
+            .map_err(db("reading a product"))?
+            .ok_or_else(|| InventoryError::ProductNotFound(product_id.to_owned()).into())
+    }
+
+    /// A page of products and the next page's token (empty on the last).
+    pub async fn products(
+        &self,
+        page_size: i32,
+        page_token: &str,
+        only: &[String],
+    ) -> Result<(Vec<Product>, String), ServiceError> {
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            1.. => page_size.min(MAX_PAGE_SIZE),
+            _ => {
+                return Err(InventoryError::Invalid(format!(
+                    "page_size must not be negative, got {page_size}"
+                ))
+                .into());
+            }
+        };
+        if only.len() > MAX_ITEMS {
+            return Err(InventoryError::Invalid(format!(
+                "product_ids may name at most {MAX_ITEMS} products"
+            ))
+            .into());
+        }
+        for product_id in only {
+            check_id("product_ids", product_id).map_err(InventoryError::Invalid)?;
+        }
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            check_id("page_token", page_token).map_err(|_| {
+                InventoryError::Invalid(
+                    "page_token is not one this service issued; start again without it".into(),
+                )
+            })?;
+            Some(page_token)
+        };
+        let mut products = self
+            .store
+            .products(after, i64::from(page_size) + 1, only)
+            .await
+            .map_err(db("listing products"))?;
+        let next = if products.len() > page_size as usize {
+            products.truncate(page_size as usize);
+            products
+                .last()
+                .map(|p| p.product_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((products, next))
+    }
+
+    pub async fn stock_report(&self) -> Result<Vec<StockLine>, ServiceError> {
+        self.store
+            .stock_report()
+            .await
+            .map_err(db("reading the stock report"))
+    }
+}

@@ -1,0 +1,540 @@
+//! Every SQL statement of the inventory (portable SQLite/PostgreSQL). Stock
+//! is only ever changed by conditional updates inside transactions, never
+//! by a lock in process memory, so replicas sharing one database stay exact.
+
+use std::time::Duration;
+
+use ordermesh_domain::{Currency, Money};
+use ordermesh_storage::Database;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::catalog::DEMO_CATALOG;
+use crate::domain::{
+    InventoryError, Product, Reservation, ReservationStatus, ReserveRequest, ReservedItem,
+};
+
+#[derive(Clone, Debug)]
+pub struct InventoryStore {
+    db: Database,
+}
+
+/// A store call's result: a rule was broken, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rule(#[from] InventoryError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A reservation call's result, with the products whose stock changed.
+#[derive(Debug)]
+pub struct Changed<T> {
+    pub value: T,
+    pub products: Vec<String>,
+}
+
+/// Per product: where its units are, for the invariant audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockLine {
+    pub product_id: String,
+    pub available: i64,
+    /// Held by RESERVED reservations.
+    pub reserved: i64,
+    /// Held by COMMITTED reservations.
+    pub sold: i64,
+    /// Seeded stock plus every adjustment; should equal the three above.
+    pub stock_total: i64,
+}
+
+const PRODUCT_COLUMNS: &str = "product_id, name, price_minor_units, currency, available";
+
+impl InventoryStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Seeds the demo catalog into an empty products table. Safe when two
+    /// replicas start at once.
+    pub async fn seed_if_empty(&self, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inventory_products")
+            .fetch_one(self.db.pool())
+            .await?;
+        if count > 0 {
+            return Ok(false);
+        }
+        for (product_id, name, price, stock) in DEMO_CATALOG {
+            sqlx::query(
+                "INSERT INTO inventory_products (product_id, name, price_minor_units, currency, \
+                 available, stock_total, updated_at) VALUES ($1, $2, $3, $4, $5, $5, $6) \
+                 ON CONFLICT (product_id) DO NOTHING",
+            )
+            .bind(*product_id)
+            .bind(*name)
+            .bind(*price)
+            .bind(Currency::USD.as_str())
+            .bind(*stock)
+            .bind(now_ms)
+            .execute(self.db.pool())
+            .await?;
+        }
+        Ok(true)
+    }
+
+    pub async fn product(&self, product_id: &str) -> Result<Option<Product>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id = $1"
+        ))
+        .bind(product_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        .as_ref()
+        .map(decode_product)
+        .transpose()
+    }
+
+    /// Products after `after` in id order, at most `limit`, only `only` when
+    /// it is not empty.
+    pub async fn products(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+        only: &[String],
+    ) -> Result<Vec<Product>, sqlx::Error> {
+        let mut sql =
+            format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id > $1");
+        if !only.is_empty() {
+            let placeholders: Vec<String> =
+                (0..only.len()).map(|i| format!("${}", i + 3)).collect();
+            sql.push_str(&format!(" AND product_id IN ({})", placeholders.join(", ")));
+        }
+        sql.push_str(" ORDER BY product_id LIMIT $2");
+        let mut query = sqlx::query(&sql).bind(after.unwrap_or("")).bind(limit);
+        for product_id in only {
+            query = query.bind(product_id);
+        }
+        query
+            .fetch_all(self.db.pool())
+            .await?
+            .iter()
+            .map(decode_product)
+            .collect()
+    }
+
+    /// Reserves every item or none. A repeat of the id returns what is
+    /// stored (the caller decides whether it is a replay).
+    pub async fn reserve(
+        &self,
+        request: &ReserveRequest,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<Reserved, StoreError> {
+        let expires_at = now_ms + millis(ttl);
+        let mut tx = self.db.pool().begin().await?;
+        // The first statement writes, so SQLite takes its write lock at once.
+        let created = sqlx::query(
+            "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (reservation_id) DO NOTHING",
+        )
+        .bind(&request.reservation_id)
+        .bind(ReservationStatus::Reserved.as_str())
+        .bind(expires_at)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if created == 0 {
+            tx.rollback().await?;
+            let existing = self
+                .reservation(&request.reservation_id)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            return Ok(Reserved::Existing(existing));
+        }
+        let mut items = Vec::with_capacity(request.items.len());
+        for (product_id, quantity) in &request.items {
+            let taken = sqlx::query(
+                "UPDATE inventory_products SET available = available - $1, updated_at = $2 \
+                 WHERE product_id = $3 AND available >= $1 \
+                 RETURNING price_minor_units, currency",
+            )
+            .bind(i64::from(*quantity))
+            .bind(now_ms)
+            .bind(product_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(taken) = taken else {
+                let refusal = refusal(&mut tx, product_id, *quantity).await?;
+                tx.rollback().await?;
+                return Err(refusal.into());
+            };
+            let currency: String = taken.try_get("currency")?;
+            let unit_price: i64 = taken.try_get("price_minor_units")?;
+            sqlx::query(
+                "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
+                 unit_price_minor_units, currency) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&request.reservation_id)
+            .bind(product_id)
+            .bind(i64::from(*quantity))
+            .bind(unit_price)
+            .bind(&currency)
+            .execute(&mut *tx)
+            .await?;
+            items.push(ReservedItem {
+                product_id: product_id.clone(),
+                quantity: *quantity,
+                unit_price: Money::new(parse_currency(&currency)?, unit_price),
+            });
+        }
+        tx.commit().await?;
+        Ok(Reserved::New(Reservation {
+            reservation_id: request.reservation_id.clone(),
+            status: ReservationStatus::Reserved,
+            items,
+            expires_at_ms: expires_at,
+        }))
+    }
+
+    /// RESERVED → COMMITTED, unless it has expired (then it expires now and
+    /// its stock returns). Returns the reservation as it then stands.
+    pub async fn commit(
+        &self,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> Result<Changed<Reservation>, StoreError> {
+        let committed = sqlx::query(
+            "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
+             WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at >= $1",
+        )
+        .bind(now_ms)
+        .bind(reservation_id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        let mut products = Vec::new();
+        if committed == 0 {
+            // Past its time but not yet swept: expire it here.
+            products = self.expire_one(reservation_id, now_ms).await?;
+        }
+        let reservation = self
+            .reservation(reservation_id)
+            .await?
+            .ok_or_else(|| InventoryError::ReservationNotFound(reservation_id.to_owned()))?;
+        Ok(Changed {
+            value: reservation,
+            products,
+        })
+    }
+
+    /// Gives a reserved or committed reservation's stock back; records a
+    /// tombstone for an unknown id. Returns the reservation as it stands.
+    pub async fn release(
+        &self,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> Result<Changed<Reservation>, StoreError> {
+        let products = self.give_back(reservation_id, now_ms).await?;
+        sqlx::query(
+            "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
+             updated_at) VALUES ($1, 'RELEASED', 0, $2, $2) ON CONFLICT (reservation_id) DO NOTHING",
+        )
+        .bind(reservation_id)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        let reservation = self
+            .reservation(reservation_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        Ok(Changed {
+            value: reservation,
+            products,
+        })
+    }
+
+    /// Releases a reserved or committed reservation and returns its units to
+    /// stock, in one transaction; the conditional status update makes sure
+    /// only one caller ever gives the units back.
+    async fn give_back(
+        &self,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let released = sqlx::query(
+            "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 \
+             WHERE reservation_id = $2 AND status IN ('RESERVED', 'COMMITTED')",
+        )
+        .bind(now_ms)
+        .bind(reservation_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released == 0 {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let products = return_items(&mut tx, reservation_id, now_ms).await?;
+        tx.commit().await?;
+        Ok(products)
+    }
+
+    /// Expires one reservation if it is RESERVED and past its time.
+    async fn expire_one(
+        &self,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let expired = sqlx::query(
+            "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
+             WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1",
+        )
+        .bind(now_ms)
+        .bind(reservation_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if expired == 0 {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let products = return_items(&mut tx, reservation_id, now_ms).await?;
+        tx.commit().await?;
+        tracing::info!(reservation_id, "reservation expired; its stock returned");
+        Ok(products)
+    }
+
+    /// Expires every reservation past its time (at most `limit` per call).
+    /// Returns the products whose stock changed.
+    pub async fn expire_due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT reservation_id FROM inventory_reservations \
+             WHERE status = 'RESERVED' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut products = Vec::new();
+        for reservation_id in due {
+            products.extend(self.expire_one(&reservation_id, now_ms).await?);
+        }
+        Ok(products)
+    }
+
+    /// Adds `delta` to the product's stock, refusing to go below zero.
+    pub async fn adjust(
+        &self,
+        product_id: &str,
+        delta: i32,
+        now_ms: i64,
+    ) -> Result<Product, StoreError> {
+        let adjusted = sqlx::query(&format!(
+            "UPDATE inventory_products SET available = available + $1, \
+             stock_total = stock_total + $1, updated_at = $2 \
+             WHERE product_id = $3 AND available + $1 >= 0 AND available + $1 <= $4 \
+             RETURNING {PRODUCT_COLUMNS}"
+        ))
+        .bind(i64::from(delta))
+        .bind(now_ms)
+        .bind(product_id)
+        .bind(i64::from(i32::MAX))
+        .fetch_optional(self.db.pool())
+        .await?;
+        if let Some(row) = adjusted {
+            return Ok(decode_product(&row)?);
+        }
+        let product = self
+            .product(product_id)
+            .await?
+            .ok_or_else(|| InventoryError::ProductNotFound(product_id.to_owned()))?;
+        Err(if delta < 0 {
+            InventoryError::StockNegative {
+                product_id: product_id.to_owned(),
+                available: i64::from(product.available),
+                removing: -i64::from(delta),
+            }
+        } else {
+            InventoryError::StockOverflow(product_id.to_owned())
+        }
+        .into())
+    }
+
+    pub async fn reservation(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<Reservation>, sqlx::Error> {
+        let Some(row) = sqlx::query(
+            "SELECT status, expires_at FROM inventory_reservations WHERE reservation_id = $1",
+        )
+        .bind(reservation_id)
+        .fetch_optional(self.db.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let status: String = row.try_get("status")?;
+        let items = sqlx::query(
+            "SELECT product_id, quantity, unit_price_minor_units, currency \
+             FROM inventory_reservation_items WHERE reservation_id = $1 ORDER BY product_id",
+        )
+        .bind(reservation_id)
+        .fetch_all(self.db.pool())
+        .await?
+        .iter()
+        .map(|item| {
+            let quantity: i64 = item.try_get("quantity")?;
+            let currency: String = item.try_get("currency")?;
+            Ok(ReservedItem {
+                product_id: item.try_get("product_id")?,
+                quantity: i32::try_from(quantity).map_err(|e| bad_column("quantity", e))?,
+                unit_price: Money::new(
+                    parse_currency(&currency)?,
+                    item.try_get("unit_price_minor_units")?,
+                ),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(Reservation {
+            reservation_id: reservation_id.to_owned(),
+            status: ReservationStatus::parse(&status)
+                .ok_or_else(|| bad_column("status", std::io::Error::other(status.clone())))?,
+            items,
+            expires_at_ms: row.try_get("expires_at")?,
+        }))
+    }
+
+    /// Where every product's units are, for the invariant audit.
+    pub async fn stock_report(&self) -> Result<Vec<StockLine>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT p.product_id, p.available, p.stock_total, \
+             CAST(COALESCE(SUM(CASE WHEN r.status = 'RESERVED' THEN i.quantity ELSE 0 END), 0) AS BIGINT) AS reserved, \
+             CAST(COALESCE(SUM(CASE WHEN r.status = 'COMMITTED' THEN i.quantity ELSE 0 END), 0) AS BIGINT) AS sold \
+             FROM inventory_products p \
+             LEFT JOIN inventory_reservation_items i ON i.product_id = p.product_id \
+             LEFT JOIN inventory_reservations r ON r.reservation_id = i.reservation_id \
+             GROUP BY p.product_id, p.available, p.stock_total ORDER BY p.product_id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StockLine {
+                    product_id: row.try_get("product_id")?,
+                    available: row.try_get("available")?,
+                    reserved: row.try_get("reserved")?,
+                    sold: row.try_get("sold")?,
+                    stock_total: row.try_get("stock_total")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every reservation's id and status, for the invariant audit.
+    pub async fn reservation_statuses(
+        &self,
+    ) -> Result<Vec<(String, ReservationStatus)>, sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT reservation_id, status FROM inventory_reservations ORDER BY reservation_id",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, status)| {
+                let status = ReservationStatus::parse(&status)
+                    .ok_or_else(|| bad_column("status", std::io::Error::other(status)))?;
+                Ok((id, status))
+            })
+            .collect()
+    }
+}
+
+/// What a reserve call found.
+#[derive(Debug)]
+pub enum Reserved {
+    New(Reservation),
+    Existing(Reservation),
+}
+
+/// Why a product's conditional update took nothing: unknown, or short.
+async fn refusal(
+    tx: &mut Transaction<'_, Any>,
+    product_id: &str,
+    requested: i32,
+) -> Result<InventoryError, sqlx::Error> {
+    let available: Option<i64> =
+        sqlx::query_scalar("SELECT available FROM inventory_products WHERE product_id = $1")
+            .bind(product_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(match available {
+        None => InventoryError::ProductNotFound(product_id.to_owned()),
+        Some(available) => InventoryError::OutOfStock {
+            product_id: product_id.to_owned(),
+            requested,
+            available,
+        },
+    })
+}
+
+/// Adds each item of the reservation back to its product's stock.
+async fn return_items(
+    tx: &mut Transaction<'_, Any>,
+    reservation_id: &str,
+    now_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    let items: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM inventory_reservation_items \
+         WHERE reservation_id = $1 ORDER BY product_id",
+    )
+    .bind(reservation_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (product_id, quantity) in &items {
+        sqlx::query(
+            "UPDATE inventory_products SET available = available + $1, updated_at = $2 \
+             WHERE product_id = $3",
+        )
+        .bind(quantity)
+        .bind(now_ms)
+        .bind(product_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(items
+        .into_iter()
+        .map(|(product_id, _)| product_id)
+        .collect())
+}
+
+fn decode_product(row: &AnyRow) -> Result<Product, sqlx::Error> {
+    let currency: String = row.try_get("currency")?;
+    let available: i64 = row.try_get("available")?;
+    Ok(Product {
+        product_id: row.try_get("product_id")?,
+        name: row.try_get("name")?,
+        price: Money::new(
+            parse_currency(&currency)?,
+            row.try_get("price_minor_units")?,
+        ),
+        available: i32::try_from(available).map_err(|e| bad_column("available", e))?,
+    })
+}
+
+fn parse_currency(code: &str) -> Result<Currency, sqlx::Error> {
+    Currency::parse(code).map_err(|e| bad_column("currency", e))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn bad_column(column: &str, error: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(error),
+    }
+}

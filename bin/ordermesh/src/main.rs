@@ -1,1 +1,21 @@
-fn main() {}
+//! `ordermesh`: run one role per process (`order`, `inventory`, `payment`),
+//! or every role in one process (`all`, the default).
+
+mod cli;
+mod roles;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    ordermesh_runtime::telemetry::init(cli.log_format);
+    let result = roles::run(cli).await;
+    if let Err(error) = &result {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "ordermesh stopped on an error"
+        );
+    }
+    result
+}

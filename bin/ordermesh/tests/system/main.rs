@@ -1,0 +1,14 @@
+//! End-to-end tests of the real `ordermesh` binary on loopback: one test
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! binary, one module per feature.
+
+mod harness;
+
+mod concurrency;
+mod failures;
+mod grpcurl;
+mod idempotency;
+mod lifecycle;
+mod orders;
+mod validation;

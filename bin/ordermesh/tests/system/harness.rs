@@ -311,3 +311,15 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A binary built beside `ordermesh` (e.g. `orderctl`, which `cargo test
+/// --workspace` builds for its own tests).
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(ORDERMESH).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is not built; run `cargo test --workspace` or `cargo build --bin {name}` first",
+        path.display()
+    );
+    path
+}

@@ -10,5 +10,6 @@ mod failures;
 mod grpcurl;
 mod idempotency;
 mod lifecycle;
+mod orderctl;
 mod orders;
 mod validation;

@@ -165,3 +165,31 @@ async fn watch_streams_until_terminal() {
         .expect_err("unknown order");
     assert_eq!(missing.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_is_accepted_and_sent() {
+    use tonic::codec::CompressionEncoding;
+    let system = System::sqlite().await;
+    let mut orders = system
+        .order()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let order = orders
+        .create_order(order_request(
+            "cust-gzip",
+            &[("sku-filter", 3)],
+            "pm_card_visa",
+        ))
+        .await
+        .expect("a gzip request is accepted");
+    assert_eq!(
+        order
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip"),
+        "the answer is compressed too"
+    );
+    assert_eq!(order.into_inner().status(), OrderStatus::Confirmed);
+}

@@ -1,0 +1,157 @@
+//! Command-line syntax.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "orderctl", version, about = "A client for ordermesh")]
+pub struct Cli {
+    /// The order service.
+    #[arg(
+        long,
+        env = "ORDERCTL_ORDER_URL",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub order_url: String,
+    /// The inventory service.
+    #[arg(
+        long,
+        env = "ORDERCTL_INVENTORY_URL",
+        default_value = "http://127.0.0.1:50052",
+        global = true
+    )]
+    pub inventory_url: String,
+    /// Deadline of each call.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+    /// Print JSON (proto3 mapping) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the catalog with its stock.
+    Products,
+    /// One product, or a stock adjustment.
+    #[command(subcommand)]
+    Product(ProductCommand),
+    /// Place, read, list, watch or cancel orders.
+    #[command(subcommand)]
+    Order(OrderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCommand {
+    /// Show one product.
+    Get { product_id: String },
+    /// Add (or, negative, remove) stock: `--delta 10`, `--delta=-3`.
+    Adjust {
+        product_id: String,
+        #[arg(long, allow_negative_numbers = true)]
+        delta: i32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Place an order and wait for its outcome.
+    Create(CreateArgs),
+    /// Show one order.
+    Get { order_id: String },
+    /// A customer's orders, newest first.
+    List {
+        #[arg(long)]
+        customer: String,
+        #[arg(long, default_value_t = 20)]
+        page_size: i32,
+        /// Follow every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Cancel a confirmed order (refund and restock).
+    Cancel { order_id: String },
+    /// Print the order's states as they change, until it is final.
+    Watch { order_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    pub customer: String,
+    /// A line as SKU:QUANTITY; repeat for more lines.
+    #[arg(long = "item", required = true, value_parser = parse_item)]
+    pub items: Vec<(String, i32)>,
+    /// A payment-method token, e.g. pm_card_visa.
+    #[arg(long)]
+    pub payment: String,
+    /// Makes retrying this command safe: the same key returns the same order.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Parses `SKU:QUANTITY`.
+pub fn parse_item(value: &str) -> Result<(String, i32), String> {
+    let usage = || format!("--item expects SKU:QUANTITY, got {value:?}");
+    let (sku, quantity) = value.rsplit_once(':').ok_or_else(usage)?;
+    if sku.is_empty() {
+        return Err(usage());
+    }
+    let quantity = quantity.parse().map_err(|_| usage())?;
+    Ok((sku.to_owned(), quantity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn syntax_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn items_parse_strictly() {
+        assert_eq!(parse_item("sku-mug:2"), Ok(("sku-mug".into(), 2)));
+        for bad in ["sku-mug", ":2", "sku:x", "sku:", ""] {
+            assert!(parse_item(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_takes_repeated_items() {
+        let cli = Cli::try_parse_from([
+            "orderctl",
+            "order",
+            "create",
+            "--customer",
+            "c",
+            "--item",
+            "a:1",
+            "--item",
+            "b:2",
+            "--payment",
+            "pm_card_visa",
+        ])
+        .unwrap();
+        let Command::Order(OrderCommand::Create(args)) = cli.command else {
+            panic!("parsed {:?}", cli.command);
+        };
+        assert_eq!(args.items, vec![("a".into(), 1), ("b".into(), 2)]);
+    }
+
+    #[test]
+    fn negative_deltas_parse() {
+        let cli =
+            Cli::try_parse_from(["orderctl", "product", "adjust", "sku", "--delta", "-3"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Product(ProductCommand::Adjust { delta: -3, .. })
+        ));
+    }
+}

@@ -1,0 +1,235 @@
+//! What each command does: one gRPC call (or a stream), then rendering.
+
+use anyhow::Context;
+use futures::StreamExt;
+use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use ordermesh_proto::inventory::v1::{
+    AdjustStockRequest, GetProductRequest, ListProductsRequest, Product,
+};
+use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
+use ordermesh_proto::order::v1::{
+    CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order, OrderItem,
+    WatchOrderRequest,
+};
+use ordermesh_runtime::client::{GrpcClientSettings, channel};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+use crate::cli::{Cli, Command, CreateArgs, OrderCommand, ProductCommand};
+use crate::render;
+
+struct Session {
+    cli_json: bool,
+    timeout: std::time::Duration,
+    order_url: String,
+    inventory_url: String,
+}
+
+impl Session {
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    fn orders(&self) -> anyhow::Result<OrderServiceClient<Channel>> {
+        Ok(OrderServiceClient::new(channel(
+            &self.order_url,
+            &GrpcClientSettings::default(),
+        )?))
+    }
+
+    fn inventory(&self) -> anyhow::Result<InventoryServiceClient<Channel>> {
+        Ok(InventoryServiceClient::new(channel(
+            &self.inventory_url,
+            &GrpcClientSettings::default(),
+        )?))
+    }
+
+    fn print_order(&self, order: &Order) {
+        if self.cli_json {
+            println!("{}", render::order_json(order));
+        } else {
+            println!("{}", render::order_text(order));
+        }
+    }
+
+    fn print_product(&self, product: &Product) {
+        if self.cli_json {
+            println!("{}", render::product_json(product));
+        } else {
+            println!("{}", render::products_text(std::slice::from_ref(product)));
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let context = Session {
+        cli_json: cli.json,
+        timeout: cli.timeout,
+        order_url: cli.order_url,
+        inventory_url: cli.inventory_url,
+    };
+    match cli.command {
+        Command::Products => products(&context).await,
+        Command::Product(ProductCommand::Get { product_id }) => {
+            let product = context
+                .inventory()?
+                .get_product(context.request(GetProductRequest { product_id }))
+                .await
+                .map_err(|s| explain(s, "inventory", &context.inventory_url))?
+                .into_inner();
+            context.print_product(&product);
+            Ok(())
+        }
+        Command::Product(ProductCommand::Adjust { product_id, delta }) => {
+            let product = context
+                .inventory()?
+                .adjust_stock(context.request(AdjustStockRequest { product_id, delta }))
+                .await
+                .map_err(|s| explain(s, "inventory", &context.inventory_url))?
+                .into_inner();
+            context.print_product(&product);
+            Ok(())
+        }
+        Command::Order(command) => order(&context, command).await,
+    }
+}
+
+async fn products(context: &Session) -> anyhow::Result<()> {
+    let mut inventory = context.inventory()?;
+    let mut products = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = inventory
+            .list_products(context.request(ListProductsRequest {
+                page_size: 500,
+                page_token: page_token.clone(),
+                product_ids: Vec::new(),
+            }))
+            .await
+            .map_err(|s| explain(s, "inventory", &context.inventory_url))?
+            .into_inner();
+        products.extend(page.products);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if context.cli_json {
+        for product in &products {
+            println!("{}", render::product_json(product));
+        }
+    } else {
+        println!("{}", render::products_text(&products));
+    }
+    Ok(())
+}
+
+async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
+    let mut orders = context.orders()?;
+    let fail = |status| explain(status, "order", &context.order_url);
+    match command {
+        OrderCommand::Create(args) => {
+            let order = orders
+                .create_order(create_request(context, args)?)
+                .await
+                .map_err(fail)?;
+            context.print_order(order.get_ref());
+        }
+        OrderCommand::Get { order_id } => {
+            let order = orders
+                .get_order(context.request(GetOrderRequest { order_id }))
+                .await
+                .map_err(fail)?;
+            context.print_order(order.get_ref());
+        }
+        OrderCommand::List {
+            customer,
+            page_size,
+            all,
+        } => {
+            let mut page_token = String::new();
+            loop {
+                let page = orders
+                    .list_orders(context.request(ListOrdersRequest {
+                        customer_id: customer.clone(),
+                        page_size,
+                        page_token: page_token.clone(),
+                    }))
+                    .await
+                    .map_err(fail)?
+                    .into_inner();
+                for order in &page.orders {
+                    context.print_order(order);
+                }
+                if !all || page.next_page_token.is_empty() {
+                    if !all && !page.next_page_token.is_empty() && !context.cli_json {
+                        println!("(more: --all lists every page)");
+                    }
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+        OrderCommand::Cancel { order_id } => {
+            let order = orders
+                .cancel_order(context.request(CancelOrderRequest { order_id }))
+                .await
+                .map_err(fail)?;
+            context.print_order(order.get_ref());
+        }
+        OrderCommand::Watch { order_id } => {
+            // A watch lasts as long as the order takes: no deadline.
+            let mut updates = orders
+                .watch_order(WatchOrderRequest { order_id })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            while let Some(update) = updates.next().await {
+                context.print_order(&update.map_err(fail)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_request(
+    context: &Session,
+    args: CreateArgs,
+) -> anyhow::Result<Request<CreateOrderRequest>> {
+    let mut request = context.request(CreateOrderRequest {
+        customer_id: args.customer,
+        items: args
+            .items
+            .into_iter()
+            .map(|(product_id, quantity)| OrderItem {
+                product_id,
+                quantity,
+                unit_price: None,
+            })
+            .collect(),
+        payment_method: args.payment,
+    });
+    if let Some(key) = args.idempotency_key {
+        let value = key
+            .parse()
+            .context("--idempotency-key must be printable ASCII")?;
+        request.metadata_mut().insert("idempotency-key", value);
+    }
+    Ok(request)
+}
+
+/// An error for people: the code's name and the server's message, or a
+/// plain "cannot reach" when there was no server to answer.
+fn explain(status: Status, service: &str, url: &str) -> anyhow::Error {
+    if status.code() == Code::Unavailable
+        && (status.message().contains("transport") || status.message().contains("connect"))
+    {
+        return anyhow::anyhow!(
+            "cannot reach the {service} service at {url}: {}",
+            status.message()
+        );
+    }
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}

@@ -44,9 +44,13 @@ pub enum Command {
     Payment(PaymentArgs),
 }
 
-/// What every role needs: its database and gRPC server settings.
+/// What every role needs: its database, gRPC server settings and admin port.
 #[derive(Debug, Args)]
 pub struct Common {
+    /// Where Prometheus metrics are served (`/metrics`); one port for all
+    /// roles of a process.
+    #[arg(long, env = "ORDERMESH_ADMIN_ADDR", default_value = "127.0.0.1:9464")]
+    pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseSettings,
     #[command(flatten)]
@@ -134,6 +138,19 @@ pub struct PaymentArgs {
     pub common: Common,
     #[command(flatten)]
     pub payment: PaymentSettings,
+}
+
+impl Cli {
+    /// The `service` of log lines outside a request, and whether the process
+    /// runs a single role (then OTEL_SERVICE_NAME may rename it).
+    pub fn service(&self) -> (&'static str, bool) {
+        match &self.command {
+            None | Some(Command::All(_)) => ("ordermesh", false),
+            Some(Command::Order(_)) => ("order", true),
+            Some(Command::Inventory(_)) => ("inventory", true),
+            Some(Command::Payment(_)) => ("payment", true),
+        }
+    }
 }
 
 #[cfg(test)]

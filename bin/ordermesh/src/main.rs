@@ -9,8 +9,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
-    ordermesh_runtime::telemetry::init(cli.log_format);
+    let (service, single_role) = cli.service();
+    ordermesh_runtime::telemetry::init(cli.log_format, service);
+    ordermesh_runtime::trace::set_single_role(single_role);
     let result = roles::run(cli).await;
+    ordermesh_runtime::trace::shutdown();
     if let Err(error) = &result {
         tracing::error!(
             error = format!("{error:#}"),

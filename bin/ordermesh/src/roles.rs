@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use ordermesh_runtime::admin;
 use ordermesh_runtime::grpc::{self, GrpcServerSettings, RoleServices};
 use ordermesh_runtime::shutdown::Shutdown;
 use tokio::net::TcpListener;
@@ -17,6 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::All(args) => run_all(args, shutdown).await,
         Command::Order(args) => {
             let listener = bind(args.listen.order_addr, "order").await?;
+            let admin = bind(args.common.admin_addr, "admin").await?;
             let services = ordermesh_order::build(
                 &args.order,
                 &args.client,
@@ -24,24 +26,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown.clone(),
             )
             .await?;
-            grpc::serve(services, listener, &args.common.server, shutdown).await
+            serve_with_admin(services, listener, admin, &args.common.server, shutdown).await
         }
         Command::Inventory(args) => {
             let listener = bind(args.listen.inventory_addr, "inventory").await?;
+            let admin = bind(args.common.admin_addr, "admin").await?;
             let services = ordermesh_inventory::build(
                 &args.inventory,
                 &args.common.database,
                 shutdown.clone(),
             )
             .await?;
-            grpc::serve(services, listener, &args.common.server, shutdown).await
+            serve_with_admin(services, listener, admin, &args.common.server, shutdown).await
         }
         Command::Payment(args) => {
             let listener = bind(args.listen.payment_addr, "payment").await?;
+            let admin = bind(args.common.admin_addr, "admin").await?;
             let services =
                 ordermesh_payment::build(&args.payment, &args.common.database, shutdown.clone())
                     .await?;
-            grpc::serve(services, listener, &args.common.server, shutdown).await
+            serve_with_admin(services, listener, admin, &args.common.server, shutdown).await
         }
     }
 }
@@ -52,6 +56,7 @@ async fn run_all(mut args: AllArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let inventory_listener = bind(args.inventory_listen.inventory_addr, "inventory").await?;
     let payment_listener = bind(args.payment_listen.payment_addr, "payment").await?;
     let order_listener = bind(args.order_listen.order_addr, "order").await?;
+    let admin_listener = bind(args.common.admin_addr, "admin").await?;
     args.order.inventory_url = local_url(&inventory_listener)?;
     args.order.payment_url = local_url(&payment_listener)?;
 
@@ -67,6 +72,22 @@ async fn run_all(mut args: AllArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         serve(inventory, inventory_listener, server, &shutdown),
         serve(payment, payment_listener, server, &shutdown),
         serve(order, order_listener, server, &shutdown),
+        admin::serve(admin_listener, shutdown.clone()),
+    )?;
+    Ok(())
+}
+
+/// One role and the admin port beside it.
+async fn serve_with_admin(
+    services: RoleServices,
+    listener: TcpListener,
+    admin: TcpListener,
+    settings: &GrpcServerSettings,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    tokio::try_join!(
+        serve(services, listener, settings, &shutdown),
+        admin::serve(admin, shutdown.clone()),
     )?;
     Ok(())
 }

@@ -59,6 +59,7 @@ pub async fn build(
         tracing::info!("seeded the demo catalog into an empty database");
     }
     let inventory = Inventory::new(store, settings.reservation_ttl);
+    inventory.publish_stock_levels().await?;
     spawn_sweeper(
         inventory.clone(),
         settings.reservation_sweep_interval,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ordermesh_domain::limits::{MAX_ITEMS, MAX_PAGE_SIZE, check_id};
+use ordermesh_runtime::metrics::metrics;
 use ordermesh_storage::now_millis;
 use tokio::sync::broadcast;
 
@@ -64,7 +65,10 @@ impl Inventory {
         for product_id in product_ids {
             match self.store.product(&product_id).await {
                 // No watcher is fine.
-                Ok(Some(product)) => drop(self.changes.send(product)),
+                Ok(Some(product)) => {
+                    record_stock(&product);
+                    drop(self.changes.send(product));
+                }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, product_id, "cannot read a changed product"),
             }
@@ -95,6 +99,9 @@ impl Inventory {
             }
             Ok(Reserved::Existing(existing)) => Ok(domain::replay(existing, &request)?),
             Err(ServiceError::Rule(rule)) => {
+                if let InventoryError::OutOfStock { product_id, .. } = &rule {
+                    count_reservation(product_id, "OUT_OF_STOCK");
+                }
                 tracing::info!(reservation_id = %request.reservation_id, order_id = %request.reservation_id, reason = %rule, "reservation refused");
                 Err(rule.into())
             }
@@ -171,6 +178,7 @@ impl Inventory {
             available = product.available,
             "stock adjusted"
         );
+        record_stock(&product);
         drop(self.changes.send(product.clone()));
         Ok(product)
     }
@@ -237,10 +245,38 @@ impl Inventory {
         Ok((products, next))
     }
 
+    /// Sets `current_stock` for every product from the database, so the
+    /// gauge is right from the start, not only after the first change.
+    pub async fn publish_stock_levels(&self) -> Result<(), ServiceError> {
+        let mut token = String::new();
+        loop {
+            let (page, next) = self.products(0, &token, &[]).await?;
+            page.iter().for_each(record_stock);
+            if next.is_empty() {
+                return Ok(());
+            }
+            token = next;
+        }
+    }
+
     pub async fn stock_report(&self) -> Result<Vec<StockLine>, ServiceError> {
         self.store
             .stock_report()
             .await
             .map_err(db("reading the stock report"))
     }
+}
+
+fn record_stock(product: &Product) {
+    metrics()
+        .current_stock
+        .with_label_values(&[&product.product_id])
+        .set(i64::from(product.available));
+}
+
+fn count_reservation(product_id: &str, status: &str) {
+    metrics()
+        .inventory_reservations_total
+        .with_label_values(&[product_id, status])
+        .inc();
 }

@@ -13,10 +13,9 @@ use ordermesh_proto::inventory::v1::{
 };
 use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh_proto::payment::v1::{PaymentStatus, ProcessPaymentRequest, RefundPaymentRequest};
-use ordermesh_runtime::client::{GrpcClientSettings, channel};
+use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::status::reason;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::domain::{FailureReason, Outcome};
@@ -31,8 +30,8 @@ pub struct Quote {
 
 #[derive(Clone, Debug)]
 pub struct Peers {
-    inventory: InventoryServiceClient<Channel>,
-    payment: PaymentServiceClient<Channel>,
+    inventory: InventoryServiceClient<PeerChannel>,
+    payment: PaymentServiceClient<PeerChannel>,
     call_timeout: Duration,
 }
 
@@ -43,8 +42,8 @@ impl Peers {
         settings: &GrpcClientSettings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            inventory: InventoryServiceClient::new(channel(inventory_url, settings)?),
-            payment: PaymentServiceClient::new(channel(payment_url, settings)?),
+            inventory: InventoryServiceClient::new(peer_channel("order", inventory_url, settings)?),
+            payment: PaymentServiceClient::new(peer_channel("order", payment_url, settings)?),
             call_timeout: settings.default_call_timeout,
         })
     }

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use opentelemetry::trace::FutureExt as _;
+use ordermesh_runtime::metrics::metrics;
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::now_millis;
+use tracing::Instrument;
 
 use crate::domain::{Step, saga};
 use crate::hub::OrderHub;
@@ -33,9 +36,17 @@ impl SagaRunner {
     }
 
     /// Drives `order_id` in the background.
+    /// The saga keeps the caller's trace and log context, so its calls to
+    /// inventory and payment join the trace of the request that placed the
+    /// order.
     pub fn spawn(&self, order_id: String) {
         let runner = self.clone();
-        tokio::spawn(async move { runner.drive(&order_id).await });
+        let drive = async move { runner.drive(&order_id).await };
+        tokio::spawn(
+            drive
+                .with_context(opentelemetry::Context::current())
+                .instrument(tracing::Span::current()),
+        );
     }
 
     /// Takes the order's lease and drives it until it is done, pauses for a
@@ -89,6 +100,12 @@ impl SagaRunner {
                 retry_in_ms = transition.retry_in.map(|d| d.as_millis() as u64),
                 "saga advanced"
             );
+            if !order.view.status.is_terminal() && next.view.status.is_terminal() {
+                metrics()
+                    .orders_created_total
+                    .with_label_values(&[next.view.status.as_str()])
+                    .inc();
+            }
             order = next;
             self.hub.publish(Arc::new(order.clone()));
             if transition.retry_in.is_some() {

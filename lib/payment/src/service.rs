@@ -1,6 +1,7 @@
 //! The payment use cases, apart from how they travel.
 
 use ordermesh_domain::{Currency, Money};
+use ordermesh_runtime::metrics::metrics;
 use ordermesh_storage::now_millis;
 
 use crate::domain::{self, Charge, Payment, PaymentError, PaymentStatus};
@@ -72,6 +73,10 @@ impl Payments {
             .map_err(store_error("storing a payment"))?
         {
             Stored::New(payment) => {
+                metrics()
+                    .payments_processed_total
+                    .with_label_values(&[payment.status.as_str()])
+                    .inc();
                 tracing::info!(
                     order_id = %payment.order_id,
                     payment_id = %payment.payment_id,

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
+use tower::Layer;
+
+use crate::instrument::{Client, ClientLayer};
 
 /// Settings of channels to peer services, the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -37,4 +40,16 @@ pub fn channel(url: &str, settings: &GrpcClientSettings) -> anyhow::Result<Chann
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// A channel from `role` to a peer service: traced and measured per call.
+pub type PeerChannel = Client<Channel>;
+
+/// A lazily connecting, instrumented channel from `role` to `url`.
+pub fn peer_channel(
+    role: &'static str,
+    url: &str,
+    settings: &GrpcClientSettings,
+) -> anyhow::Result<PeerChannel> {
+    Ok(ClientLayer::new(role).layer(channel(url, settings)?))
 }

@@ -10,6 +10,11 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use futures::StreamExt;
+
+use crate::connections::CountedStream;
+use crate::instrument::ServerLayer;
+use crate::metrics::metrics;
 use crate::shutdown::Shutdown;
 
 /// Connection settings of a gRPC server, the same flags for every role.
@@ -91,6 +96,7 @@ pub async fn serve(
         .context("building reflection v1alpha")?;
 
     let mut server = Server::builder()
+        .layer(ServerLayer::new(role))
         .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
         .max_concurrent_streams(Some(settings.max_concurrent_streams));
@@ -122,7 +128,12 @@ pub async fn serve(
     };
 
     tracing::info!(role, addr = %addr, "listening");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let connections = metrics().active_connections.with_label_values(&[role]);
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| {
+            accepted.map(|stream| CountedStream::new(stream, connections.clone()))
+        });
     let serving = router.serve_with_incoming_shutdown(incoming, drain_started);
     tokio::pin!(serving);
     tokio::select! {

@@ -1,11 +1,17 @@
 //! What every ordermesh role shares, so each concern lives in one place:
 //! gRPC server wiring ([`grpc`]), outgoing channels ([`client`]), deadline
-//! propagation ([`deadline`]), graceful shutdown ([`shutdown`]) and logging
-//! ([`telemetry`]).
+//! propagation ([`deadline`]), graceful shutdown ([`shutdown`]), logs
+//! ([`telemetry`]), traces ([`trace`]), metrics ([`metrics`], served by
+//! [`admin`]) and the layer that records them per call ([`instrument`]).
 
+pub mod admin;
 pub mod client;
+mod connections;
 pub mod deadline;
 pub mod grpc;
+pub mod instrument;
+pub mod metrics;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod trace;

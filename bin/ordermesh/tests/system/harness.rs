@@ -21,12 +21,15 @@ use tonic::transport::Channel;
 
 pub const ORDERMESH: &str = env!("CARGO_BIN_EXE_ordermesh");
 
+const ALL_ROLES: &[&str] = &["order", "inventory", "payment", "admin"];
+
 /// A running `ordermesh all` process.
 pub struct System {
     child: Option<Child>,
     pub order_addr: SocketAddr,
     pub inventory_addr: SocketAddr,
     pub payment_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     database: Arc<TestDatabase>,
     args: Vec<String>,
@@ -41,12 +44,13 @@ impl System {
     pub async fn start(database: Arc<TestDatabase>, args: &[&str]) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(&database, &all_args(&args), &logs, 3).await;
+        let (child, addrs) = spawn(&database, &all_args(&args), &logs, ALL_ROLES).await;
         Self {
             child: Some(child),
             order_addr: addrs["order"],
             inventory_addr: addrs["inventory"],
             payment_addr: addrs["payment"],
+            admin_addr: addrs["admin"],
             logs,
             database,
             args,
@@ -97,11 +101,13 @@ impl System {
         if self.child.is_some() {
             self.kill().await;
         }
-        let (child, addrs) = spawn(&self.database, &all_args(&self.args), &self.logs, 3).await;
+        let (child, addrs) =
+            spawn(&self.database, &all_args(&self.args), &self.logs, ALL_ROLES).await;
         self.child = Some(child);
         self.order_addr = addrs["order"];
         self.inventory_addr = addrs["inventory"];
         self.payment_addr = addrs["payment"];
+        self.admin_addr = addrs["admin"];
     }
 }
 
@@ -113,6 +119,8 @@ fn all_args(extra: &[String]) -> Vec<String> {
         "--inventory-addr",
         "127.0.0.1:0",
         "--payment-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
         "127.0.0.1:0",
     ]
     .iter()
@@ -139,7 +147,7 @@ impl RoleProcess {
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(database, &all, &logs, 1).await;
+        let (child, addrs) = spawn(database, &all, &logs, &[role, "admin"]).await;
         Self {
             _child: child,
             addr: addrs[role],
@@ -153,7 +161,7 @@ async fn spawn(
     database: &TestDatabase,
     args: &[String],
     logs: &Arc<Mutex<Vec<String>>>,
-    roles: usize,
+    roles: &[&str],
 ) -> (Child, HashMap<String, SocketAddr>) {
     let mut command = Command::new(ORDERMESH);
     command
@@ -195,7 +203,7 @@ async fn spawn(
 
     let mut addrs = HashMap::new();
     let started = tokio::time::timeout(Duration::from_secs(60), async {
-        while addrs.len() < roles {
+        while !roles.iter().all(|role| addrs.contains_key(*role)) {
             match addr_rx.recv().await {
                 Some((role, addr)) => {
                     addrs.insert(role, addr);
@@ -216,7 +224,7 @@ async fn spawn(
 /// The (role, address) of a `listening` log line.
 fn listening(line: &str) -> Option<(String, SocketAddr)> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    if value.get("message")?.as_str()? != "listening" {
+    if value.get("msg")?.as_str()? != "listening" {
         return None;
     }
     let role = value.get("role")?.as_str()?.to_owned();

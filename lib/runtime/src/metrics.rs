@@ -1,0 +1,174 @@
+//! Prometheus metrics, one registry per process. Every role labels its
+//! series with `service`, so `all` and one-role processes give the same
+//! names. Handles are created once and cloned; a request costs a label
+//! lookup in an existing map, not an allocation.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Buckets from 1 ms to 10 s: a saga takes milliseconds, a slow peer seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric ordermesh exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Served requests, gRPC and HTTP: {service, method, code}.
+    pub requests_total: IntCounterVec,
+    /// Served request latency: {service, method}.
+    pub request_duration_seconds: HistogramVec,
+    /// Outgoing calls to peers: {service, method, code}.
+    pub client_requests_total: IntCounterVec,
+    /// Outgoing call latency: {service, method}.
+    pub client_request_duration_seconds: HistogramVec,
+    /// Open connections to a role's listener: {service}.
+    pub active_connections: IntGaugeVec,
+    /// Orders by the status they settled in: {status}.
+    pub orders_created_total: IntCounterVec,
+    /// Charges by outcome: {status}.
+    pub payments_processed_total: IntCounterVec,
+    /// Reservation attempts: {product_id, status}.
+    pub inventory_reservations_total: IntCounterVec,
+    /// Units available per product, as stored: {product_id}.
+    pub current_stock: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric registered once");
+    metric
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let metric = HistogramVec::new(opts, labels).expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric registered once");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector registers once");
+        Self {
+            requests_total: counter(
+                &registry,
+                "requests_total",
+                "Requests served, by service, method and status code.",
+                &["service", "method", "code"],
+            ),
+            request_duration_seconds: histogram(
+                &registry,
+                "request_duration_seconds",
+                "Time to serve a request, by service and method.",
+                &["service", "method"],
+            ),
+            client_requests_total: counter(
+                &registry,
+                "client_requests_total",
+                "Calls made to peer services, by calling service, method and status code.",
+                &["service", "method", "code"],
+            ),
+            client_request_duration_seconds: histogram(
+                &registry,
+                "client_request_duration_seconds",
+                "Time a call to a peer service took, by calling service and method.",
+                &["service", "method"],
+            ),
+            active_connections: gauge(
+                &registry,
+                "active_connections",
+                "Open client connections, by service.",
+                &["service"],
+            ),
+            orders_created_total: counter(
+                &registry,
+                "orders_created_total",
+                "Orders placed, by the status their saga settled in.",
+                &["status"],
+            ),
+            payments_processed_total: counter(
+                &registry,
+                "payments_processed_total",
+                "Charges processed, by outcome.",
+                &["status"],
+            ),
+            inventory_reservations_total: counter(
+                &registry,
+                "inventory_reservations_total",
+                "Reservation attempts, by product and outcome.",
+                &["product_id", "status"],
+            ),
+            current_stock: gauge(
+                &registry,
+                "current_stock",
+                "Units available to reserve, by product.",
+                &["product_id"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = metrics();
+        m.requests_total
+            .with_label_values(&[
+                "order",
+                "/ordermesh.order.v1.OrderService/CreateOrder",
+                "OK",
+            ])
+            .inc();
+        m.current_stock.with_label_values(&["sku-mug"]).set(7);
+        let text = m.render();
+        assert!(text.contains(
+            "requests_total{code=\"OK\",method=\"/ordermesh.order.v1.OrderService/CreateOrder\",service=\"order\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains("current_stock{product_id=\"sku-mug\"} 7"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests drive, when they are missing:
+#   prometheus (the server and promtool).
+# Needs root (or sudo); a no-op when everything is there.
+set -euo pipefail
+
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+as_root=()
+if [[ $(id -u) != 0 ]]; then
+  as_root=(sudo)
+fi
+echo "install-system-tools: installing ${missing[*]}" >&2
+"${as_root[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -12,12 +12,15 @@ CARGO ?= cargo
 # database fails the test instead of skipping it.
 export ORDERMESH_TOOLS_DIR := $(TOOLS)
 
-.PHONY: help setup build run test lint fmt
+.PHONY: help setup build run test lint fmt check-observability
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Install the tools the tests drive (grpcurl...) into .venv/
+OBSERVABILITY := deploy/observability
+
+setup: $(VENV)/.installed ## Install the tools the tests drive: grpcurl into .venv/, Prometheus from Debian
+	scripts/install-system-tools.sh
 
 $(VENV)/.installed: scripts/tools.txt
 	python3 -m venv $(VENV)
@@ -33,6 +36,7 @@ run: ## Run the whole system in one process (SQLite under ./data)
 test: setup ## Run every test, with PostgreSQL and every external tool required
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory check-observability
 	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) test --locked --workspace
 
 lint: ## clippy with warnings as errors, and a rustfmt check
@@ -41,3 +45,8 @@ lint: ## clippy with warnings as errors, and a rustfmt check
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+check-observability: ## promtool: scrape config, alert rules and their unit tests
+	promtool check config $(OBSERVABILITY)/prometheus/prometheus.yml
+	promtool check rules $(OBSERVABILITY)/prometheus/alerts.yml
+	cd $(OBSERVABILITY)/prometheus && promtool test rules alerts.test.yml

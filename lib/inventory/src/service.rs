@@ -89,6 +89,9 @@ impl Inventory {
                     lines = reservation.items.len(),
                     "stock reserved"
                 );
+                for item in &reservation.items {
+                    count_reservation(&item.product_id, "RESERVED");
+                }
                 let changed = reservation
                     .items
                     .iter()

@@ -33,6 +33,7 @@ pub struct System {
     logs: Arc<Mutex<Vec<String>>>,
     database: Arc<TestDatabase>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl System {
@@ -42,9 +43,22 @@ impl System {
     }
 
     pub async fn start(database: Arc<TestDatabase>, args: &[&str]) -> Self {
+        Self::start_with_env(database, args, &[]).await
+    }
+
+    /// Starts with extra environment variables (e.g. the OTLP endpoint).
+    pub async fn start_with_env(
+        database: Arc<TestDatabase>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(&database, &all_args(&args), &logs, ALL_ROLES).await;
+        let (child, addrs) = spawn(&database, &all_args(&args), &env, &logs, ALL_ROLES).await;
         Self {
             child: Some(child),
             order_addr: addrs["order"],
@@ -54,6 +68,7 @@ impl System {
             logs,
             database,
             args,
+            env,
         }
     }
 
@@ -101,8 +116,14 @@ impl System {
         if self.child.is_some() {
             self.kill().await;
         }
-        let (child, addrs) =
-            spawn(&self.database, &all_args(&self.args), &self.logs, ALL_ROLES).await;
+        let (child, addrs) = spawn(
+            &self.database,
+            &all_args(&self.args),
+            &self.env,
+            &self.logs,
+            ALL_ROLES,
+        )
+        .await;
         self.child = Some(child);
         self.order_addr = addrs["order"];
         self.inventory_addr = addrs["inventory"];
@@ -144,10 +165,12 @@ impl RoleProcess {
             role.to_owned(),
             format!("--{role}-addr"),
             "127.0.0.1:0".to_owned(),
+            "--admin-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(database, &all, &logs, &[role, "admin"]).await;
+        let (child, addrs) = spawn(database, &all, &[], &logs, &[role, "admin"]).await;
         Self {
             _child: child,
             addr: addrs[role],
@@ -160,6 +183,7 @@ impl RoleProcess {
 async fn spawn(
     database: &TestDatabase,
     args: &[String],
+    env: &[(String, String)],
     logs: &Arc<Mutex<Vec<String>>>,
     roles: &[&str],
 ) -> (Child, HashMap<String, SocketAddr>) {
@@ -169,6 +193,7 @@ async fn spawn(
         .args(["--log-format", "json"])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -10,6 +10,7 @@ mod failures;
 mod grpcurl;
 mod idempotency;
 mod lifecycle;
+mod observability;
 mod orderctl;
 mod orders;
 mod validation;

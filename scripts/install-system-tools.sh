@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive, when they are missing:
-#   prometheus (the server and promtool).
+#   prometheus (the server and promtool), chromium (the headless-browser test).
 # Needs root (or sudo); a no-op when everything is there.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use prost::Message;
-
 const PROTO_FILES: &[&str] = &[
     "ordermesh/order/v1/order.proto",
     "ordermesh/inventory/v1/inventory.proto",
@@ -16,14 +14,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
 
-    let files: Vec<PathBuf> = PROTO_FILES.iter().map(|f| proto_root.join(f)).collect();
-    let descriptor_set = protox::compile(&files, [&proto_root])?;
+    let mut compiler = protox::Compiler::new([&proto_root])?;
+    compiler.include_imports(true).include_source_info(true);
+    compiler.open_files(PROTO_FILES)?;
+    // Encoded by protox itself: prost_types drops the options' extensions
+    // (the google.api.http annotations) that the gateway and Envoy read.
+    let encoded = compiler.encode_file_descriptor_set();
+    let descriptor_set = compiler.file_descriptor_set();
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("ordermesh_descriptor.bin"),
-        descriptor_set.encode_to_vec(),
-    )?;
+    std::fs::write(out_dir.join("ordermesh_descriptor.bin"), encoded)?;
 
     tonic_prost_build::configure()
         .build_client(true)

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+use ordermesh_gateway::GatewaySettings;
 use ordermesh_inventory::InventorySettings;
 use ordermesh_order::OrderSettings;
 use ordermesh_payment::PaymentSettings;
@@ -29,19 +30,21 @@ pub struct Cli {
 
     /// Flags of `all`, which runs when no subcommand is given.
     #[command(flatten)]
-    pub all: AllArgs,
+    pub all: Box<AllArgs>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Every role in one process; the roles still call each other over gRPC.
-    All(AllArgs),
+    All(Box<AllArgs>),
     /// The order service alone.
     Order(OrderArgs),
     /// The inventory service alone.
     Inventory(InventoryArgs),
     /// The payment service alone.
     Payment(PaymentArgs),
+    /// The edge gateway alone: REST JSON, SSE, OpenAPI and grpc-web.
+    Gateway(GatewayArgs),
 }
 
 /// What every role needs: its database, gRPC server settings and admin port.
@@ -87,7 +90,29 @@ pub struct PaymentAddr {
 }
 
 #[derive(Debug, Args)]
+pub struct GatewayAddr {
+    /// Where the gateway listens for HTTP (REST, grpc-web, the web page).
+    #[arg(long, env = "ORDERMESH_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub gateway_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub listen: GatewayAddr,
+    /// Where Prometheus metrics are served (`/metrics`).
+    #[arg(long, env = "ORDERMESH_ADMIN_ADDR", default_value = "127.0.0.1:9464")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub client: GrpcClientSettings,
+    #[command(flatten)]
+    pub gateway: GatewaySettings,
+}
+
+#[derive(Debug, Args)]
 pub struct AllArgs {
+    #[command(flatten)]
+    pub gateway_listen: GatewayAddr,
     #[command(flatten)]
     pub order_listen: OrderAddr,
     #[command(flatten)]
@@ -106,6 +131,10 @@ pub struct AllArgs {
     pub inventory: InventorySettings,
     #[command(flatten)]
     pub payment: PaymentSettings,
+    /// In `all`, the gateway calls this process's order and inventory
+    /// listeners; its URL flags are ignored.
+    #[command(flatten)]
+    pub gateway: GatewaySettings,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +178,7 @@ impl Cli {
             Some(Command::Order(_)) => ("order", true),
             Some(Command::Inventory(_)) => ("inventory", true),
             Some(Command::Payment(_)) => ("payment", true),
+            Some(Command::Gateway(_)) => ("gateway", true),
         }
     }
 }

@@ -15,7 +15,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
     match cli.command.unwrap_or(Command::All(cli.all)) {
-        Command::All(args) => run_all(args, shutdown).await,
+        Command::All(args) => run_all(*args, shutdown).await,
+        Command::Gateway(args) => {
+            let listener = bind(args.listen.gateway_addr, "gateway").await?;
+            let admin = bind(args.admin_addr, "admin").await?;
+            tokio::try_join!(
+                ordermesh_gateway::serve(&args.gateway, &args.client, listener, shutdown.clone()),
+                admin::serve(admin, shutdown.clone()),
+            )?;
+            Ok(())
+        }
         Command::Order(args) => {
             let listener = bind(args.listen.order_addr, "order").await?;
             let admin = bind(args.common.admin_addr, "admin").await?;
@@ -56,9 +65,12 @@ async fn run_all(mut args: AllArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let inventory_listener = bind(args.inventory_listen.inventory_addr, "inventory").await?;
     let payment_listener = bind(args.payment_listen.payment_addr, "payment").await?;
     let order_listener = bind(args.order_listen.order_addr, "order").await?;
+    let gateway_listener = bind(args.gateway_listen.gateway_addr, "gateway").await?;
     let admin_listener = bind(args.common.admin_addr, "admin").await?;
     args.order.inventory_url = local_url(&inventory_listener)?;
     args.order.payment_url = local_url(&payment_listener)?;
+    args.gateway.gateway_order_url = local_url(&order_listener)?;
+    args.gateway.gateway_inventory_url = local_url(&inventory_listener)?;
 
     let database = &args.common.database;
     // One after another: on a shared PostgreSQL their migrations then never race.
@@ -72,6 +84,12 @@ async fn run_all(mut args: AllArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         serve(inventory, inventory_listener, server, &shutdown),
         serve(payment, payment_listener, server, &shutdown),
         serve(order, order_listener, server, &shutdown),
+        ordermesh_gateway::serve(
+            &args.gateway,
+            &args.client,
+            gateway_listener,
+            shutdown.clone()
+        ),
         admin::serve(admin_listener, shutdown.clone()),
     )?;
     Ok(())

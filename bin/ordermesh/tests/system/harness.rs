@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 pub const ORDERMESH: &str = env!("CARGO_BIN_EXE_ordermesh");
 
-const ALL_ROLES: &[&str] = &["order", "inventory", "payment", "admin"];
+const ALL_ROLES: &[&str] = &["order", "inventory", "payment", "gateway", "admin"];
 
 /// A running `ordermesh all` process.
 pub struct System {
@@ -30,6 +30,7 @@ pub struct System {
     pub inventory_addr: SocketAddr,
     pub payment_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     database: Arc<TestDatabase>,
     args: Vec<String>,
@@ -65,6 +66,7 @@ impl System {
             inventory_addr: addrs["inventory"],
             payment_addr: addrs["payment"],
             admin_addr: addrs["admin"],
+            gateway_addr: addrs["gateway"],
             logs,
             database,
             args,
@@ -129,6 +131,7 @@ impl System {
         self.inventory_addr = addrs["inventory"];
         self.payment_addr = addrs["payment"];
         self.admin_addr = addrs["admin"];
+        self.gateway_addr = addrs["gateway"];
     }
 }
 
@@ -142,6 +145,8 @@ fn all_args(extra: &[String]) -> Vec<String> {
         "--payment-addr",
         "127.0.0.1:0",
         "--admin-addr",
+        "127.0.0.1:0",
+        "--gateway-addr",
         "127.0.0.1:0",
     ]
     .iter()

@@ -1,0 +1,201 @@
+//! Calls to the services behind the gateway, forwarding raw messages for
+//! any annotated RPC, and the mapping of HTTP headers to gRPC metadata and
+//! back (as grpc-gateway does: `Grpc-Metadata-*` both ways).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::uri::PathAndQuery;
+use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
+use prost_reflect::DynamicMessage;
+use tonic::client::Grpc;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::{Extensions, Request, Status, Streaming};
+
+use crate::codec::DynamicCodec;
+use crate::routes::{Route, Upstream};
+
+const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
+/// Headers every call forwards as they are.
+const ALWAYS_FORWARDED: &[&str] = &["idempotency-key", "x-request-id"];
+
+#[derive(Clone, Debug)]
+pub struct Upstreams {
+    order: Grpc<PeerChannel>,
+    inventory: Grpc<PeerChannel>,
+}
+
+impl Upstreams {
+    pub fn connect(
+        order_url: &str,
+        inventory_url: &str,
+        settings: &GrpcClientSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            order: Grpc::new(peer_channel("gateway", order_url, settings)?),
+            inventory: Grpc::new(peer_channel("gateway", inventory_url, settings)?),
+        })
+    }
+
+    fn client(&self, upstream: Upstream) -> Grpc<PeerChannel> {
+        match upstream {
+            Upstream::Order => self.order.clone(),
+            Upstream::Inventory => self.inventory.clone(),
+        }
+    }
+
+    fn request(
+        message: DynamicMessage,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Request<DynamicMessage> {
+        let mut request = Request::from_parts(metadata, Extensions::default(), message);
+        request.set_timeout(timeout);
+        request
+    }
+
+    pub async fn unary(
+        &self,
+        route: &Route,
+        message: DynamicMessage,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Result<tonic::Response<DynamicMessage>, Status> {
+        let mut client = self.client(route.upstream);
+        client
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the service is unavailable: {e}")))?;
+        let path = PathAndQuery::from_str(&route.grpc_path)
+            .map_err(|e| Status::internal(format!("bad gRPC path: {e}")))?;
+        client
+            .unary(
+                Self::request(message, metadata, timeout),
+                path,
+                DynamicCodec::new(route.rpc.output()),
+            )
+            .await
+    }
+
+    pub async fn server_streaming(
+        &self,
+        route: &Route,
+        message: DynamicMessage,
+        metadata: MetadataMap,
+    ) -> Result<Streaming<DynamicMessage>, Status> {
+        let mut client = self.client(route.upstream);
+        client
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("the service is unavailable: {e}")))?;
+        let path = PathAndQuery::from_str(&route.grpc_path)
+            .map_err(|e| Status::internal(format!("bad gRPC path: {e}")))?;
+        let mut request = Request::from_parts(metadata, Extensions::default(), message);
+        // A stream lives as long as the order takes; no deadline here.
+        request.metadata_mut().remove("grpc-timeout");
+        Ok(client
+            .server_streaming(request, path, DynamicCodec::new(route.rpc.output()))
+            .await?
+            .into_inner())
+    }
+}
+
+/// The metadata a request forwards: the always-forwarded headers, the
+/// operator's allow-list, and `Grpc-Metadata-*` headers without the prefix.
+pub fn metadata_from(headers: &HeaderMap, allow_list: &[String]) -> MetadataMap {
+    let mut metadata = MetadataMap::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        let key = if let Some(stripped) = name.strip_prefix(GRPC_METADATA_PREFIX) {
+            stripped
+        } else if ALWAYS_FORWARDED.contains(&name) || allow_list.iter().any(|a| a == name) {
+            name
+        } else {
+            continue;
+        };
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_str(key),
+            MetadataValue::try_from(value.as_bytes()),
+        ) {
+            metadata.append(key, value);
+        }
+    }
+    metadata
+}
+
+/// The caller's `Grpc-Timeout` (gRPC wire format), capped by the gateway's own.
+pub fn timeout_from(headers: &HeaderMap, limit: Duration) -> Duration {
+    let mut metadata = MetadataMap::new();
+    if let Some(value) = headers
+        .get("grpc-timeout")
+        .and_then(|v| MetadataValue::try_from(v.as_bytes()).ok())
+    {
+        metadata.insert("grpc-timeout", value);
+    }
+    ordermesh_runtime::deadline::Deadline::from_metadata(&metadata)
+        .map_or(limit, |deadline| deadline.remaining().min(limit))
+}
+
+/// Response metadata as `Grpc-Metadata-*` headers.
+pub fn headers_from(metadata: &MetadataMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for entry in metadata.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = entry {
+            let key = key.as_str();
+            if key.starts_with("grpc-") || matches!(key, "content-type" | "date" | "te") {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_str(&format!("{GRPC_METADATA_PREFIX}{key}")),
+                http::HeaderValue::from_bytes(value.as_encoded_bytes()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_become_metadata_the_grpc_gateway_way() {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", "k1".parse().unwrap());
+        headers.insert("grpc-metadata-tenant", "acme".parse().unwrap());
+        headers.insert("x-custom", "yes".parse().unwrap());
+        headers.insert("cookie", "secret".parse().unwrap());
+        let metadata = metadata_from(&headers, &["x-custom".to_owned()]);
+        assert_eq!(metadata.get("idempotency-key").unwrap(), "k1");
+        assert_eq!(metadata.get("tenant").unwrap(), "acme");
+        assert_eq!(metadata.get("x-custom").unwrap(), "yes");
+        assert!(
+            metadata.get("cookie").is_none(),
+            "only allowed headers pass"
+        );
+    }
+
+    #[test]
+    fn timeouts_take_the_shorter() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            timeout_from(&headers, Duration::from_secs(15)),
+            Duration::from_secs(15)
+        );
+        headers.insert("grpc-timeout", "2S".parse().unwrap());
+        assert!(timeout_from(&headers, Duration::from_secs(15)) <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn response_metadata_comes_back_prefixed() {
+        let mut metadata = MetadataMap::new();
+        metadata.insert("x-order-shard", "3".parse().unwrap());
+        metadata.insert("grpc-status", "0".parse().unwrap());
+        let headers = headers_from(&metadata);
+        assert_eq!(headers["grpc-metadata-x-order-shard"], "3");
+        assert!(headers.get("grpc-metadata-grpc-status").is_none());
+    }
+}

@@ -33,6 +33,14 @@ impl Service<http::Request<Body>> for GrpcProxy {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // tonic-web 0.14 decodes grpc-web-text but reports the base64 body's
+        // size as the decoded body's, so hyper would send a Content-Length
+        // the data overruns and the server would reset the stream. A body of
+        // unknown length goes out as plain HTTP/2 data frames instead.
+        let request = request.map(|body| {
+            let stream = axum::body::Body::new(body).into_data_stream();
+            Body::new(axum::body::Body::from_stream(stream))
+        });
         let mut channel = self.channel.clone();
         Box::pin(async move {
             let result = async {

@@ -5,8 +5,11 @@
 
 mod harness;
 
+mod browser;
 mod concurrency;
+mod curl;
 mod failures;
+mod gateway;
 mod grpcurl;
 mod idempotency;
 mod lifecycle;

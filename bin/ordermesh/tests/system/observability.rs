@@ -13,10 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-use ordermesh_proto::order::v1::OrderStatus;
 use ordermesh_testkit::{TestDatabase, tool};
 use prost::Message;
-use tonic::Request;
 
 use crate::harness::{System, eventually, order_request};
 
@@ -269,34 +267,35 @@ async fn one_order_is_one_trace_across_every_role() {
     )
     .await;
 
-    // The caller (curl through a proxy, say) starts the trace.
+    // curl starts the trace and places the order through the gateway.
+    if !crate::curl::available() {
+        return;
+    }
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span = "00f067aa0ba902b7";
-    let mut request = Request::new(order_request(
-        "cust-trace",
-        &[("sku-kettle", 1)],
-        "pm_card_visa",
-    ));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-{caller_span}-01")
-            .parse()
-            .expect("ascii"),
-    );
-    request
-        .metadata_mut()
-        .insert("x-request-id", "req-trace-1".parse().expect("ascii"));
-    let order = system
-        .order()
-        .await
-        .create_order(request)
-        .await
-        .expect("create")
-        .into_inner();
-    assert_eq!(order.status(), OrderStatus::Confirmed);
+    let traceparent = format!("traceparent: 00-{trace_id}-{caller_span}-01");
+    let body = r#"{"customerId":"cust-trace","items":[{"productId":"sku-kettle","quantity":1}],"paymentMethod":"pm_card_visa"}"#;
+    let placed = crate::curl::curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &traceparent,
+        "-H",
+        "x-request-id: req-trace-1",
+        "--data-binary",
+        body,
+        &crate::curl::url(system.gateway_addr, "/v1/orders"),
+    ])
+    .expect(200);
+    assert_eq!(placed["status"], "ORDER_STATUS_CONFIRMED", "{placed}");
+    let order_id = placed["orderId"].as_str().unwrap().to_owned();
 
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let wanted = [
+        ("gateway", "POST /v1/orders"),
+        ("gateway", "/ordermesh.order.v1.OrderService/CreateOrder"),
         ("order", "/ordermesh.order.v1.OrderService/CreateOrder"),
         (
             "order",
@@ -334,8 +333,9 @@ async fn one_order_is_one_trace_across_every_role() {
     })
     .await;
 
-    // Parent links: the order's server span hangs off the caller; each
-    // downstream server span hangs off the order's client span for that call.
+    // Parent links: the gateway's server span hangs off curl's; the order's
+    // server span off the gateway's client span; each downstream server span
+    // off the order's client span for that call.
     let by_id: HashMap<String, &(String, opentelemetry_proto::tonic::trace::v1::Span)> =
         spans.iter().map(|s| (hex(&s.1.span_id), s)).collect();
     let server = |service: &str, name: &str| {
@@ -344,8 +344,15 @@ async fn one_order_is_one_trace_across_every_role() {
             .find(|(s, span)| s == service && span.name == name && span.kind == 2)
             .unwrap_or_else(|| panic!("no server span {service} {name}"))
     };
+    let edge = server("gateway", "POST /v1/orders");
+    assert_eq!(hex(&edge.1.parent_span_id), caller_span);
     let create = server("order", "/ordermesh.order.v1.OrderService/CreateOrder");
-    assert_eq!(hex(&create.1.parent_span_id), caller_span);
+    let create_parent = by_id
+        .get(&hex(&create.1.parent_span_id))
+        .expect("CreateOrder's parent was exported");
+    assert_eq!(create_parent.0, "gateway");
+    assert_eq!(create_parent.1.kind, 3, "the gateway's client span");
+    assert_eq!(hex(&create_parent.1.parent_span_id), hex(&edge.1.span_id));
     for (service, name) in [
         (
             "inventory",
@@ -374,7 +381,7 @@ async fn one_order_is_one_trace_across_every_role() {
     let placed = logs
         .iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["msg"] == "order placed" && line["order_id"] == order.order_id.as_str())
+        .find(|line| line["msg"] == "order placed" && line["order_id"] == order_id.as_str())
         .expect("an 'order placed' line");
     assert_eq!(placed["trace_id"], trace_id, "{placed}");
     assert_eq!(placed["request_id"], "req-trace-1", "{placed}");

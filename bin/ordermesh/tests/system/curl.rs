@@ -1,0 +1,141 @@
+//! The real `curl` binary against the gateway, and a Prometheus scrape reader.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use ordermesh_testkit::tool;
+
+/// What `curl -i` printed: the final status line, headers and body.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    /// Asserts the status and returns the JSON body.
+    pub fn expect(&self, status: u16) -> serde_json::Value {
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            self.text()
+        );
+        self.json()
+    }
+}
+
+/// Whether the `curl` binary is there (skips or fails as testkit says).
+pub fn available() -> bool {
+    tool("curl").is_some()
+}
+
+/// `curl -sS -i ARGS...` over HTTP/1.1, bounded to 30 s.
+pub fn curl(args: &[&str]) -> Response {
+    curl_with_input(args, None)
+}
+
+/// As [`curl`], with `input` on stdin (for `--data-binary @-`).
+pub fn curl_with_input(args: &[&str], input: Option<&[u8]>) -> Response {
+    let curl = tool("curl").expect("checked by the caller");
+    let mut child = Command::new(curl)
+        // `Expect:` off: no `100 Continue` block before the real one.
+        .args([
+            "-sS",
+            "-i",
+            "--http1.1",
+            "--max-time",
+            "30",
+            "-H",
+            "Expect:",
+        ])
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    if let Some(input) = input {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write curl's stdin");
+    }
+    let output = child.wait_with_output().expect("wait for curl");
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse(&output.stdout)
+}
+
+fn parse(mut raw: &[u8]) -> Response {
+    loop {
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header block");
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        raw = &raw[end + 4..];
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|code| code.parse().ok())
+            .expect("a status line");
+        if status == 100 {
+            continue;
+        }
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        return Response {
+            status,
+            headers,
+            body: raw.to_vec(),
+        };
+    }
+}
+
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `requests_total{code="OK",method="/x",service="order"}`; 0 when absent.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.starts_with(&format!("{name}{{"))
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().expect("a number"))
+        .sum()
+}

@@ -1,0 +1,746 @@
+//! The edge gateway through the real `curl`: REST transcoding from the
+//! `google.api.http` annotations, every error class, idempotent replay, SSE,
+//! grpc-web (binary and text), the OpenAPI document and edge hygiene.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use base64::Engine;
+use ordermesh_proto::order::v1::{GetOrderRequest, Order, OrderStatus, WatchOrderRequest};
+use ordermesh_testkit::{TestDatabase, tool};
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::curl::{self, Response, curl, curl_with_input, sample, url};
+use crate::harness::{RoleProcess, System};
+
+const JSON: &str = "content-type: application/json";
+
+fn post_json(addr: std::net::SocketAddr, path: &str, body: &Value, headers: &[&str]) -> Response {
+    let body = body.to_string();
+    let target = url(addr, path);
+    let mut args = vec!["-X", "POST", "-H", JSON, "--data-binary", &body];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.push(&target);
+    curl(&args)
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> Response {
+    curl(&[&url(addr, path)])
+}
+
+fn mug_order(customer: &str, quantity: i64, token: &str) -> Value {
+    json!({"customerId": customer, "items": [{"productId": "sku-mug", "quantity": quantity}], "paymentMethod": token})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_runs_end_to_end_through_rest() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let gw = system.gateway_addr;
+
+    let products = get(gw, "/v1/products").expect(200);
+    let mug = products["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["productId"] == "sku-mug")
+        .cloned()
+        .expect("sku-mug in the catalog");
+    // Canonical proto3 JSON: lowerCamelCase names, int64 as a string.
+    assert!(mug["price"]["minorUnits"].is_string(), "{mug}");
+    let stock_before = mug["available"].as_i64().unwrap();
+    assert_eq!(
+        get(gw, "/v1/products/sku-mug").expect(200)["productId"],
+        "sku-mug"
+    );
+
+    let created = post_json(
+        gw,
+        "/v1/orders",
+        &mug_order("rest-alice", 2, "pm_card_visa"),
+        &["x-request-id: rest-flow-1"],
+    );
+    assert_eq!(created.header("x-request-id"), Some("rest-flow-1"));
+    let order = created.expect(200);
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    assert_eq!(order["total"]["minorUnits"], "2400", "{order}");
+    assert!(
+        order["createTime"].as_str().unwrap().ends_with('Z'),
+        "{order}"
+    );
+    let order_id = order["orderId"].as_str().unwrap().to_owned();
+
+    let fetched = get(gw, &format!("/v1/orders/{order_id}")).expect(200);
+    assert_eq!(fetched["status"], "ORDER_STATUS_CONFIRMED");
+    assert_eq!(
+        get(gw, "/v1/products/sku-mug").expect(200)["available"].as_i64(),
+        Some(stock_before - 2)
+    );
+
+    // Query parameters bind by JSON name or by the proto field name.
+    for query in [
+        "customerId=rest-alice&pageSize=5",
+        "customer_id=rest-alice&page_size=5",
+    ] {
+        let listed = get(gw, &format!("/v1/orders?{query}")).expect(200);
+        let ids: Vec<&str> = listed["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["orderId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [order_id.as_str()], "{listed}");
+    }
+
+    // The proto field names are accepted in the body too.
+    let by_proto_names = post_json(
+        gw,
+        "/v1/orders",
+        &json!({"customer_id": "rest-bob", "items": [{"product_id": "sku-mug", "quantity": 1}], "payment_method": "pm_card_chargeDeclined"}),
+        &[],
+    )
+    .expect(200);
+    assert_eq!(by_proto_names["status"], "ORDER_STATUS_FAILED");
+    assert_eq!(
+        by_proto_names["failureReason"], "CARD_DECLINED",
+        "{by_proto_names}"
+    );
+
+    let cancelled = post_json(
+        gw,
+        &format!("/v1/orders/{order_id}:cancel"),
+        &json!({}),
+        &[],
+    )
+    .expect(200);
+    assert_eq!(cancelled["status"], "ORDER_STATUS_CANCELLED", "{cancelled}");
+    // Cancelling again is idempotent; cancelling a failed order is refused
+    // (FAILED_PRECONDITION maps to 400).
+    let again = post_json(
+        gw,
+        &format!("/v1/orders/{order_id}:cancel"),
+        &json!({}),
+        &[],
+    )
+    .expect(200);
+    assert_eq!(again["status"], "ORDER_STATUS_CANCELLED");
+    let failed_id = by_proto_names["orderId"].as_str().unwrap();
+    let refused = post_json(
+        gw,
+        &format!("/v1/orders/{failed_id}:cancel"),
+        &json!({}),
+        &[],
+    )
+    .expect(400);
+    assert_eq!(refused["code"], 9, "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_key_header_replays_the_same_order() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let gw = system.gateway_addr;
+    let request = mug_order("rest-idem", 1, "pm_card_visa");
+    let first = post_json(gw, "/v1/orders", &request, &["Idempotency-Key: key-1"]).expect(200);
+    let replay = post_json(gw, "/v1/orders", &request, &["Idempotency-Key: key-1"]).expect(200);
+    assert_eq!(first["orderId"], replay["orderId"]);
+    // grpc-gateway's way of passing metadata reaches the service as well.
+    let via_metadata = post_json(
+        gw,
+        "/v1/orders",
+        &request,
+        &["Grpc-Metadata-Idempotency-Key: key-1"],
+    )
+    .expect(200);
+    assert_eq!(first["orderId"], via_metadata["orderId"]);
+
+    let reused = post_json(
+        gw,
+        "/v1/orders",
+        &mug_order("rest-idem", 3, "pm_card_visa"),
+        &["Idempotency-Key: key-1"],
+    )
+    .expect(409);
+    assert_eq!(reused["code"], 6);
+    assert_eq!(
+        reused["details"][0]["reason"], "IDEMPOTENCY_KEY_REUSED",
+        "{reused}"
+    );
+    assert_eq!(
+        reused["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+
+    let listed = get(gw, "/v1/orders?customerId=rest-idem").expect(200);
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// Each malformed request gets its 4xx and a message naming the problem,
+/// and none of them reaches the order service.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_4xx_and_never_reach_the_service() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let gw = system.gateway_addr;
+    let metrics = || get(system.admin_addr, "/metrics").text();
+    let create_calls = |text: &str| {
+        sample(
+            text,
+            "requests_total",
+            &[
+                ("service", "order"),
+                ("method", "/ordermesh.order.v1.OrderService/CreateOrder"),
+            ],
+        )
+    };
+    let before = create_calls(&metrics());
+    let orders = url(gw, "/v1/orders");
+    let big = format!("{{\"customerId\":\"{}\"}}", "a".repeat(70 * 1024));
+
+    let cases: Vec<(&str, Vec<&str>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            vec!["-X", "POST", "-H", JSON, "-d", "{\"customerId\":", &orders],
+            400,
+            "invalid request body",
+        ),
+        (
+            "unknown field",
+            vec![
+                "-X",
+                "POST",
+                "-H",
+                JSON,
+                "-d",
+                "{\"customerId\":\"a\",\"bogus\":1}",
+                &orders,
+            ],
+            400,
+            "bogus",
+        ),
+        (
+            "wrong type",
+            vec![
+                "-X",
+                "POST",
+                "-H",
+                JSON,
+                "-d",
+                "{\"customerId\":5}",
+                &orders,
+            ],
+            400,
+            "expected a string",
+        ),
+        (
+            "missing body",
+            vec!["-X", "POST", "-H", JSON, &orders],
+            400,
+            "body is required",
+        ),
+        (
+            "wrong content type",
+            vec![
+                "-X",
+                "POST",
+                "-H",
+                "content-type: text/plain",
+                "-d",
+                "{}",
+                &orders,
+            ],
+            415,
+            "application/json",
+        ),
+        (
+            "body over the limit",
+            vec!["-X", "POST", "-H", JSON, "--data-binary", &big, &orders],
+            413,
+            "65536 bytes",
+        ),
+        (
+            "wrong method",
+            vec!["-X", "DELETE", &orders],
+            405,
+            "GET, POST",
+        ),
+    ];
+    for (what, args, status, needle) in cases {
+        let response = curl(&args);
+        let body = response.expect(status);
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{what}: {body}");
+        assert!(
+            body["code"].is_number() && body["details"].is_array(),
+            "{what}: {body}"
+        );
+    }
+    let unknown_param = get(gw, "/v1/orders?customerId=a&colour=red").expect(400);
+    assert!(
+        unknown_param["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{unknown_param}"
+    );
+    let unknown_path = get(gw, "/v1/nothing/here").expect(404);
+    assert!(
+        unknown_path["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/nothing/here")
+    );
+    let wrong_query_type = get(gw, "/v1/orders?customerId=a&pageSize=many").expect(400);
+    assert!(
+        wrong_query_type["message"]
+            .as_str()
+            .unwrap()
+            .contains("pageSize"),
+        "{wrong_query_type}"
+    );
+
+    assert_eq!(
+        create_calls(&metrics()),
+        before,
+        "a malformed request reached the service"
+    );
+
+    // Errors from the service keep their status and google.rpc.Status shape.
+    let not_found = get(gw, "/v1/orders/ord_missing").expect(404);
+    assert_eq!(not_found["code"], 5);
+    assert_eq!(
+        not_found["details"][0]["reason"], "ORDER_NOT_FOUND",
+        "{not_found}"
+    );
+    let invalid = post_json(gw, "/v1/orders", &mug_order("x", 0, "pm_card_visa"), &[]).expect(400);
+    assert_eq!(invalid["code"], 3, "{invalid}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_fields_can_be_ignored_by_flag() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::start(
+        Arc::new(TestDatabase::sqlite()),
+        &["--ignore-unknown-fields"],
+    )
+    .await;
+    let mut request = mug_order("lenient", 1, "pm_card_visa");
+    request["couponCode"] = json!("SPRING");
+    let order = post_json(system.gateway_addr, "/v1/orders", &request, &[]).expect(200);
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED");
+}
+
+/// `curl -N` on the watch route: each state as an SSE `data:` event, and the
+/// stream ends when the order is terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_streams_server_sent_events() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let gw = system.gateway_addr;
+    let order = post_json(gw, "/v1/orders", &mug_order("sse", 1, "pm_card_visa"), &[]).expect(200);
+    let order_id = order["orderId"].as_str().unwrap();
+
+    let watched = curl(&["-N", &url(gw, &format!("/v1/orders/{order_id}:watch"))]);
+    assert_eq!(watched.status, 200);
+    assert!(
+        watched
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = sse_data(&watched.text());
+    assert_eq!(
+        events.last().unwrap()["status"],
+        "ORDER_STATUS_CONFIRMED",
+        "{events:?}"
+    );
+    assert!(events.iter().all(|e| e["orderId"] == order_id));
+
+    // A watch of an unknown order fails before any event: a plain 404.
+    let missing = curl(&["-N", &url(gw, "/v1/orders/ord_missing:watch")]).expect(404);
+    assert_eq!(missing["details"][0]["reason"], "ORDER_NOT_FOUND");
+}
+
+/// The gateway as its own process: `/readyz` follows the order service, and
+/// a stream cut by the upstream ends with an `error` event, not a silent 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_loss_ends_streams_with_an_error_event_and_unreadies() {
+    if !curl::available() {
+        return;
+    }
+    let database = TestDatabase::sqlite();
+    let mut system = System::start(Arc::new(TestDatabase::sqlite()), &[]).await;
+    let order_url = format!("http://{}", system.order_addr);
+    let inventory_url = format!("http://{}", system.inventory_addr);
+    let gateway = RoleProcess::start(
+        &database,
+        "gateway",
+        &[
+            "--gateway-order-url",
+            &order_url,
+            "--gateway-inventory-url",
+            &inventory_url,
+        ],
+    )
+    .await;
+    let gw = gateway.addr;
+    assert_eq!(get(gw, "/healthz").status, 200);
+    assert_eq!(get(gw, "/readyz").status, 200);
+
+    let curl_path = tool("curl").unwrap();
+    let mut stream = Command::new(curl_path)
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "30",
+            &url(gw, "/v1/products:watch"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run curl -N");
+    let mut lines = BufReader::new(stream.stdout.take().unwrap()).lines();
+    // The first event: the stream is live.
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+
+    system.kill().await;
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = stream.wait();
+    let error_at = rest
+        .iter()
+        .position(|line| line == "event: error")
+        .unwrap_or_else(|| panic!("no error event in {rest:?}"));
+    let data = rest[error_at + 1]
+        .strip_prefix("data: ")
+        .expect("error data");
+    let error: Value = serde_json::from_str(data).unwrap();
+    assert!(
+        error["code"].as_i64().unwrap() > 0 && error["message"].is_string(),
+        "{error}"
+    );
+
+    let not_ready = get(gw, "/readyz");
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert_eq!(
+        get(gw, "/healthz").status,
+        200,
+        "liveness does not follow upstreams"
+    );
+}
+
+fn sse_data(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+/// One grpc-web frame: flag, big-endian length, payload.
+fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a grpc-web body into its messages and its trailers.
+fn unframe(mut body: &[u8]) -> (Vec<Vec<u8>>, String) {
+    let mut messages = Vec::new();
+    let mut trailers = String::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        let payload = &body[5..5 + len];
+        if body[0] & 0x80 != 0 {
+            trailers.push_str(&String::from_utf8_lossy(payload));
+        } else {
+            messages.push(payload.to_vec());
+        }
+        body = &body[5 + len..];
+    }
+    assert!(body.is_empty(), "trailing bytes in a grpc-web body");
+    (messages, trailers)
+}
+
+fn grpc_web_call(
+    gw: std::net::SocketAddr,
+    method: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Response {
+    let target = url(gw, &format!("/ordermesh.order.v1.OrderService/{method}"));
+    // As grpc-web clients do, ask for the response in the request's encoding.
+    let accept = format!("accept: {content_type}");
+    let content_type = format!("content-type: {content_type}");
+    curl_with_input(
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &content_type,
+            "-H",
+            &accept,
+            "-H",
+            "x-grpc-web: 1",
+            "-H",
+            "origin: http://shop.example",
+            "--data-binary",
+            "@-",
+            &target,
+        ],
+        Some(body),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_unary_and_streaming_over_http1() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let gw = system.gateway_addr;
+    let order = post_json(gw, "/v1/orders", &mug_order("web", 1, "pm_card_visa"), &[]).expect(200);
+    let order_id = order["orderId"].as_str().unwrap().to_owned();
+
+    // Binary grpc-web, unary.
+    let request = GetOrderRequest {
+        order_id: order_id.clone(),
+    }
+    .encode_to_vec();
+    let response = grpc_web_call(
+        gw,
+        "GetOrder",
+        "application/grpc-web+proto",
+        &frame(0, &request),
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    let (messages, trailers) = unframe(&response.body);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let fetched = Order::decode(messages[0].as_slice()).unwrap();
+    assert_eq!(fetched.order_id, order_id);
+    assert_eq!(fetched.status(), OrderStatus::Confirmed);
+
+    // grpc-web-text (base64), server streaming.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let request = WatchOrderRequest {
+        order_id: order_id.clone(),
+    }
+    .encode_to_vec();
+    let body = b64.encode(frame(0, &request));
+    let response = grpc_web_call(
+        gw,
+        "WatchOrder",
+        "application/grpc-web-text",
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200);
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/grpc-web-text"),
+        "{response:?}"
+    );
+    // Each chunk is base64 on its own; decode them one padded piece at a time.
+    let mut decoded = Vec::new();
+    let text = response.text();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let end = rest.find('=').map_or(rest.len(), |i| {
+            let mut j = i;
+            while rest[j..].starts_with('=') {
+                j += 1;
+            }
+            j
+        });
+        decoded.extend(b64.decode(&rest[..end]).unwrap());
+        rest = &rest[end..];
+    }
+    let (messages, trailers) = unframe(&decoded);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let last = Order::decode(messages.last().unwrap().as_slice()).unwrap();
+    assert_eq!(last.status(), OrderStatus::Confirmed);
+
+    // An error travels in the trailers.
+    let request = GetOrderRequest {
+        order_id: "ord_missing".into(),
+    }
+    .encode_to_vec();
+    let response = grpc_web_call(
+        gw,
+        "GetOrder",
+        "application/grpc-web+proto",
+        &frame(0, &request),
+    );
+    let status = response
+        .header("grpc-status")
+        .map(str::to_owned)
+        .unwrap_or_else(|| unframe(&response.body).1);
+    assert!(status.contains('5'), "NOT_FOUND expected: {status}");
+
+    // A browser's CORS preflight for grpc-web.
+    let preflight = curl(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "origin: http://shop.example",
+        "-H",
+        "access-control-request-method: POST",
+        "-H",
+        "access-control-request-headers: content-type,x-grpc-web,x-user-agent",
+        &url(gw, "/ordermesh.order.v1.OrderService/GetOrder"),
+    ]);
+    assert!(
+        preflight.status == 200 || preflight.status == 204,
+        "{preflight:?}"
+    );
+    let allowed = preflight
+        .header("access-control-allow-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("x-grpc-web") || allowed == "*",
+        "{preflight:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_lists_every_annotated_rpc() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    let document = get(system.gateway_addr, "/openapi.json").expect(200);
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+
+    let pool = prost_reflect::DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let http = pool
+        .get_extension_by_name("google.api.http")
+        .expect("google.api.http");
+    let mut annotated = Vec::new();
+    for service in pool.services() {
+        for method in service.methods() {
+            if method.options().has_extension(&http) {
+                annotated.push(format!("{}_{}", service.name(), method.name()));
+            }
+        }
+    }
+    assert!(annotated.len() >= 8, "{annotated:?}");
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (verb, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap().to_owned();
+            assert!(operation["responses"]["200"].is_object(), "{verb} {path}");
+            operations.push(id);
+        }
+    }
+    annotated.sort();
+    operations.sort();
+    assert_eq!(operations, annotated);
+    // Every schema it points at exists.
+    let text = document.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "dangling $ref {name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_are_compressed_and_carry_request_ids() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::sqlite().await;
+    for encoding in ["gzip", "br"] {
+        let header = format!("accept-encoding: {encoding}");
+        let response = curl(&["-H", &header, &url(system.gateway_addr, "/openapi.json")]);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("content-encoding"), Some(encoding));
+    }
+    let response = get(system.gateway_addr, "/v1/products");
+    assert!(
+        !response
+            .header("x-request-id")
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+/// The README's curl block, each command as written (with the test's port
+/// for 8080 and the created order for ORDER_ID).
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_curl_examples_run_as_written() {
+    if !curl::available() {
+        return;
+    }
+    let readme = include_str!("../../../../README.md");
+    let block = readme
+        .split("<!-- readme-curl-examples -->\n```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's curl block");
+    let commands: Vec<String> = block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("curl "))
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 8, "{commands:?}");
+
+    let system = System::sqlite().await;
+    let curl_dir = tool("curl").unwrap().parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        curl_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut order_id = None::<String>;
+    for command in commands {
+        let mut command = command.replace("127.0.0.1:8080", &system.gateway_addr.to_string());
+        if command.contains("ORDER_ID") {
+            let id = order_id
+                .as_deref()
+                .expect("an order was created before ORDER_ID is used");
+            command = command.replace("ORDER_ID", id);
+        }
+        // Fail on an HTTP error, bounded in time, as the README line is.
+        let output = Command::new("sh")
+            .args(["-c", &format!("{command} --fail-with-body --max-time 30")])
+            .env("PATH", &path)
+            .output()
+            .expect("run sh");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "`{command}` failed: {stdout}");
+        let json = stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .next_back()
+            .map_or_else(
+                || serde_json::from_str::<Value>(&stdout),
+                serde_json::from_str,
+            )
+            .unwrap_or_else(|e| panic!("`{command}` printed no JSON ({e}): {stdout}"));
+        // The first response with an order id is the README's POST.
+        if order_id.is_none() {
+            order_id = json["orderId"].as_str().map(str::to_owned);
+        }
+    }
+}

@@ -7,20 +7,23 @@ SHELL := bash
 VENV := .venv
 TOOLS := $(CURDIR)/$(VENV)/bin
 CARGO ?= cargo
+# Istio's CRDs, to validate istio/ (a file of Istio's release; see docs/rollout.md).
+ISTIO_CRDS ?= $(abspath ../shared/istio/crd-all.gen.yaml)
 
 # Tests find the tools here; with ORDERMESH_REQUIRE_ALL=1 a missing tool or
 # database fails the test instead of skipping it.
 export ORDERMESH_TOOLS_DIR := $(TOOLS)
+export ISTIO_CRDS
 
-.PHONY: help setup build run test lint fmt check-observability
+.PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
+	test-client deploy-docker deploy-k8s check-observability check-compose check-manifests
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
 
-OBSERVABILITY := deploy/observability
-
-setup: $(VENV)/.installed ## Install the tools the tests drive: grpcurl into .venv/, Prometheus from Debian
+setup: $(VENV)/.installed ## Install the tools: PyPI tools into .venv/, Prometheus and Chromium from Debian, cargo-tarpaulin
 	scripts/install-system-tools.sh
+	@$(CARGO) tarpaulin --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-tarpaulin
 
 $(VENV)/.installed: scripts/tools.txt
 	python3 -m venv $(VENV)
@@ -33,20 +36,65 @@ build: ## Build every binary (release)
 run: ## Run the whole system in one process (SQLite under ./data)
 	$(CARGO) run --release --locked --bin ordermesh
 
-test: setup ## Run every test, with PostgreSQL and every external tool required
-	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+test: setup ## Run every test: lint, manifests, PostgreSQL and every external tool required
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory check-observability
 	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) test --locked --workspace
+	$(MAKE) --no-print-directory proto
+	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain"
 
-lint: ## clippy with warnings as errors, and a rustfmt check
+lint: setup ## clippy -D warnings, rustfmt, buf lint, hadolint, compose and manifest validators
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	cd proto && $(TOOLS)/buf lint
+	$(MAKE) --no-print-directory check-compose
+	$(MAKE) --no-print-directory check-manifests
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-check-observability: ## promtool: scrape config, alert rules and their unit tests
-	promtool check config $(OBSERVABILITY)/prometheus/prometheus.yml
-	promtool check rules $(OBSERVABILITY)/prometheus/alerts.yml
-	cd $(OBSERVABILITY)/prometheus && promtool test rules alerts.test.yml
+proto: setup ## Regenerate proto/ordermesh.binpb (Envoy's transcoder loads it), buf lint, fail if it changed
+	$(CARGO) run --quiet --locked -p ordermesh-proto --example descriptor_set -- proto/ordermesh.binpb
+	cd proto && $(TOOLS)/buf lint
+	@git diff --quiet -- proto/ordermesh.binpb || \
+		{ echo "proto/ordermesh.binpb changed: commit it with the protos"; exit 1; }
+
+# `make test` runs it on one small crate to prove the target works; run it
+# alone for the whole workspace (slow: everything is rebuilt instrumented).
+COVERAGE_SCOPE ?= --workspace
+COVERAGE_DIR := target/coverage
+test-coverage: ## Coverage of every test: HTML report in target/coverage/, summary on stdout
+	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) tarpaulin --locked $(COVERAGE_SCOPE) \
+		--skip-clean --target-dir target/tarpaulin --out Html --out Json \
+		--output-dir $(COVERAGE_DIR) --timeout 300
+	@python3 -c 'import json,sys; r=json.load(open("$(COVERAGE_DIR)/tarpaulin-report.json")); \
+		print(f"coverage: {r[\"coverage\"]:.1f}% of lines; report: $(COVERAGE_DIR)/tarpaulin-report.html")'
+
+dev-run: build ## Each role as its own process (ports as in the mesh), logs in data/logs, pids in data/run
+	BIN_DIR=target/release scripts/dev.sh start
+
+dev-stop: ## Stop exactly the processes dev-run started
+	scripts/dev.sh stop
+
+test-client: ## A scripted orderctl demo against a running system: browse, order, decline, cancel, watch
+	@[[ -x target/release/orderctl ]] || $(CARGO) build --release --locked --bin orderctl
+	ORDERCTL=target/release/orderctl scripts/demo.sh
+
+deploy-docker: ## The Compose stack (deploy/docker-compose.yaml); prints the commands when there is no Docker engine
+	scripts/deploy.sh docker
+
+deploy-k8s: ## The k8s dev overlay (OVERLAY=prod for prod); prints the commands when there is no cluster
+	scripts/deploy.sh k8s
+
+check-observability: setup ## promtool: scrape configs, alert rules and their unit tests
+	promtool check config deploy/observability/prometheus/prometheus.yml
+	promtool check config deploy/observability/prometheus/prometheus-compose.yml
+	promtool check rules deploy/observability/prometheus/alerts.yml
+	cd deploy/observability/prometheus && promtool test rules alerts.test.yml
+
+check-compose: setup ## The Compose file: Compose Specification schema, mounts, variables, health-check binaries
+	$(TOOLS)/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yaml
+	$(TOOLS)/python scripts/check-compose.py deploy/docker-compose.yaml Dockerfile
+
+check-manifests: setup ## Dockerfile (hadolint), k8s overlays (kubernetes-validate), istio/ (Istio's CRD schemas), workflows (actionlint)
+	scripts/check-manifests.sh

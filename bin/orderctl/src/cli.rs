@@ -43,6 +43,15 @@ pub enum Command {
     /// Place, read, list, watch or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
+    /// Probe a service: gRPC health for `http://HOST:PORT`, an HTTP GET
+    /// that must answer 2xx for a URL with a path. Exits non-zero when not
+    /// serving: a health check for Docker Compose and scripts.
+    Health {
+        url: String,
+        /// The gRPC service to check; empty means the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -93,6 +93,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Order(command) => order(&context, command).await,
+        Command::Health { url, service } => {
+            crate::health::check(&url, &service, context.timeout).await
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod cli;
 mod commands;
+mod health;
 mod render;
 
 use std::process::ExitCode;

@@ -262,6 +262,15 @@ fn listening(line: &str) -> Option<(String, SocketAddr)> {
     Some((role, addr))
 }
 
+/// Whether something answers gRPC at `addr` (a connection succeeds).
+pub async fn connect_checked(addr: SocketAddr) -> bool {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("valid url")
+        .connect()
+        .await
+        .is_ok()
+}
+
 pub async fn connect(addr: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("valid url")
@@ -360,4 +369,18 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// The repository's root folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A loopback port free right now (for tools that cannot report the port
+/// they bound, unlike `ordermesh`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

@@ -17,3 +17,4 @@ mod observability;
 mod orderctl;
 mod orders;
 mod validation;
+mod workflow;

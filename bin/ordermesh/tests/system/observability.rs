@@ -2,7 +2,6 @@
 //! traces (received by an OTLP endpoint in the test) and logs.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,18 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use ordermesh_testkit::{TestDatabase, tool};
 use prost::Message;
 
-use crate::harness::{System, eventually, order_request};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use crate::harness::{System, eventually, free_port, order_request, workspace_root};
 
 /// GET with the real curl; the body, or None on any failure.
 fn curl(url: &str, query: Option<&str>) -> Option<String> {

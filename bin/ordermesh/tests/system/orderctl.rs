@@ -137,3 +137,40 @@ async fn orderctl_browses_orders_and_cancels() {
         "{stderr}"
     );
 }
+
+/// `orderctl health`: the probe Docker Compose uses in a shell-less image.
+#[tokio::test(flavor = "multi_thread")]
+async fn orderctl_health_probes_grpc_and_http() {
+    let mut system = System::sqlite().await;
+    let probes = [
+        format!("http://{}", system.order_addr),
+        format!("http://{}", system.inventory_addr),
+        format!("http://{}", system.payment_addr),
+        format!("http://{}/readyz", system.gateway_addr),
+    ];
+    for url in &probes {
+        let out = stdout_of(&orderctl(&system, &["health", url]));
+        assert!(out.contains("SERVING") || out.contains("200"), "{out}");
+    }
+    let named = orderctl(
+        &system,
+        &[
+            "health",
+            &probes[0],
+            "--service",
+            "ordermesh.order.v1.OrderService",
+        ],
+    );
+    assert!(named.status.success());
+    let unknown = orderctl(&system, &["health", &probes[0], "--service", "nope"]);
+    assert!(
+        !unknown.status.success(),
+        "an unknown service is not healthy"
+    );
+
+    system.kill().await;
+    for url in &probes {
+        let down = orderctl(&system, &["health", url, "--timeout", "2s"]);
+        assert!(!down.status.success(), "{url} is down but probed healthy");
+    }
+}

@@ -8,6 +8,10 @@ const PROTO_FILES: &[&str] = &[
     "ordermesh/order/v1/order.proto",
     "ordermesh/inventory/v1/inventory.proto",
     "ordermesh/payment/v1/payment.proto",
+    // Not used by the code (tonic-types has them), but in the descriptor set
+    // so Envoy's transcoder and grpcurl can print error details.
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

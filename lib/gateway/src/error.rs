@@ -5,9 +5,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use prost_reflect::DynamicMessage;
 use serde_json::{Value, json};
 use tonic::Code;
-use tonic_types::StatusExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -85,19 +85,30 @@ impl GatewayError {
     }
 }
 
-/// The status's ErrorInfo, in the JSON form of google.protobuf.Any.
+/// The status's details (`grpc-status-details-bin`, a google.rpc.Status),
+/// each in the JSON form of google.protobuf.Any, resolved through the
+/// descriptor set as Envoy's transcoder does; details of a type it does not
+/// know are left out rather than failing the whole reply.
 fn details(status: &tonic::Status) -> Vec<Value> {
-    status
-        .get_details_error_info()
-        .map(|info| {
-            json!({
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": info.reason,
-                "domain": info.domain,
-                "metadata": info.metadata,
-            })
-        })
-        .into_iter()
+    if status.details().is_empty() {
+        return Vec::new();
+    }
+    let Some(descriptor) = crate::descriptors().get_message_by_name("google.rpc.Status") else {
+        return Vec::new();
+    };
+    let Ok(decoded) = DynamicMessage::decode(descriptor, status.details()) else {
+        return Vec::new();
+    };
+    let Some(details) = decoded.get_field_by_name("details") else {
+        return Vec::new();
+    };
+    let Some(list) = details.as_list() else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|any| any.as_message())
+        .filter_map(|any| crate::transcode::to_json(any).ok())
+        .filter_map(|json| serde_json::from_str(&json).ok())
         .collect()
 }
 

@@ -78,7 +78,7 @@ async fn handle(gateway: &Gateway, request: Request) -> Result<Response, Gateway
                 match next {
                     None => return,
                     Some(Ok(message)) => match to_json(&message) {
-                        Ok(json) => yield Ok::<_, Infallible>(Event::default().data(json.to_string())),
+                        Ok(json) => yield Ok::<_, Infallible>(Event::default().data(json)),
                         Err(error) => {
                             yield Ok(Event::default().event("error").data(error.body().to_string()));
                             return;
@@ -107,7 +107,7 @@ async fn handle(gateway: &Gateway, request: Request) -> Result<Response, Gateway
         .map_err(GatewayError::Upstream)?;
     let (metadata, message, _) = response.into_parts();
     let json = to_json(&message)?;
-    let mut response = Response::new(Body::from(json.to_string()));
+    let mut response = Response::new(Body::from(json));
     response.headers_mut().insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),

@@ -118,9 +118,7 @@ impl Gateway {
         client: &GrpcClientSettings,
         shutdown: Shutdown,
     ) -> anyhow::Result<Self> {
-        let pool = DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET)
-            .context("decoding the descriptor set")?;
-        let routes = RouteTable::from_pool(&pool)?;
+        let routes = RouteTable::from_pool(descriptors())?;
         let openapi = openapi::document(&routes);
         Ok(Self {
             upstreams: Upstreams::connect(
@@ -136,6 +134,16 @@ impl Gateway {
             shutdown,
         })
     }
+}
+
+/// The descriptor set of every ordermesh proto and its imports, decoded
+/// once: routes, transcoding and error details all read it.
+pub fn descriptors() -> &'static DescriptorPool {
+    static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET)
+            .unwrap_or_else(|e| unreachable!("the built-in descriptor set decodes: {e}"))
+    })
 }
 
 /// Every route of the gateway, with its edge layers.

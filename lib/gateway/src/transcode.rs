@@ -178,11 +178,19 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     })
 }
 
-/// The canonical proto3 JSON of a message.
-pub fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, GatewayError> {
+/// The canonical proto3 JSON of a message, fields in declaration order as
+/// protojson (grpc-gateway) and Envoy's transcoder print them: written
+/// straight out, since a `serde_json::Value` would sort the keys.
+pub fn to_json(message: &DynamicMessage) -> Result<String, GatewayError> {
+    let mut out = Vec::new();
     message
-        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
-        .map_err(|e| GatewayError::Internal(format!("cannot render a response as JSON: {e}")))
+        .serialize_with_options(
+            &mut serde_json::Serializer::new(&mut out),
+            &SerializeOptions::new(),
+        )
+        .map_err(|e| GatewayError::Internal(format!("cannot render a response as JSON: {e}")))?;
+    String::from_utf8(out)
+        .map_err(|e| GatewayError::Internal(format!("a response is not UTF-8 JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -215,7 +223,7 @@ mod tests {
             Some("application/json"),
             false,
         )?;
-        to_json(&message)
+        Ok(serde_json::from_str(&to_json(&message)?).unwrap())
     }
 
     #[test]

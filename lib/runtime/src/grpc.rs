@@ -97,6 +97,7 @@ pub async fn serve(
 
     let mut server = Server::builder()
         .layer(ServerLayer::new(role))
+        .layer(crate::failpoint::LoseResponsesLayer::from_env())
         .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
         .max_concurrent_streams(Some(settings.max_concurrent_streams));

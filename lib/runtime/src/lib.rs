@@ -8,6 +8,7 @@ pub mod admin;
 pub mod client;
 mod connections;
 pub mod deadline;
+pub mod failpoint;
 pub mod grpc;
 pub mod instrument;
 pub mod metrics;

@@ -119,6 +119,29 @@ fn parse(mut raw: &[u8]) -> Response {
     }
 }
 
+/// Whether `curl -sf URL` succeeds (2xx) within 2 s.
+pub fn probe(target: &str) -> bool {
+    let Some(curl) = tool("curl") else {
+        return false;
+    };
+    Command::new(curl)
+        .args(["-sf", "--max-time", "2", "-o", "/dev/null", target])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The body of a GET (empty when it fails), for admin pages and metrics.
+pub fn get_text(target: &str) -> String {
+    let Some(curl) = tool("curl") else {
+        return String::new();
+    };
+    Command::new(curl)
+        .args(["-s", "--max-time", "5", target])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }

@@ -8,6 +8,7 @@ mod harness;
 mod browser;
 mod concurrency;
 mod curl;
+mod envoy;
 mod failures;
 mod gateway;
 mod grpcurl;

@@ -16,7 +16,7 @@ export ORDERMESH_TOOLS_DIR := $(TOOLS)
 export ISTIO_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
-	test-client deploy-docker deploy-k8s check-observability check-compose check-manifests
+	test-client mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
@@ -79,6 +79,12 @@ dev-stop: ## Stop exactly the processes dev-run started
 test-client: ## A scripted orderctl demo against a running system: browse, order, decline, cancel, watch
 	@[[ -x target/release/orderctl ]] || $(CARGO) build --release --locked --bin orderctl
 	ORDERCTL=target/release/orderctl scripts/demo.sh
+
+mesh-run: build setup ## The local Envoy mesh: services + mTLS sidecars + edge on :10000 (envoy/mesh/mesh.sh)
+	BIN_DIR=target/release envoy/mesh/mesh.sh start
+
+mesh-stop: ## Stop exactly the processes mesh-run started
+	envoy/mesh/mesh.sh stop
 
 deploy-docker: ## The Compose stack (deploy/docker-compose.yaml); prints the commands when there is no Docker engine
 	scripts/deploy.sh docker

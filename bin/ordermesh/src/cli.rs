@@ -45,6 +45,20 @@ pub enum Command {
     Payment(PaymentArgs),
     /// The edge gateway alone: REST JSON, SSE, OpenAPI and grpc-web.
     Gateway(GatewayArgs),
+    /// Check the saga's invariants across the three services' data: every
+    /// order settled, each confirmed order charged once and its stock
+    /// committed, nothing held or charged for a failed or cancelled order,
+    /// stock adding up. Exits 1 when anything is off.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What every role needs: its database, gRPC server settings and admin port.
@@ -179,6 +193,7 @@ impl Cli {
             Some(Command::Inventory(_)) => ("inventory", true),
             Some(Command::Payment(_)) => ("payment", true),
             Some(Command::Gateway(_)) => ("gateway", true),
+            Some(Command::Audit(_)) => ("audit", true),
         }
     }
 }

@@ -16,6 +16,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     shutdown.trigger_on_signal();
     match cli.command.unwrap_or(Command::All(cli.all)) {
         Command::All(args) => run_all(*args, shutdown).await,
+        Command::Audit(args) => audit(&args).await,
         Command::Gateway(args) => {
             let listener = bind(args.listen.gateway_addr, "gateway").await?;
             let admin = bind(args.admin_addr, "admin").await?;
@@ -132,4 +133,28 @@ async fn bind(addr: SocketAddr, role: &str) -> anyhow::Result<TcpListener> {
 
 fn local_url(listener: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("http://{}", listener.local_addr()?))
+}
+
+/// `ordermesh audit`: the invariant report on stdout; an error when broken.
+async fn audit(args: &crate::cli::AuditArgs) -> anyhow::Result<()> {
+    let snapshot = ordermesh_audit::load(&args.database).await?;
+    let report = ordermesh_audit::check(&snapshot);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("orders: {:?}", report.orders);
+        println!("payments: {:?}", report.payments);
+        println!("reservations: {:?}", report.reservations);
+        println!("sold: {:?}", report.sold);
+        for problem in &report.problems {
+            println!("PROBLEM {}", serde_json::to_string(problem)?);
+        }
+        if report.is_clean() {
+            println!("audit: clean");
+        }
+    }
+    if !report.is_clean() {
+        anyhow::bail!("audit: {} problems", report.problems.len());
+    }
+    Ok(())
 }

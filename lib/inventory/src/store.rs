@@ -55,6 +55,11 @@ impl InventoryStore {
         Self { db }
     }
 
+    /// The underlying database, for read-only tools (the invariant audit).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Seeds the demo catalog into an empty products table. Safe when two
     /// replicas start at once.
     pub async fn seed_if_empty(&self, now_ms: i64) -> Result<bool, sqlx::Error> {

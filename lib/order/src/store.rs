@@ -50,6 +50,7 @@ impl OrderStore {
         Self { db }
     }
 
+    /// The underlying database, for read-only tools (the invariant audit).
     pub fn database(&self) -> &Database {
         &self.db
     }

@@ -27,6 +27,11 @@ impl PaymentStore {
         Self { db }
     }
 
+    /// The underlying database, for read-only tools (the invariant audit).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Stores `payment` unless its order already has one, which is then
     /// returned instead: one row per order, however many retries race.
     pub async fn insert(

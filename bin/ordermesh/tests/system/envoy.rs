@@ -10,7 +10,7 @@ use ordermesh_testkit::tool;
 use serde_json::{Value, json};
 
 use crate::curl::{self, Response, curl, sample, url};
-use crate::harness::{ORDERMESH, System, eventually, free_port, workspace_root};
+use crate::harness::{ORDERMESH, System, eventually, free_port, free_ports, workspace_root};
 
 fn envoy() -> Option<PathBuf> {
     tool("envoy")
@@ -316,6 +316,9 @@ async fn the_edge_rate_limits_with_a_json_429() {
 /// (with `mesh.sh stop`) on drop.
 struct Mesh {
     dir: tempfile::TempDir,
+    /// A database of its own on PostgreSQL when there is one (the replicas
+    /// share it, as in production), else SQLite files under `dir`.
+    _database: Option<ordermesh_testkit::TestDatabase>,
     ports: HashMap<&'static str, u16>,
     env: Vec<(String, String)>,
 }
@@ -344,8 +347,8 @@ impl Mesh {
         let ports: HashMap<&'static str, u16> =
             MESH_PORTS.iter().map(|name| (*name, free_port())).collect();
         // Runs of five: sidecar admins and service metrics.
-        let sidecar_admin = free_run(5);
-        let metrics = free_run(5);
+        let sidecar_admin = free_ports(5);
+        let metrics = free_ports(5);
         let mut env: Vec<(String, String)> = ports
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.to_string()))
@@ -368,7 +371,23 @@ impl Mesh {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let mut mesh = Self { dir, ports, env };
+        let database = if std::env::var_os("DATABASE_URL").is_some() {
+            ordermesh_testkit::TestDatabase::postgres().await
+        } else {
+            None
+        };
+        if let Some(url) = database
+            .as_ref()
+            .and_then(|db| db.settings().database_url.clone())
+        {
+            env.push(("DATABASE_URL".to_owned(), url));
+        }
+        let mut mesh = Self {
+            dir,
+            _database: database,
+            ports,
+            env,
+        };
         mesh.ports.insert("SIDECAR_ADMIN_PORT_BASE", sidecar_admin);
         mesh.ports.insert("METRICS_PORT_BASE", metrics);
         let started = mesh.script("start");
@@ -411,6 +430,7 @@ impl Mesh {
     fn script(&self, command: &str) -> std::process::Output {
         Command::new(workspace_root().join("envoy/mesh/mesh.sh"))
             .arg(command)
+            .env_remove("DATABASE_URL")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run mesh.sh")
@@ -475,18 +495,6 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = self.script("stop");
-    }
-}
-
-/// The first of `count` consecutive free loopback ports.
-fn free_run(count: u16) -> u16 {
-    loop {
-        let first = free_port();
-        if first < 65000
-            && (1..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok())
-        {
-            return first;
-        }
     }
 }
 

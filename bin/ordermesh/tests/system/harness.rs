@@ -376,11 +376,26 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A loopback port free right now (for tools that cannot report the port
-/// they bound, unlike `ordermesh`).
+/// A loopback port free right now, for tools that cannot report the port
+/// they bound (unlike `ordermesh`). Drawn below Linux's ephemeral range
+/// (32768 and up), so a server elsewhere binding port 0 cannot take it
+/// between this check and the tool's own bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    free_ports(1)
+}
+
+/// The first of `count` consecutive free loopback ports, as [`free_port`].
+pub fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Hand out the range in turn, from a start that differs between runs.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = u16::try_from(std::process::id() % 10_000).unwrap_or(0);
+    for _ in 0..1000 {
+        let offset = NEXT.fetch_add(count, Ordering::Relaxed).wrapping_add(seed) % 12_000;
+        let first = 20_000 + offset;
+        if (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", first + i)).is_ok()) {
+            return first;
+        }
+    }
+    panic!("no {count} free ports between 20000 and 32000");
 }

@@ -12,6 +12,8 @@ use crate::harness::{
 fn script(name: &str, args: &[&str], env: &[(&str, String)]) -> Output {
     Command::new(workspace_root().join("scripts").join(name))
         .current_dir(workspace_root())
+        // SQLite under the test's own folder, never a shared database.
+        .env_remove("DATABASE_URL")
         .args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()

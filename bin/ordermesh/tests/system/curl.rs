@@ -142,6 +142,30 @@ pub fn get_text(target: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `POST` of `body` as JSON to `path`, with extra `headers` ("name: value").
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[&str],
+) -> Response {
+    let body = body.to_string();
+    let target = url(addr, path);
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &body,
+    ];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    args.push(&target);
+    curl(&args)
+}
+
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }

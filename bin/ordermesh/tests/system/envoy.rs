@@ -9,7 +9,7 @@ use std::time::Duration;
 use ordermesh_testkit::tool;
 use serde_json::{Value, json};
 
-use crate::curl::{self, Response, curl, sample, url};
+use crate::curl::{self, Response, curl, post_json, sample, url};
 use crate::harness::{ORDERMESH, System, eventually, free_port, free_ports, workspace_root};
 
 fn envoy() -> Option<PathBuf> {
@@ -186,32 +186,10 @@ async fn edge_and_transcoder_serve_the_same_api() {
     let mut placed = Vec::new();
     for (i, addr) in [edge, transcoder].iter().enumerate() {
         let key = format!("idempotency-key: envoy-{i}");
-        let body = json!({"customerId": "envoy", "items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"}).to_string();
-        let created = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &key,
-            "--data-binary",
-            &body,
-            &url(*addr, "/v1/orders"),
-        ])
-        .expect(200);
+        let body = json!({"customerId": "envoy", "items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
+        let created = post_json(*addr, "/v1/orders", &body, &[&key]).expect(200);
         // The same key again: the same order (the header reached the service).
-        let replay = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-H",
-            &key,
-            "--data-binary",
-            &body,
-            &url(*addr, "/v1/orders"),
-        ])
-        .expect(200);
+        let replay = post_json(*addr, "/v1/orders", &body, &[&key]).expect(200);
         assert_eq!(created["orderId"], replay["orderId"]);
         placed.push(created);
     }
@@ -499,19 +477,13 @@ impl Drop for Mesh {
 }
 
 fn place_order(edge: std::net::SocketAddr, customer: &str, key: &str) -> Response {
-    let body = json!({"customerId": customer, "items": [{"productId": "sku-filter", "quantity": 1}], "paymentMethod": "pm_card_visa"}).to_string();
-    let key = format!("idempotency-key: {key}");
-    curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &key,
-        "--data-binary",
+    let body = json!({"customerId": customer, "items": [{"productId": "sku-filter", "quantity": 1}], "paymentMethod": "pm_card_visa"});
+    post_json(
+        edge,
+        "/v1/orders",
         &body,
-        &url(edge, "/v1/orders"),
-    ])
+        &[&format!("idempotency-key: {key}")],
+    )
 }
 
 fn requests_to(metrics: &str, method: &str) -> f64 {

@@ -12,21 +12,10 @@ use ordermesh_testkit::{TestDatabase, tool};
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::curl::{self, Response, curl, curl_with_input, sample, url};
+use crate::curl::{self, Response, curl, curl_with_input, post_json, sample, url};
 use crate::harness::{RoleProcess, System};
 
 const JSON: &str = "content-type: application/json";
-
-fn post_json(addr: std::net::SocketAddr, path: &str, body: &Value, headers: &[&str]) -> Response {
-    let body = body.to_string();
-    let target = url(addr, path);
-    let mut args = vec!["-X", "POST", "-H", JSON, "--data-binary", &body];
-    for header in headers {
-        args.extend(["-H", header]);
-    }
-    args.push(&target);
-    curl(&args)
-}
 
 fn get(addr: std::net::SocketAddr, path: &str) -> Response {
     curl(&[&url(addr, path)])

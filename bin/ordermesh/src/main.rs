@@ -10,7 +10,11 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let (service, single_role) = cli.service();
-    ordermesh_runtime::telemetry::init(cli.log_format, service);
+    if matches!(cli.command, Some(cli::Command::Audit(_))) {
+        ordermesh_runtime::telemetry::init_for_command(cli.log_format, service);
+    } else {
+        ordermesh_runtime::telemetry::init(cli.log_format, service);
+    }
     ordermesh_runtime::trace::set_single_role(single_role);
     let result = roles::run(cli).await;
     ordermesh_runtime::trace::shutdown();

@@ -10,6 +10,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -27,6 +28,16 @@ pub enum LogFormat {
 /// `LOG_LEVEL`, then "info". `service` names lines logged outside any
 /// request (start-up, background work); in `all` it is "ordermesh".
 pub fn init(format: LogFormat, service: &'static str) {
+    init_to(format, service, BoxMakeWriter::new(std::io::stdout));
+}
+
+/// As [`init`], with log lines on stderr: for commands whose stdout is
+/// their output (`ordermesh audit --json`).
+pub fn init_for_command(format: LogFormat, service: &'static str) {
+    init_to(format, service, BoxMakeWriter::new(std::io::stderr));
+}
+
+fn init_to(format: LogFormat, service: &'static str, writer: BoxMakeWriter) {
     let filter = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LOG_LEVEL"))
         .ok()
@@ -34,7 +45,7 @@ pub fn init(format: LogFormat, service: &'static str) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     // A second init (tests start several apps in one process) keeps the first.
     let _ = match format {
         LogFormat::Json => builder

@@ -73,6 +73,12 @@ impl TestDatabase {
         let Ok(admin_url) = std::env::var("DATABASE_URL") else {
             return missing("PostgreSQL (set DATABASE_URL)");
         };
+        Some(Self::postgres_on(&admin_url).await)
+    }
+
+    /// A fresh database on the server at `admin_url`, dropped with this value.
+    pub async fn postgres_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = format!("ordermesh_test_{}", uuid::Uuid::now_v7().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
@@ -82,11 +88,11 @@ impl TestDatabase {
             .await
             .unwrap();
         admin.close().await.ok();
-        Some(Self {
+        Self {
             settings: DatabaseSettings::postgres(with_database(&admin_url, &name)),
             _sqlite_dir: None,
             postgres: Some(PostgresDatabase { admin_url, name }),
-        })
+        }
     }
 
     pub fn settings(&self) -> &DatabaseSettings {

@@ -185,7 +185,7 @@ impl RoleProcess {
 }
 
 /// Starts the binary with `args` and waits until `roles` listeners are up.
-async fn spawn(
+pub async fn spawn(
     database: &TestDatabase,
     args: &[String],
     env: &[(String, String)],

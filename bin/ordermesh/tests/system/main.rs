@@ -10,6 +10,7 @@ mod concurrency;
 mod curl;
 mod envoy;
 mod failures;
+mod faults;
 mod gateway;
 mod grpcurl;
 mod idempotency;

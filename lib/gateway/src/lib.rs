@@ -67,6 +67,10 @@ pub struct GatewaySettings {
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "ORDERMESH_GATEWAY_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,
+    /// Requests handled at once; beyond it the gateway answers 503 with
+    /// Retry-After at once instead of queueing (load shedding).
+    #[arg(long, env = "ORDERMESH_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub gateway_max_in_flight: usize,
     /// Ignore unknown JSON fields instead of refusing them.
     #[arg(long, env = "ORDERMESH_GATEWAY_IGNORE_UNKNOWN_FIELDS")]
     pub ignore_unknown_fields: bool,
@@ -94,6 +98,7 @@ impl Default for GatewaySettings {
             gateway_inventory_url: "http://127.0.0.1:50052".into(),
             request_timeout: Duration::from_secs(15),
             body_limit: 64 * 1024,
+            gateway_max_in_flight: 1024,
             ignore_unknown_fields: false,
             forward_headers: Vec::new(),
             cors_allowed_origins: Vec::new(),
@@ -180,6 +185,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(ready))
         .route_service("/ordermesh.order.v1.OrderService/{method}", grpc_web)
         .fallback(handler::transcode)
+        // Innermost, so the metrics and logs below see the 503s it sends.
+        // Streams hold a slot only until their headers are sent.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    gateway.settings.gateway_max_in_flight,
+                )),
+        )
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             observe::observe,
@@ -193,6 +208,20 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(gateway)
+}
+
+/// The answer to a request shed at capacity: retry soon, elsewhere or here.
+async fn overloaded(_: tower::BoxError) -> axum::response::Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(http::header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({
+            "code": 14,
+            "message": "the gateway is at capacity; retry in a second",
+            "details": [],
+        })),
+    )
+        .into_response()
 }
 
 async fn openapi_document(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {

@@ -29,6 +29,10 @@ pub struct GrpcServerSettings {
     /// Concurrent HTTP/2 streams allowed on one connection.
     #[arg(long, env = "ORDERMESH_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
+    /// Calls served at once by this role; beyond it, calls are refused at
+    /// once with RESOURCE_EXHAUSTED instead of queueing (load shedding).
+    #[arg(long, env = "ORDERMESH_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
     /// Close connections after this long, so clients rebalance across replicas.
     #[arg(long, env = "ORDERMESH_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
     pub max_connection_age: Option<Duration>,
@@ -47,6 +51,7 @@ impl Default for GrpcServerSettings {
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
             max_concurrent_streams: 256,
+            max_in_flight: 512,
             max_connection_age: None,
             shutdown_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(20),
@@ -98,6 +103,12 @@ pub async fn serve(
     let mut server = Server::builder()
         .layer(ServerLayer::new(role))
         .layer(crate::failpoint::LoseResponsesLayer::from_env())
+        // Over the limit, refuse at once: tonic turns the shed call into
+        // RESOURCE_EXHAUSTED, which callers and the mesh may retry elsewhere.
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            settings.max_in_flight,
+        ))
         .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
         .max_concurrent_streams(Some(settings.max_concurrent_streams));

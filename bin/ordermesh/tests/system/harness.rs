@@ -86,6 +86,11 @@ impl System {
         PaymentServiceClient::new(connect(self.payment_addr).await)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Every line the process wrote so far (stdout and stderr).
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()

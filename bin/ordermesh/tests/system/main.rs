@@ -18,5 +18,6 @@ mod lifecycle;
 mod observability;
 mod orderctl;
 mod orders;
+mod overload;
 mod validation;
 mod workflow;

@@ -1,0 +1,155 @@
+//! Overload: at many times the concurrency a role is set to take, calls are
+//! refused at once (RESOURCE_EXHAUSTED, or 503 with Retry-After at the
+//! gateway) instead of queueing; what is accepted completes and stays
+//! consistent, and memory stays bounded. Figures are printed, not asserted.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
+use ordermesh_testkit::{TestDatabase, tool};
+use tonic::{Code, Request};
+
+use crate::curl::url;
+use crate::faults::settled;
+use crate::harness::{System, connect, order_request};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank]
+}
+
+/// `clients` concurrent clients, each placing `per_client` orders once (no
+/// retry). Returns the latencies of accepted calls and the codes of the rest.
+async fn burst(
+    system: &System,
+    clients: usize,
+    per_client: usize,
+    tag: &str,
+) -> (Vec<Duration>, Vec<Code>) {
+    let channel = connect(system.order_addr).await;
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let mut orders = OrderServiceClient::new(channel.clone());
+            let tag = tag.to_owned();
+            tokio::spawn(async move {
+                let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+                for i in 0..per_client {
+                    let mut request = Request::new(order_request(
+                        &format!("{tag}-{client}"),
+                        &[("sku-filter", 1)],
+                        "pm_card_visa",
+                    ));
+                    request.metadata_mut().insert(
+                        "idempotency-key",
+                        format!("{tag}-{client}-{i}").parse().unwrap(),
+                    );
+                    let started = Instant::now();
+                    match orders.create_order(request).await {
+                        Ok(_) => accepted.push(started.elapsed()),
+                        Err(status) => refused.push(status.code()),
+                    }
+                }
+                (accepted, refused)
+            })
+        })
+        .collect();
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (a, r) = task.await.unwrap();
+        accepted.extend(a);
+        refused.extend(r);
+    }
+    accepted.sort();
+    (accepted, refused)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overload_is_shed_at_once_and_accepted_orders_complete() {
+    let database = Arc::new(TestDatabase::sqlite());
+    let system = System::start(
+        database.clone(),
+        &["--max-in-flight", "8", "--gateway-max-in-flight", "4"],
+    )
+    .await;
+    let pid = system.pid().unwrap();
+    let idle_rss = rss_kib(pid);
+
+    // What the system sustains: a few clients, nothing refused.
+    let (baseline, refused) = burst(&system, 4, 10, "base").await;
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Sixteen times the limit at once.
+    let (accepted, refused) = burst(&system, 128, 3, "over").await;
+    let loaded_rss = rss_kib(pid);
+    assert!(!refused.is_empty(), "nothing was shed");
+    assert!(
+        refused.iter().all(|code| *code == Code::ResourceExhausted),
+        "refusals must say RESOURCE_EXHAUSTED: {refused:?}"
+    );
+    eprintln!(
+        "overload: baseline p50 {:?} p99 {:?}; at 16x: accepted {} (p50 {:?} p99 {:?}), shed {}; RSS idle {} KiB, loaded {} KiB",
+        percentile(&baseline, 0.5),
+        percentile(&baseline, 0.99),
+        accepted.len(),
+        percentile(&accepted, 0.5),
+        percentile(&accepted, 0.99),
+        refused.len(),
+        idle_rss,
+        loaded_rss,
+    );
+    // Bounded: a queue of 384 orders would not fit here anyway, but an
+    // unbounded one would grow with the load.
+    assert!(loaded_rss < 512 * 1024, "RSS {loaded_rss} KiB under load");
+
+    // Every accepted order completes, and the three services agree.
+    let report = settled(&database).await;
+    let orders: u64 = report["orders"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(orders as usize, baseline.len() + accepted.len(), "{report}");
+
+    // The gateway sheds too: 503 with Retry-After, in the gateway's error shape.
+    let Some(curl) = tool("curl") else {
+        return;
+    };
+    let target = url(system.gateway_addr, "/v1/products");
+    let mut args = vec!["-s", "-Z", "--parallel-max", "64", "--max-time", "30"];
+    let format = "%{http_code} %header{retry-after}\\n";
+    let targets = vec![target.as_str(); 200];
+    for target in &targets {
+        args.extend(["-o", "/dev/null", "-w", format, target]);
+    }
+    let output = Command::new(curl)
+        .args(&args)
+        .output()
+        .expect("run curl -Z");
+    let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 200, "{lines:?}");
+    let shed = lines.iter().filter(|l| l.starts_with("503")).count();
+    assert!(
+        lines.iter().all(|l| l.starts_with("200") || l == "503 1"),
+        "{lines:?}"
+    );
+    eprintln!("gateway: {shed} of 200 parallel requests shed with 503 + Retry-After");
+    assert!(shed > 0, "the gateway shed nothing at 16x its limit");
+}

@@ -24,13 +24,19 @@ use crate::service::{Inventory, ServiceError};
 pub struct InventoryGrpc {
     inventory: Inventory,
     shutdown: Shutdown,
+    max_stream_lifetime: std::time::Duration,
 }
 
 impl InventoryGrpc {
-    pub fn new(inventory: Inventory, shutdown: Shutdown) -> Self {
+    pub fn new(
+        inventory: Inventory,
+        shutdown: Shutdown,
+        max_stream_lifetime: std::time::Duration,
+    ) -> Self {
         Self {
             inventory,
             shutdown,
+            max_stream_lifetime,
         }
     }
 }
@@ -132,13 +138,25 @@ impl InventoryService for InventoryGrpc {
         let inventory = self.inventory.clone();
         let first = snapshot(&inventory, &only).await?;
         let shutdown = self.shutdown.clone();
+        let lifetime = self.max_stream_lifetime;
         let stream = async_stream::stream! {
+            let ends = tokio::time::sleep(lifetime);
+            tokio::pin!(ends);
             for product in first {
                 yield Ok(product);
             }
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
+                    () = &mut ends => {
+                        yield Err(with_reason(
+                            Code::DeadlineExceeded,
+                            "STREAM_LIFETIME",
+                            format!("the stream reached its longest life ({}); watch again to go on", humantime::format_duration(lifetime)),
+                            [],
+                        ));
+                        return;
+                    }
                     change = changes.recv() => match change {
                         Ok(product) => {
                             if only.is_empty() || only.contains(&product.product_id) {

@@ -34,6 +34,11 @@ pub struct InventorySettings {
     /// How often expired reservations are swept.
     #[arg(long, env = "ORDERMESH_RESERVATION_SWEEP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reservation_sweep_interval: Duration,
+    /// Longest life of a WatchStock stream; then it ends with
+    /// DEADLINE_EXCEEDED (reason STREAM_LIFETIME) and the client reconnects,
+    /// so no stream pins a connection or a replica forever.
+    #[arg(long, env = "ORDERMESH_MAX_STREAM_LIFETIME", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub max_stream_lifetime: Duration,
 }
 
 impl Default for InventorySettings {
@@ -41,6 +46,7 @@ impl Default for InventorySettings {
         Self {
             reservation_ttl: Duration::from_secs(15 * 60),
             reservation_sweep_interval: Duration::from_secs(5),
+            max_stream_lifetime: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -65,10 +71,14 @@ pub async fn build(
         settings.reservation_sweep_interval,
         shutdown.clone(),
     );
-    let server = InventoryServiceServer::new(InventoryGrpc::new(inventory, shutdown))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let server = InventoryServiceServer::new(InventoryGrpc::new(
+        inventory,
+        shutdown,
+        settings.max_stream_lifetime,
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     Ok(RoleServices {
         role: "inventory",
         routes: Routes::new(server),

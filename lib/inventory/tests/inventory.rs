@@ -282,6 +282,7 @@ async fn uncommitted_reservations_expire_and_cannot_be_committed() {
     let settings = InventorySettings {
         reservation_ttl: Duration::from_millis(1),
         reservation_sweep_interval: Duration::from_secs(3600),
+        ..InventorySettings::default()
     };
     let running = start(TestDatabase::sqlite(), settings).await;
     let mut client = running.client.clone();
@@ -313,6 +314,7 @@ async fn the_sweeper_returns_expired_stock() {
     let settings = InventorySettings {
         reservation_ttl: Duration::from_millis(1),
         reservation_sweep_interval: Duration::from_millis(20),
+        ..InventorySettings::default()
     };
     let running = start(TestDatabase::sqlite(), settings).await;
     let mut client = running.client.clone();

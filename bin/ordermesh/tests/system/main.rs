@@ -15,6 +15,7 @@ mod gateway;
 mod grpcurl;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod observability;
 mod orderctl;
 mod orders;

@@ -21,9 +21,11 @@ export ISTIO_CRDS
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Install the tools: PyPI tools into .venv/, Prometheus and Chromium from Debian, cargo-tarpaulin
+setup: $(VENV)/.installed ## Install the tools: PyPI tools into .venv/, Prometheus and Chromium from Debian, cargo-tarpaulin/deny/fuzz
 	scripts/install-system-tools.sh
 	@$(CARGO) tarpaulin --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-tarpaulin
+	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 
 $(VENV)/.installed: scripts/tools.txt
 	python3 -m venv $(VENV)
@@ -43,10 +45,13 @@ test: setup ## Run every test: lint, manifests, PostgreSQL and every external to
 	$(MAKE) --no-print-directory proto
 	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain --include-files 'lib/domain/*'"
 
-lint: setup ## clippy -D warnings, rustfmt, buf lint, hadolint, compose and manifest validators
+lint: setup ## clippy -D warnings, rustfmt, buf lint, cargo deny, hadolint, compose and manifest validators
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	cd proto && $(TOOLS)/buf lint
+	$(CARGO) deny check licenses bans sources
+	@if timeout 30 $(CARGO) deny fetch db >/dev/null 2>&1; then $(CARGO) deny check advisories; \
+		else echo "cargo deny: the advisory database is out of reach here; advisories not checked"; fi
 	$(MAKE) --no-print-directory check-compose
 	$(MAKE) --no-print-directory check-manifests
 

@@ -16,7 +16,7 @@ export ORDERMESH_TOOLS_DIR := $(TOOLS)
 export ISTIO_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
-	test-client mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
+	test-client fuzz mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
@@ -43,6 +43,7 @@ test: setup ## Run every test: lint, manifests, PostgreSQL and every external to
 	$(MAKE) --no-print-directory check-observability
 	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) test --locked --workspace
 	$(MAKE) --no-print-directory proto
+	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain --include-files 'lib/domain/*'"
 
 lint: setup ## clippy -D warnings, rustfmt, buf lint, cargo deny, hadolint, compose and manifest validators
@@ -73,6 +74,21 @@ test-coverage: ## Coverage of every test: HTML report in target/coverage/, summa
 		--skip-clean --target-dir target/tarpaulin --out Html --out Json \
 		--exclude-files 'target/*' --output-dir $(COVERAGE_DIR) --timeout 300
 	@echo "coverage report: $(COVERAGE_DIR)/tarpaulin-report.html"
+
+# cargo-fuzz passes nightly-only flags (-Zsanitizer=address); this machine
+# has one stable toolchain, and RUSTC_BOOTSTRAP=1 lets it take them. New
+# inputs go to target/fuzz-corpus; fuzz/corpus holds the committed seeds.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := transcode path_template
+fuzz: setup ## cargo-fuzz on the gateway's transcoding and path templates, FUZZ_SECONDS (20) each
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$target; \
+		echo "fuzz: $$target for $(FUZZ_SECONDS)s"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target target/fuzz-corpus/$$target fuzz/corpus/$$target \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 >target/fuzz-$$target.log 2>&1 \
+			|| { tail -n 80 target/fuzz-$$target.log; echo "fuzz: $$target failed; the input is in fuzz/artifacts/$$target"; exit 1; }; \
+		grep -E '^(Done|stat::number_of_executed_units)' target/fuzz-$$target.log; \
+	done
 
 dev-run: build ## Each role as its own process (ports as in the mesh), logs in data/logs, pids in data/run
 	BIN_DIR=target/release scripts/dev.sh start

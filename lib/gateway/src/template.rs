@@ -56,6 +56,9 @@ impl PathTemplate {
                     Some((field, pattern)) => (field, pattern),
                     None => (&inner[..close], "*"),
                 };
+                if field.is_empty() || field.split('.').any(str::is_empty) {
+                    return Err(bad("a variable needs a field path like `a.b`"));
+                }
                 let start = segments.len();
                 for part in pattern.split('/') {
                     segments.push(literal_or_wildcard(part).ok_or_else(|| bad("empty segment"))?);
@@ -67,15 +70,23 @@ impl PathTemplate {
                     start,
                     len,
                 });
-                rest = inner[close + 1..]
-                    .strip_prefix('/')
-                    .unwrap_or(&inner[close + 1..]);
+                let after = &inner[close + 1..];
+                if !(after.is_empty() || after.starts_with('/')) {
+                    return Err(bad("a variable must end its segment"));
+                }
+                rest = after.strip_prefix('/').unwrap_or(after);
             } else {
                 let end = rest.find('/').unwrap_or(rest.len());
                 segments
                     .push(literal_or_wildcard(&rest[..end]).ok_or_else(|| bad("empty segment"))?);
                 rest = rest[end..].strip_prefix('/').unwrap_or("");
             }
+        }
+        // `**` takes the rest of the path, so nothing may follow it.
+        if let Some(position) = segments.iter().position(|s| *s == Segment::Rest)
+            && position + 1 != segments.len()
+        {
+            return Err(bad("`**` must be the last segment"));
         }
         Ok(Self {
             segments,
@@ -261,5 +272,22 @@ mod tests {
         assert!(t.has_verb());
         assert!(PathTemplate::parse("v1/x").is_err());
         assert!(PathTemplate::parse("/v1/{x").is_err());
+    }
+
+    /// Found by `make fuzz`: a `**` that is not last once passed parsing and
+    /// tripped an assertion when matching.
+    #[test]
+    fn malformed_templates_are_refused() {
+        for bad in [
+            "/v1/{path=**}A",
+            "/v1/{path=**}/x",
+            "/v1/**/x",
+            "/v1/{}",
+            "/v1/{a..b}",
+            "/v1/{a}b",
+        ] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad}");
+        }
+        assert!(PathTemplate::parse("/v1/{path=**}").is_ok());
     }
 }

@@ -16,7 +16,7 @@ export ORDERMESH_TOOLS_DIR := $(TOOLS)
 export ISTIO_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
-	test-client fuzz mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
+	test-client fuzz bench mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
@@ -42,6 +42,8 @@ test: setup ## Run every test: lint, manifests, PostgreSQL and every external to
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory check-observability
 	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) test --locked --workspace
+	# A smoke of `make bench` on the debug build, to keep it working; it measures nothing.
+	BENCH_PROFILE=dev BENCH_DURATION=1s BENCH_OUTPUT=target/bench/smoke.json BENCH_ARGS="--search-steps 2" scripts/bench.sh
 	$(MAKE) --no-print-directory proto
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain --include-files 'lib/domain/*'"
@@ -96,6 +98,9 @@ fuzz: setup ## cargo-fuzz on the gateway's transcoding and path templates, FUZZ_
 			|| { tail -n 80 target/fuzz-$$target.log; echo "fuzz: $$target failed; the input is in fuzz/artifacts/$$target"; exit 1; }; \
 		grep -E '^(Done|stat::number_of_executed_units)' target/fuzz-$$target.log; \
 	done
+
+bench: $(VENV)/.installed ## Benchmarks (docs/performance.md): gateway vs Envoy's transcoder, gRPC, echo ceiling, SQLite vs PostgreSQL, memory; JSON in target/bench/results.json
+	scripts/bench.sh
 
 dev-run: build ## Each role as its own process (ports as in the mesh), logs in data/logs, pids in data/run
 	BIN_DIR=target/release scripts/dev.sh start

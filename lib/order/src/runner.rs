@@ -79,7 +79,7 @@ impl SagaRunner {
             let Some(next) = self
                 .store
                 .advance(
-                    order_id,
+                    &order,
                     owner,
                     &transition.state,
                     transition.retry_in,

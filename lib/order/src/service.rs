@@ -143,9 +143,12 @@ impl Orders {
                     payment_method = %request.payment_method,
                     "order placed"
                 );
+                // Subscribed before the saga starts, no change can be missed:
+                // no need to read the order back before waiting.
+                let changes = self.hub.subscribe();
                 self.hub.publish(Arc::new(order));
                 self.runner.spawn(order_id.clone());
-                self.settled(&order_id, deadline).await
+                self.wait_settled(&order_id, changes, None, deadline).await
             }
             // A concurrent request with the same key won the race.
             Inserted::KeyTaken {
@@ -311,13 +314,26 @@ impl Orders {
         order_id: &str,
         deadline: Option<Deadline>,
     ) -> Result<OrderView, OrderError> {
+        let changes = self.hub.subscribe();
+        let current = self.stored(order_id).await?;
+        self.wait_settled(order_id, changes, Some(current), deadline)
+            .await
+    }
+
+    async fn wait_settled(
+        &self,
+        order_id: &str,
+        mut changes: tokio::sync::broadcast::Receiver<Arc<StoredOrder>>,
+        current: Option<StoredOrder>,
+        deadline: Option<Deadline>,
+    ) -> Result<OrderView, OrderError> {
         let budget = deadline.map_or(self.limits.create_wait, |d| {
             d.remaining().saturating_sub(ANSWER_MARGIN)
         });
-        let mut changes = self.hub.subscribe();
         let wait = async {
-            let current = self.stored(order_id).await?;
-            if is_settled(&current) {
+            if let Some(current) = current
+                && is_settled(&current)
+            {
                 return Ok(current.view);
             }
             loop {

@@ -257,7 +257,7 @@ impl OrderStore {
     /// ends. None when the lease was lost to another driver.
     pub async fn advance(
         &self,
-        order_id: &str,
+        current: &StoredOrder,
         owner: &str,
         state: &SagaState,
         retry_in: Option<Duration>,
@@ -286,7 +286,7 @@ impl OrderStore {
         .bind(next_attempt_at)
         .bind(lease_until)
         .bind(now_ms)
-        .bind(order_id)
+        .bind(&current.view.order_id)
         .bind(owner)
         .execute(self.db.pool())
         .await?
@@ -294,7 +294,15 @@ impl OrderStore {
         if updated == 0 {
             return Ok(None);
         }
-        self.get(order_id).await
+        // Under the lease only this driver writes the row, so the stored
+        // order is `current` with this update applied: no need to read it.
+        let mut next = current.clone();
+        next.saga = *state;
+        next.view.status = state.status;
+        next.view.failure_reason = state.failure_reason;
+        next.view.version += 1;
+        next.view.updated_at_ms = now_ms;
+        Ok(Some(next))
     }
 
     /// Frees the lease if `owner` holds it (the driver stopped early).

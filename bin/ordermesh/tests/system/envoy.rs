@@ -505,17 +505,27 @@ async fn the_mesh_spreads_load_and_loses_no_order_when_a_replica_dies() {
         .as_i64()
         .unwrap();
 
-    // Least-request over two replicas: both take reservations.
-    for i in 0..10 {
-        let order = place_order(edge, "mesh-spread", &format!("spread-{i}")).expect(200);
-        assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
-    }
+    // Least-request over two replicas: both take reservations. Bounded: a
+    // replica briefly marked unhealthy on a loaded machine gets none for a
+    // while, so keep ordering (up to 40) until both have served some.
     let reserve = "/ordermesh.inventory.v1.InventoryService/ReserveStock";
-    for replica in ["inventory-1", "inventory-2"] {
-        let served = requests_to(&mesh.service_metrics(replica), reserve);
-        assert!(served >= 1.0, "{replica} served no reservation");
+    let mut spread = 0;
+    loop {
+        let order = place_order(edge, "mesh-spread", &format!("spread-{spread}")).expect(200);
+        assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+        spread += 1;
+        let served: Vec<f64> = ["inventory-1", "inventory-2"]
+            .iter()
+            .map(|replica| requests_to(&mesh.service_metrics(replica), reserve))
+            .collect();
+        if served.iter().all(|n| *n >= 1.0) {
+            break;
+        }
+        assert!(
+            spread < 40,
+            "one replica served every reservation: {served:?}"
+        );
     }
-
     // Kill one replica (SIGKILL, mid-load) while four clients place orders.
     let clients: Vec<_> = (0..4)
         .map(|client| {
@@ -560,7 +570,7 @@ async fn the_mesh_spreads_load_and_loses_no_order_when_a_replica_dies() {
     let stock_after = curl(&[&url(edge, "/v1/products/sku-filter")]).expect(200)["available"]
         .as_i64()
         .unwrap();
-    assert_eq!(stock_before - stock_after, 50);
+    assert_eq!(stock_before - stock_after, spread + 40);
 
     // The dead replica is out of rotation in the order sidecar.
     let dead = format!("127.0.0.1:{}", mesh.port("INVENTORY2_INBOUND_PORT"));

@@ -1,0 +1,188 @@
+//! `ordermesh-bench`: drives ordermesh (or Envoy's transcoder, or a bare
+//! echo server) at a fixed rate or a fixed concurrency and reports an HDR
+//! histogram; `compare` runs the whole suite behind `make bench`.
+
+mod compare;
+mod echo;
+mod load;
+mod procs;
+mod stats;
+mod targets;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::load::{Mode, Spec};
+use crate::targets::{Protocol, TargetSpec, Workload};
+
+#[derive(Debug, Parser)]
+#[command(name = "ordermesh-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One workload against one target, then its latency histogram.
+    Run(RunArgs),
+    /// The bare tonic unary echo server (the ceiling for this machine).
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:50099")]
+        addr: SocketAddr,
+    },
+    /// The whole suite: starts what it needs, measures, prints the tables
+    /// with ratios and writes them as JSON.
+    Compare(compare::CompareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// How to talk to the target.
+    #[arg(long, value_enum)]
+    target: Protocol,
+    /// The REST base URL (the gateway or Envoy), the order service's gRPC
+    /// URL, or the echo server's.
+    #[arg(long)]
+    url: String,
+    /// The inventory's gRPC URL: list-products over gRPC and the stock
+    /// top-up before creating orders (default: --url).
+    #[arg(long)]
+    inventory_url: Option<String>,
+    #[arg(long, value_enum, default_value = "get-order")]
+    workload: Workload,
+    /// Requests per second, due on schedule whatever the answers (open loop).
+    #[arg(long, conflicts_with = "concurrency")]
+    rate: Option<f64>,
+    /// Clients each sending the next request when the last answers (closed
+    /// loop; the default, with 16, when no --rate).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    duration: Duration,
+    /// A request not answered within this counts as `timeout`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Open loop: at most this many requests in flight; the rest are dropped.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// gRPC connections to open.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Orders placed before a get-order or mixed run, to read.
+    #[arg(long, default_value_t = 100)]
+    seed_orders: usize,
+    /// Write the report as JSON to this file (`-`: stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// `5s`, `500ms`, `2m`, or plain seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 5s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s or m)")),
+    };
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!("not a duration: {text:?}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::EchoServer { addr } => echo::serve(addr).await,
+        Command::Compare(args) => compare::compare(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mode = match (args.rate, args.concurrency) {
+        (Some(rate), _) => Mode::Open { rate },
+        (None, concurrency) => Mode::Closed {
+            concurrency: concurrency.unwrap_or(16),
+        },
+    };
+    let target = TargetSpec {
+        protocol: args.target,
+        url: args.url.trim_end_matches('/').to_owned(),
+        inventory_url: args.inventory_url,
+        connections: args.connections,
+        seed_orders: args.seed_orders,
+        order_ids: None,
+        run_id: format!("{}", std::process::id()),
+    };
+    let driver = targets::prepare(&target, args.workload).await?;
+    let spec = Spec {
+        name: format!(
+            "{} {}",
+            args.workload.name(),
+            match args.target {
+                Protocol::Rest => "rest",
+                Protocol::Grpc => "grpc",
+                Protocol::Echo => "echo",
+            }
+        ),
+        mode,
+        duration: args.duration,
+        timeout: args.timeout,
+        max_in_flight: args.max_in_flight,
+        progress: !args.no_progress,
+    };
+    let report = load::run(driver, &spec).await?;
+    println!("{}", report.summary());
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

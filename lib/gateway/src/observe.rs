@@ -57,15 +57,7 @@ pub async fn observe(
     let cx = parent
         .with_span(span)
         .with_value(RequestId(request_id.clone()));
-    let span_context = cx.span().span_context().clone();
-    let log_span = tracing::info_span!(
-        "request",
-        service = "gateway",
-        method = %label,
-        trace_id = %span_context.trace_id(),
-        span_id = %span_context.span_id(),
-        request_id = %request_id,
-    );
+    let log_span = ordermesh_runtime::instrument::request_span("gateway", &label, &cx, &request_id);
     let started = Instant::now();
     let response = next
         .run(request)

@@ -153,15 +153,7 @@ where
         let cx = parent
             .with_span(span)
             .with_value(RequestId(request_id.clone()));
-        let span_context = cx.span().span_context().clone();
-        let log_span = tracing::info_span!(
-            "request",
-            service = role,
-            method = %path,
-            trace_id = %span_context.trace_id(),
-            span_id = %span_context.span_id(),
-            request_id = %request_id,
-        );
+        let log_span = request_span(role, &path, &cx, &request_id);
         let started = Instant::now();
         let call = inner
             .call(request)
@@ -279,6 +271,21 @@ where
             result
         }))
     }
+}
+
+/// The log span of one served request: every log line inside it carries
+/// the service, method, trace and span ids of `cx`, and the request id. The
+/// gRPC servers and the gateway's HTTP layer both open it here.
+pub fn request_span(service: &str, method: &str, cx: &Context, request_id: &str) -> tracing::Span {
+    let span_context = cx.span().span_context().clone();
+    tracing::info_span!(
+        "request",
+        service = service,
+        method = %method,
+        trace_id = %span_context.trace_id(),
+        span_id = %span_context.span_id(),
+        request_id = %request_id,
+    )
 }
 
 #[cfg(test)]

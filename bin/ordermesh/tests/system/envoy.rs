@@ -623,10 +623,6 @@ async fn a_lost_payment_response_is_retried_and_charged_once() {
         stat(&stats, "cluster.payment.upstream_rq_retry") >= 1,
         "Envoy did not retry"
     );
-    assert!(
-        stat(&stats, "cluster.payment.upstream_rq_rx_reset") >= 1
-            || stat(&stats, "cluster.payment.upstream_rq_retry") >= 1
-    );
     // ...and charged the customer once.
     let metrics = mesh.service_metrics("payment");
     assert_eq!(

@@ -91,13 +91,9 @@ impl Roles {
 /// Runs `ordermesh audit --json` on `database` and returns its report,
 /// failing the test with the report when an invariant is broken.
 pub fn audit(database: &TestDatabase) -> serde_json::Value {
-    let mut command = Command::new(ORDERMESH);
-    command.args(["audit", "--json"]).env_remove("DATABASE_URL");
-    match &database.settings().database_url {
-        Some(url) => command.env("DATABASE_URL", url),
-        None => command.env("ORDERMESH_DATA_DIR", &database.settings().data_dir),
-    };
-    let output = command.output().expect("run ordermesh audit");
+    let output = audit_command(database)
+        .output()
+        .expect("run ordermesh audit");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let report: serde_json::Value = serde_json::from_str(&stdout).ok().unwrap_or_else(|| {
         panic!(
@@ -112,16 +108,36 @@ pub fn audit(database: &TestDatabase) -> serde_json::Value {
     report
 }
 
+/// `ordermesh audit --json` on `database`'s SQLite folder or PostgreSQL URL.
+fn audit_command(database: &TestDatabase) -> Command {
+    let mut command = Command::new(ORDERMESH);
+    command.args(["audit", "--json"]).env_remove("DATABASE_URL");
+    match &database.settings().database_url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env("ORDERMESH_DATA_DIR", &database.settings().data_dir),
+    };
+    command
+}
+
+/// How many orders an audit report counts, whatever their status.
+pub fn order_count(report: &serde_json::Value) -> u64 {
+    report["orders"]
+        .as_object()
+        .map(|by_status| {
+            by_status
+                .values()
+                .filter_map(serde_json::Value::as_u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Waits until the audit is clean (recovery loops finish their work).
 pub async fn settled(database: &TestDatabase) -> serde_json::Value {
     eventually(Duration::from_secs(60), "every order settled", || {
-        let mut command = Command::new(ORDERMESH);
-        command.args(["audit", "--json"]).env_remove("DATABASE_URL");
-        match &database.settings().database_url {
-            Some(url) => command.env("DATABASE_URL", url),
-            None => command.env("ORDERMESH_DATA_DIR", &database.settings().data_dir),
-        };
-        let clean = command.output().is_ok_and(|o| o.status.success());
+        let clean = audit_command(database)
+            .output()
+            .is_ok_and(|o| o.status.success());
         async move { clean.then_some(()) }
     })
     .await;
@@ -197,13 +213,12 @@ async fn a_cancel_while_inventory_is_down_completes_when_it_returns() {
     assert_eq!(cancelled.status(), OrderStatus::Cancelled);
     // The restock is owed, not lost: the audit sees it outstanding.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut pending = Command::new(ORDERMESH);
-    pending
-        .args(["audit", "--json"])
-        .env_remove("DATABASE_URL")
-        .env("ORDERMESH_DATA_DIR", &roles.database.settings().data_dir);
     assert!(
-        !pending.output().unwrap().status.success(),
+        !audit_command(&roles.database)
+            .output()
+            .unwrap()
+            .status
+            .success(),
         "restock cannot be done yet"
     );
 
@@ -294,12 +309,7 @@ async fn kill_mid_load(victim: &'static str) {
     let (taken, _) = run.await.unwrap();
     assert_eq!(taken.len(), 60, "every order was taken in the end");
     let report = settled(&roles.database).await;
-    let orders: u64 = report["orders"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let orders = order_count(&report);
     assert_eq!(orders, 60, "one order per idempotency key: {report}");
     // Payment tokens never reach a log line whole, even on error paths.
     for line in roles.logs() {
@@ -400,16 +410,24 @@ impl PrivatePostgres {
         self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
-    fn pg(&self, program: &str, args: &[&str]) {
+    /// A PostgreSQL tool, as the `postgres` user when running as root.
+    fn tool(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        let mut command = if running_as_root() {
+        if running_as_root() {
             let mut command = Command::new("runuser");
             command.args(["-u", "postgres", "--"]).arg(program);
             command
         } else {
             Command::new(program)
-        };
-        let output = command.args(args).output().expect("run a PostgreSQL tool");
+        }
+    }
+
+    fn pg(&self, program: &str, args: &[&str]) {
+        let output = self
+            .tool(program)
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL tool");
         assert!(
             output.status.success(),
             "{args:?}: {}",
@@ -420,13 +438,8 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let _ = Command::new(if running_as_root() { "runuser" } else { "sh" })
-            .args(if running_as_root() {
-                vec!["-u", "postgres", "--"]
-            } else {
-                vec!["-c"]
-            })
-            .arg(self.bin.join("pg_ctl"))
+        let _ = self
+            .tool("pg_ctl")
             .args(["-D", &self.data(), "-m", "immediate", "stop"])
             .output();
     }
@@ -474,12 +487,7 @@ async fn a_database_restart_mid_load_keeps_every_invariant() {
     eprintln!("errors while the database was down: {}", errors.len());
 
     let report = settled(&database).await;
-    let orders: u64 = report["orders"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let orders = order_count(&report);
     assert_eq!(orders, 60, "{report}");
     // Stock plus units sold is the starting stock, product by product.
     for product in products {

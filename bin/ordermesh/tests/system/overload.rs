@@ -12,7 +12,7 @@ use ordermesh_testkit::{TestDatabase, tool};
 use tonic::{Code, Request};
 
 use crate::curl::url;
-use crate::faults::settled;
+use crate::faults::{order_count, settled};
 use crate::harness::{System, connect, order_request};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -117,12 +117,7 @@ async fn overload_is_shed_at_once_and_accepted_orders_complete() {
 
     // Every accepted order completes, and the three services agree.
     let report = settled(&database).await;
-    let orders: u64 = report["orders"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let orders = order_count(&report);
     assert_eq!(orders as usize, baseline.len() + accepted.len(), "{report}");
 
     // The gateway sheds too: 503 with Retry-After, in the gateway's error shape.

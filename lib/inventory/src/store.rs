@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_storage::Database;
-use sqlx::any::AnyRow;
+use ordermesh_storage::sqlite_reads::{ToSql, query_each};
+use ordermesh_storage::{Columns, Database};
 use sqlx::{Any, Row, Transaction};
 
 use crate::catalog::DEMO_CATALOG;
@@ -88,19 +88,30 @@ impl InventoryStore {
     }
 
     pub async fn product(&self, product_id: &str) -> Result<Option<Product>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id = $1"
-        ))
-        .bind(product_id)
-        .fetch_optional(self.db.pool())
-        .await?
-        .as_ref()
-        .map(decode_product)
-        .transpose()
+        let sql = format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id = $1");
+        if let Some(found) = self.db.read_now(|connection| {
+            let mut product = None;
+            query_each(connection, &sql, &[&product_id], |row| {
+                product = Some(decode_product(row)?);
+                Ok(())
+            })?;
+            Ok(product)
+        }) {
+            return Ok(found);
+        }
+        sqlx::query(&sql)
+            .bind(product_id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .as_ref()
+            .map(decode_product)
+            .transpose()
     }
 
     /// Products after `after` in id order, at most `limit`, only `only` when
-    /// it is not empty.
+    /// it is not empty. The catalog page is the hottest read of all (every
+    /// order prices its lines with it), so on SQLite it usually runs on the
+    /// caller's thread (`read_now`).
     pub async fn products(
         &self,
         after: Option<&str>,
@@ -115,7 +126,20 @@ impl InventoryStore {
             sql.push_str(&format!(" AND product_id IN ({})", placeholders.join(", ")));
         }
         sql.push_str(" ORDER BY product_id LIMIT $2");
-        let mut query = sqlx::query(&sql).bind(after.unwrap_or("")).bind(limit);
+        let after = after.unwrap_or("");
+        if let Some(found) = self.db.read_now(|connection| {
+            let mut params: Vec<&dyn ToSql> = vec![&after, &limit];
+            params.extend(only.iter().map(|id| id as &dyn ToSql));
+            let mut products = Vec::new();
+            query_each(connection, &sql, &params, |row| {
+                products.push(decode_product(row)?);
+                Ok(())
+            })?;
+            Ok(products)
+        }) {
+            return Ok(found);
+        }
+        let mut query = sqlx::query(&sql).bind(after).bind(limit);
         for product_id in only {
             query = query.bind(product_id);
         }
@@ -515,15 +539,14 @@ async fn return_items(
         .collect())
 }
 
-fn decode_product(row: &AnyRow) -> Result<Product, sqlx::Error> {
-    let currency: String = row.try_get("currency")?;
-    let available: i64 = row.try_get("available")?;
+fn decode_product(row: &impl Columns) -> Result<Product, sqlx::Error> {
+    let available = row.int("available")?;
     Ok(Product {
-        product_id: row.try_get("product_id")?,
-        name: row.try_get("name")?,
+        product_id: row.text("product_id")?,
+        name: row.text("name")?,
         price: Money::new(
-            parse_currency(&currency)?,
-            row.try_get("price_minor_units")?,
+            parse_currency(&row.text("currency")?)?,
+            row.int("price_minor_units")?,
         ),
         available: i32::try_from(available).map_err(|e| bad_column("available", e))?,
     })

@@ -12,11 +12,10 @@ use ordermesh_domain::{Money, MoneyError};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::now_millis;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::saga::{self, CancelError};
 use crate::domain::{NewOrder, OrderLine, OrderView, RequestError, Step};
-use crate::hub::OrderHub;
+use crate::hub::{OrderChanges, OrderHub, RecvError};
 use crate::peers::Peers;
 use crate::runner::SagaRunner;
 use crate::store::{Cursor, Inserted, OrderStore, StoredOrder};
@@ -145,7 +144,7 @@ impl Orders {
                 );
                 // Subscribed before the saga starts, no change can be missed:
                 // no need to read the order back before waiting.
-                let changes = self.hub.subscribe();
+                let changes = self.hub.subscribe(&order_id);
                 self.hub.publish(Arc::new(order));
                 self.runner.spawn(order_id.clone());
                 self.wait_settled(&order_id, changes, None, deadline).await
@@ -314,7 +313,7 @@ impl Orders {
         order_id: &str,
         deadline: Option<Deadline>,
     ) -> Result<OrderView, OrderError> {
-        let changes = self.hub.subscribe();
+        let changes = self.hub.subscribe(order_id);
         let current = self.stored(order_id).await?;
         self.wait_settled(order_id, changes, Some(current), deadline)
             .await
@@ -323,7 +322,7 @@ impl Orders {
     async fn wait_settled(
         &self,
         order_id: &str,
-        mut changes: tokio::sync::broadcast::Receiver<Arc<StoredOrder>>,
+        mut changes: OrderChanges,
         current: Option<StoredOrder>,
         deadline: Option<Deadline>,
     ) -> Result<OrderView, OrderError> {
@@ -361,7 +360,7 @@ impl Orders {
     /// The order now, then each change, until it is terminal, the stream's
     /// lifetime ends, or the server shuts down.
     pub async fn watch(&self, order_id: &str) -> Result<OrderStream, OrderError> {
-        let mut changes = self.hub.subscribe();
+        let mut changes = self.hub.subscribe(order_id);
         let first = self.stored(order_id).await?.view;
         let orders = self.clone();
         let order_id = order_id.to_owned();

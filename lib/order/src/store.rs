@@ -1,10 +1,13 @@
 //! Every SQL statement of the order service. Portable between SQLite and
 //! PostgreSQL through sqlx's Any driver.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_storage::Database;
+use ordermesh_storage::columns::decode_error;
+use ordermesh_storage::sqlite_reads::query_each;
+use ordermesh_storage::{Columns, Database};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -44,6 +47,39 @@ pub struct OrderStore {
 const ORDER_COLUMNS: &str = "order_id, customer_id, payment_method, currency, total_minor_units, \
      status, failure_reason, step, compensate_stock, compensate_payment, attempts, \
      version, created_at, updated_at";
+/// The same columns of `order_orders o`, for joins with its lines.
+const ORDER_COLUMNS_O: &str = "o.order_id, o.customer_id, o.payment_method, o.currency, \
+     o.total_minor_units, o.status, o.failure_reason, o.step, o.compensate_stock, \
+     o.compensate_payment, o.attempts, o.version, o.created_at, o.updated_at";
+/// A line of `order_items i`, NULL where an order has none.
+const LINE_COLUMNS_I: &str = "i.product_id, i.quantity, i.unit_price_minor_units";
+
+/// GetOrder's statement: the order and its lines.
+fn get_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT {ORDER_COLUMNS_O}, {LINE_COLUMNS_I} FROM order_orders o \
+             LEFT JOIN order_items i ON i.order_id = o.order_id \
+             WHERE o.order_id = $1 ORDER BY i.line"
+        )
+    })
+}
+
+/// ListOrders' statement: a page of a customer's orders and their lines.
+fn list_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT {ORDER_COLUMNS_O}, {LINE_COLUMNS_I} FROM \
+             (SELECT {ORDER_COLUMNS} FROM order_orders WHERE customer_id = $1 \
+              AND (created_at < $2 OR (created_at = $2 AND order_id < $3)) \
+              ORDER BY created_at DESC, order_id DESC LIMIT $4) o \
+             LEFT JOIN order_items i ON i.order_id = o.order_id \
+             ORDER BY o.created_at DESC, o.order_id DESC, i.line"
+        )
+    })
+}
 
 impl OrderStore {
     pub fn new(db: Database) -> Self {
@@ -157,73 +193,62 @@ impl OrderStore {
         .transpose()
     }
 
+    /// The order and its lines, in one statement: on SQLite every statement
+    /// through the pool is a round trip to its connection's thread, so this
+    /// read makes one at most, and usually none (`read_now`).
     pub async fn get(&self, order_id: &str) -> Result<Option<StoredOrder>, sqlx::Error> {
-        let row = sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM order_orders WHERE order_id = $1"
-        ))
-        .bind(order_id)
-        .fetch_optional(self.db.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut order = decode_order(&row)?;
-        order.view.lines = self.lines(order_id, order.view.total.currency).await?;
-        Ok(Some(order))
+        let sql = get_sql();
+        if let Some(found) = self.db.read_now(|connection| {
+            let mut orders = OrdersWithLines::default();
+            query_each(connection, sql, &[&order_id], |row| Ok(orders.push(row)?))?;
+            Ok(orders.0.into_iter().next())
+        }) {
+            return Ok(found);
+        }
+        let rows = sqlx::query(sql)
+            .bind(order_id)
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(OrdersWithLines::from_rows(&rows)?.into_iter().next())
     }
 
-    async fn lines(
-        &self,
-        order_id: &str,
-        currency: Currency,
-    ) -> Result<Vec<OrderLine>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT product_id, quantity, unit_price_minor_units FROM order_items \
-             WHERE order_id = $1 ORDER BY line",
-        )
-        .bind(order_id)
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(|row| decode_line(row, currency)).collect()
-    }
-
-    /// A page of `customer_id`'s orders, newest first, starting after `after`.
+    /// A page of `customer_id`'s orders, newest first, starting after `after`;
+    /// the page and its lines in one statement.
     pub async fn list_by_customer(
         &self,
         customer_id: &str,
         limit: i64,
         after: Option<&Cursor>,
     ) -> Result<Vec<OrderView>, sqlx::Error> {
-        let rows = match after {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM order_orders WHERE customer_id = $1 \
-                     ORDER BY created_at DESC, order_id DESC LIMIT $2"
-                ))
-                .bind(customer_id)
-                .bind(limit)
-                .fetch_all(self.db.pool())
-                .await?
-            }
-            Some(cursor) => {
-                sqlx::query(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM order_orders WHERE customer_id = $1 \
-                     AND (created_at < $2 OR (created_at = $2 AND order_id < $3)) \
-                     ORDER BY created_at DESC, order_id DESC LIMIT $4"
-                ))
-                .bind(customer_id)
-                .bind(cursor.created_at_ms)
-                .bind(&cursor.order_id)
-                .bind(limit)
-                .fetch_all(self.db.pool())
-                .await?
-            }
-        };
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut order = decode_order(row)?.view;
-            order.lines = self.lines(&order.order_id, order.total.currency).await?;
-            orders.push(order);
+        // The cursor's condition is always there; without a cursor it is
+        // "before the end of time".
+        let (created_at, order_id) = after.map_or((i64::MAX, ""), |cursor| {
+            (cursor.created_at_ms, cursor.order_id.as_str())
+        });
+        let sql = list_sql();
+        if let Some(found) = self.db.read_now(|connection| {
+            let mut orders = OrdersWithLines::default();
+            query_each(
+                connection,
+                sql,
+                &[&customer_id, &created_at, &order_id, &limit],
+                |row| Ok(orders.push(row)?),
+            )?;
+            Ok(orders.0)
+        }) {
+            return Ok(found.into_iter().map(|order| order.view).collect());
         }
-        Ok(orders)
+        let rows = sqlx::query(sql)
+            .bind(customer_id)
+            .bind(created_at)
+            .bind(order_id)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        Ok(OrdersWithLines::from_rows(&rows)?
+            .into_iter()
+            .map(|order| order.view)
+            .collect())
     }
 
     /// Takes the saga lease of an unfinished order whose lease is free, for
@@ -372,58 +397,83 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn decode_order(row: &AnyRow) -> Result<StoredOrder, sqlx::Error> {
-    let currency: String = row.try_get("currency")?;
-    let currency = Currency::parse(&currency).map_err(|e| decode_error("currency", e))?;
-    let status: String = row.try_get("status")?;
-    let step: String = row.try_get("step")?;
-    let failure_reason: Option<String> = row.try_get("failure_reason")?;
-    let status: OrderStatus = status.parse().map_err(|e| decode_error("status", e))?;
-    let step: Step = step.parse().map_err(|e| decode_error("step", e))?;
-    let failure_reason = failure_reason
+/// Orders from the rows of an order-with-lines join, in row order:
+/// consecutive rows of one order carry its lines.
+#[derive(Default)]
+struct OrdersWithLines(Vec<StoredOrder>);
+
+impl OrdersWithLines {
+    fn push(&mut self, row: &impl Columns) -> Result<(), sqlx::Error> {
+        let order_id = row.text("order_id")?;
+        let order = match self.0.last_mut() {
+            Some(last) if last.view.order_id == order_id => last,
+            _ => {
+                self.0.push(decode_order(row)?);
+                self.0.last_mut().ok_or(sqlx::Error::RowNotFound)?
+            }
+        };
+        if row.text_or_null("product_id")?.is_some() {
+            let line = decode_line(row, order.view.total.currency)?;
+            order.view.lines.push(line);
+        }
+        Ok(())
+    }
+
+    fn from_rows(rows: &[AnyRow]) -> Result<Vec<StoredOrder>, sqlx::Error> {
+        let mut orders = Self::default();
+        for row in rows {
+            orders.push(row)?;
+        }
+        Ok(orders.0)
+    }
+}
+
+fn decode_order(row: &impl Columns) -> Result<StoredOrder, sqlx::Error> {
+    let currency =
+        Currency::parse(&row.text("currency")?).map_err(|e| decode_error("currency", e))?;
+    let status: OrderStatus = row
+        .text("status")?
+        .parse()
+        .map_err(|e| decode_error("status", e))?;
+    let step: Step = row
+        .text("step")?
+        .parse()
+        .map_err(|e| decode_error("step", e))?;
+    let failure_reason = row
+        .text_or_null("failure_reason")?
         .map(|reason| reason.parse::<FailureReason>())
         .transpose()
         .map_err(|e| decode_error("failure_reason", e))?;
-    let attempts: i64 = row.try_get("attempts")?;
+    let attempts = row.int("attempts")?;
     Ok(StoredOrder {
         view: OrderView {
-            order_id: row.try_get("order_id")?,
-            customer_id: row.try_get("customer_id")?,
+            order_id: row.text("order_id")?,
+            customer_id: row.text("customer_id")?,
             lines: Vec::new(),
-            total: Money::new(currency, row.try_get("total_minor_units")?),
+            total: Money::new(currency, row.int("total_minor_units")?),
             status,
             failure_reason,
-            created_at_ms: row.try_get("created_at")?,
-            updated_at_ms: row.try_get("updated_at")?,
-            version: row.try_get("version")?,
+            created_at_ms: row.int("created_at")?,
+            updated_at_ms: row.int("updated_at")?,
+            version: row.int("version")?,
         },
         saga: SagaState {
             status,
             step,
             failure_reason,
-            compensate_stock: row.try_get::<i64, _>("compensate_stock")? != 0,
-            compensate_payment: row.try_get::<i64, _>("compensate_payment")? != 0,
+            compensate_stock: row.int("compensate_stock")? != 0,
+            compensate_payment: row.int("compensate_payment")? != 0,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         },
-        payment_method: row.try_get("payment_method")?,
+        payment_method: row.text("payment_method")?,
     })
 }
 
-fn decode_line(row: &AnyRow, currency: Currency) -> Result<OrderLine, sqlx::Error> {
-    let quantity: i64 = row.try_get("quantity")?;
+fn decode_line(row: &impl Columns, currency: Currency) -> Result<OrderLine, sqlx::Error> {
+    let quantity = row.int("quantity")?;
     Ok(OrderLine {
-        product_id: row.try_get("product_id")?,
+        product_id: row.text("product_id")?,
         quantity: i32::try_from(quantity).map_err(|e| decode_error("quantity", e))?,
-        unit_price: Money::new(currency, row.try_get("unit_price_minor_units")?),
+        unit_price: Money::new(currency, row.int("unit_price_minor_units")?),
     })
-}
-
-fn decode_error(
-    column: &str,
-    error: impl std::error::Error + Send + Sync + 'static,
-) -> sqlx::Error {
-    sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: Box::new(error),
-    }
 }

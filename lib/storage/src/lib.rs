@@ -7,16 +7,24 @@
 //!
 //! Queries go through sqlx's `Any` driver, so one set of portable SQL
 //! (`$1` parameters, BIGINT and TEXT columns, times as Unix milliseconds)
-//! runs on both backends.
+//! runs on both backends. On SQLite the hottest reads may also run on the
+//! caller's thread ([`Database::read_now`], see [`sqlite_reads`]).
+
+pub mod columns;
+pub mod sqlite_reads;
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
+
+pub use crate::columns::Columns;
+use crate::sqlite_reads::{ReadError, SqliteReads};
 
 /// Where a service keeps its data; the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -63,6 +71,8 @@ pub enum Backend {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite in a file we know: reads that may skip the pool.
+    reads: Option<Arc<SqliteReads>>,
 }
 
 impl Database {
@@ -90,7 +100,9 @@ impl Database {
                 })?;
                 let path = settings.data_dir.join(format!("{service}.db"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                Self::connect_sqlite(&url, settings.db_max_connections).await?
+                let mut database = Self::connect_sqlite(&url, settings.db_max_connections).await?;
+                database.reads = Some(Arc::new(SqliteReads::new(path)));
+                database
             }
         };
         database.migrate(migrator, service).await?;
@@ -100,8 +112,7 @@ impl Database {
     async fn connect_sqlite(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = AnyConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+        let pool = pool_options(max_connections)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy
@@ -120,12 +131,12 @@ impl Database {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
+            reads: None,
         })
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+        let pool = pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
@@ -133,6 +144,7 @@ impl Database {
         Ok(Self {
             pool,
             backend: Backend::Postgres,
+            reads: None,
         })
     }
 
@@ -170,9 +182,31 @@ impl Database {
         self.backend
     }
 
+    /// Runs `read` now, on this thread, where that is cheaper than the pool
+    /// (SQLite in a file); `None` when it did not run or failed, and the
+    /// caller then reads through [`Database::pool`].
+    pub fn read_now<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, ReadError>,
+    ) -> Option<T> {
+        self.reads.as_ref()?.read(read)
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Pool settings shared by both backends.
+fn pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        // sqlx pings a connection when it goes back to the pool; a second
+        // ping before each use would be one more round trip (to PostgreSQL,
+        // or to the SQLite connection's thread) on every query's path. A
+        // connection that died while idle fails its next query, whose caller
+        // sees UNAVAILABLE, and is then dropped by that ping on release.
+        .test_before_acquire(false)
 }
 
 /// The URL without its password, fit for logs and error messages.

@@ -1,0 +1,185 @@
+//! Hot reads on SQLite without leaving the calling thread.
+//!
+//! sqlx runs every SQLite connection on a thread of its own and passes each
+//! statement and row over channels, so a read costs several thread wake-ups
+//! (most of GetOrder's CPU in the profiles of docs/performance.md). A read
+//! of a few rows from SQLite's page cache takes microseconds, less than one
+//! wake-up, so the hottest reads run here, on the caller's thread, through
+//! rusqlite (the same SQLite library that sqlx links).
+//!
+//! Only reads, on connections set `query_only`; writes stay on sqlx's pool.
+//! WAL lets these readers run beside its writer. A read that cannot run
+//! here (no idle connection, SQLite busy, any error) answers `None` and the
+//! caller takes the pool, which then gives the authoritative answer.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+pub use rusqlite::ToSql;
+use rusqlite::{Connection, OpenFlags};
+
+/// What a read on the caller's thread may fail with: it then falls back.
+pub type ReadError = Box<dyn Error + Send + Sync>;
+
+/// Idle read-only connections to one SQLite file.
+///
+/// A free list, not a pool crate: a read never awaits, so each runtime
+/// thread uses at most one connection at a time and a list sized to the
+/// threads always has one; a pool's waiting, timeouts and health checks
+/// would never run.
+#[derive(Debug)]
+pub struct SqliteReads {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle connections kept; beyond it a connection closes after its read.
+const MAX_IDLE: usize = 8;
+
+impl SqliteReads {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `read` on an idle connection now. `None` when it failed or could
+    /// not run here: the caller then reads through the pool.
+    pub fn read<T>(&self, read: impl FnOnce(&Connection) -> Result<T, ReadError>) -> Option<T> {
+        let connection = match self.take() {
+            Ok(connection) => connection,
+            Err(error) => {
+                tracing::debug!(%error, path = %self.path.display(), "no SQLite reader; using the pool");
+                return None;
+            }
+        };
+        let result = read(&connection);
+        self.give_back(connection);
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::debug!(%error, "SQLite read on the caller's thread failed; using the pool");
+                None
+            }
+        }
+    }
+
+    fn take(&self) -> Result<Connection, ReadError> {
+        if let Some(connection) = self.lock().pop() {
+            return Ok(connection);
+        }
+        open_reader(&self.path)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, ReadError> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Never write, never wait: a busy database means "use the pool".
+    connection.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 0;")?;
+    Ok(connection)
+}
+
+/// Runs the cached statement `sql` with `params` bound to `$1`, `$2`, … by
+/// name (SQLite numbers named parameters in order of first appearance, so
+/// binding by position would go wrong for `… $3 … $2`), calling `row` for
+/// each result row.
+pub fn query_each(
+    connection: &Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    for (position, value) in params.iter().enumerate() {
+        let name = format!("${}", position + 1);
+        if let Some(index) = statement.parameter_index(&name)? {
+            statement.raw_bind_parameter(index, value)?;
+        }
+    }
+    let mut rows = statement.raw_query();
+    while let Some(next) = rows.next()? {
+        row(next)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("reads.db");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT, v BIGINT); \
+                 INSERT INTO t VALUES ('a', 1), ('b', 2), ('c', 3);",
+            )
+            .expect("schema");
+        (dir, path)
+    }
+
+    #[test]
+    fn binds_numbered_parameters_by_name_whatever_their_order() {
+        let (_dir, path) = database();
+        let reads = SqliteReads::new(&path);
+        let found = reads.read(|connection| {
+            let mut keys = Vec::new();
+            query_each(
+                connection,
+                "SELECT k FROM t WHERE k > $1 AND v <= $3 ORDER BY k LIMIT $2",
+                &[&"a", &1_i64, &3_i64],
+                |row| {
+                    keys.push(row.get::<_, String>(0)?);
+                    Ok(())
+                },
+            )?;
+            Ok(keys)
+        });
+        assert_eq!(found, Some(vec!["b".to_owned()]));
+    }
+
+    #[test]
+    fn refuses_writes_and_reports_failures_as_none() {
+        let (_dir, path) = database();
+        let reads = SqliteReads::new(&path);
+        let wrote = reads.read(|connection| Ok(connection.execute("DELETE FROM t", [])?));
+        assert_eq!(wrote, None, "query_only connections cannot write");
+        let count = reads.read(|connection| {
+            Ok(connection.query_row("SELECT COUNT(*) FROM t", [], |row| row.get::<_, i64>(0))?)
+        });
+        assert_eq!(count, Some(3));
+        assert!(
+            SqliteReads::new(path.with_file_name("missing/x.db"))
+                .read(|_| Ok(()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn keeps_its_connections_for_the_next_read() {
+        let (_dir, path) = database();
+        let reads = SqliteReads::new(&path);
+        for _ in 0..3 {
+            assert!(reads.read(|_| Ok(())).is_some());
+        }
+        assert_eq!(reads.lock().len(), 1);
+    }
+}

@@ -14,6 +14,7 @@ use http::header::CONTENT_TYPE;
 
 use crate::Gateway;
 use crate::error::GatewayError;
+use crate::observe::MatchedRoute;
 use crate::routes::NoRoute;
 use crate::transcode::{request_message, to_json};
 use crate::upstream::{headers_from, metadata_from, timeout_from};
@@ -26,11 +27,17 @@ pub async fn transcode(State(gateway): State<Arc<Gateway>>, request: Request) ->
 }
 
 async fn handle(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
-    let (parts, body) = request.into_parts();
-    let (route, bindings) = gateway
-        .routes
-        .find(&parts.method, parts.uri.path())
-        .map_err(|no_route| match no_route {
+    let (mut parts, body) = request.into_parts();
+    // Usually matched already by the observing layer.
+    let matched = parts
+        .extensions
+        .remove::<MatchedRoute>()
+        .and_then(|matched| Some((gateway.routes.get(matched.index)?, matched.bindings)));
+    let (route, bindings) = match matched {
+        Some(found) => Ok(found),
+        None => gateway.routes.find(&parts.method, parts.uri.path()),
+    }
+    .map_err(|no_route| match no_route {
             NoRoute::NotFound => {
                 GatewayError::NotFound(format!("{} {}", parts.method, parts.uri.path()))
             }

@@ -15,10 +15,19 @@ use ordermesh_runtime::trace::{RequestId, extract};
 use tracing::Instrument;
 
 use crate::Gateway;
+use crate::template::PathBindings;
+
+/// The annotated route a request matched, found once here and used again
+/// by the handler.
+#[derive(Clone, Debug)]
+pub struct MatchedRoute {
+    pub index: usize,
+    pub bindings: PathBindings,
+}
 
 /// Static paths keep their name as a label; annotated routes use their
 /// template; anything else is "other", so clients cannot grow the label set.
-fn route_label(gateway: &Gateway, request: &Request) -> String {
+fn route_label(gateway: &Gateway, request: &mut Request) -> String {
     let path = request.uri().path();
     if matches!(path, "/" | "/openapi.json" | "/healthz" | "/readyz") {
         return path.to_owned();
@@ -26,18 +35,26 @@ fn route_label(gateway: &Gateway, request: &Request) -> String {
     if path.starts_with("/ordermesh.") {
         return "grpc-web".to_owned();
     }
-    match gateway.routes.find(request.method(), path) {
-        Ok((route, _)) => format!("{} {}", route.http_method, route.template.text()),
+    match gateway.routes.find_index(request.method(), path) {
+        Ok((index, bindings)) => {
+            request
+                .extensions_mut()
+                .insert(MatchedRoute { index, bindings });
+            gateway
+                .routes
+                .get(index)
+                .map_or_else(|| "other".to_owned(), |route| route.label.clone())
+        }
         Err(_) => "other".to_owned(),
     }
 }
 
 pub async fn observe(
     State(gateway): State<Arc<Gateway>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let label = route_label(&gateway, &request);
+    let label = route_label(&gateway, &mut request);
     let parent = extract(request.headers());
     let request_id = request
         .headers()

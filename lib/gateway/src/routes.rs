@@ -44,6 +44,8 @@ pub struct Route {
     pub upstream: Upstream,
     /// The gRPC path, e.g. `/ordermesh.order.v1.OrderService/CreateOrder`.
     pub grpc_path: String,
+    /// How metrics and spans name it, e.g. `GET /v1/orders/{order_id}`.
+    pub label: String,
 }
 
 impl Route {
@@ -113,11 +115,26 @@ impl RouteTable {
 
     /// The route for `method` and `path`, with its path bindings.
     pub fn find(&self, method: &Method, path: &str) -> Result<(&Route, PathBindings), NoRoute> {
+        let (matched, bindings) = self.find_index(method, path)?;
+        Ok((&self.routes[matched], bindings))
+    }
+
+    /// The route found by [`RouteTable::find`], by its index.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
+    }
+
+    /// [`RouteTable::find`], answering the route's index.
+    pub fn find_index(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(usize, PathBindings), NoRoute> {
         let mut allowed = Vec::new();
-        for route in &self.routes {
+        for (index, route) in self.routes.iter().enumerate() {
             if let Some(bindings) = route.template.matches(path) {
                 if route.http_method == *method {
-                    return Ok((route, bindings));
+                    return Ok((index, bindings));
                 }
                 allowed.push(route.http_method.clone());
             }
@@ -169,6 +186,7 @@ fn route(
     };
     Ok(Route {
         grpc_path: format!("/{}/{}", rpc.parent_service().full_name(), rpc.name()),
+        label: format!("{} {}", http_method, template.text()),
         rpc: rpc.clone(),
         http_method,
         template,

@@ -35,9 +35,16 @@ pub struct DatabaseSettings {
     /// A postgres:// URL to use PostgreSQL instead of SQLite.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Most connections one service holds.
-    #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: u32,
+    /// Most pooled connections one service holds [default: 16 on
+    /// PostgreSQL, 1 on SQLite].
+    ///
+    /// SQLite lets one connection write at a time, and a writer that finds
+    /// the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10… ms): with
+    /// many connections that sleeping was the whole tail of create-order.
+    /// With one, writers queue in the pool in order, and the hot reads do
+    /// not need the pool (`Database::read_now`).
+    #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
 }
 
 impl DatabaseSettings {
@@ -46,7 +53,7 @@ impl DatabaseSettings {
         Self {
             data_dir: data_dir.into(),
             database_url: None,
-            db_max_connections: 16,
+            db_max_connections: None,
         }
     }
 
@@ -55,7 +62,7 @@ impl DatabaseSettings {
         Self {
             data_dir: PathBuf::from("./data"),
             database_url: Some(url.into()),
-            db_max_connections: 16,
+            db_max_connections: None,
         }
     }
 }
@@ -85,10 +92,10 @@ impl Database {
         sqlx::any::install_default_drivers();
         let database = match &settings.database_url {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Self::connect_postgres(url, settings.db_max_connections).await?
+                Self::connect_postgres(url, settings.db_max_connections.unwrap_or(16)).await?
             }
             Some(url) if url.starts_with("sqlite:") => {
-                Self::connect_sqlite(url, settings.db_max_connections).await?
+                Self::connect_sqlite(url, settings.db_max_connections.unwrap_or(1)).await?
             }
             Some(other) => anyhow::bail!(
                 "unsupported database URL {:?}: use postgres://… or leave it unset for SQLite",
@@ -100,7 +107,8 @@ impl Database {
                 })?;
                 let path = settings.data_dir.join(format!("{service}.db"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                let mut database = Self::connect_sqlite(&url, settings.db_max_connections).await?;
+                let mut database =
+                    Self::connect_sqlite(&url, settings.db_max_connections.unwrap_or(1)).await?;
                 database.reads = Some(Arc::new(SqliteReads::new(path)));
                 database
             }

@@ -38,18 +38,18 @@ async fn handle(gateway: &Gateway, request: Request) -> Result<Response, Gateway
         None => gateway.routes.find(&parts.method, parts.uri.path()),
     }
     .map_err(|no_route| match no_route {
-            NoRoute::NotFound => {
-                GatewayError::NotFound(format!("{} {}", parts.method, parts.uri.path()))
-            }
-            NoRoute::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed {
-                method: parts.method.to_string(),
-                allowed: allowed
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            },
-        })?;
+        NoRoute::NotFound => {
+            GatewayError::NotFound(format!("{} {}", parts.method, parts.uri.path()))
+        }
+        NoRoute::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed {
+            method: parts.method.to_string(),
+            allowed: allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+    })?;
     let limit = gateway.settings.body_limit;
     let body = axum::body::to_bytes(body, limit)
         .await

@@ -197,19 +197,25 @@ impl OrderStore {
     /// through the pool is a round trip to its connection's thread, so this
     /// read makes one at most, and usually none (`read_now`).
     pub async fn get(&self, order_id: &str) -> Result<Option<StoredOrder>, sqlx::Error> {
-        let sql = get_sql();
-        if let Some(found) = self.db.read_now(|connection| {
-            let mut orders = OrdersWithLines::default();
-            query_each(connection, sql, &[&order_id], |row| Ok(orders.push(row)?))?;
-            Ok(orders.0.into_iter().next())
-        }) {
+        if let Some(found) = self.get_now(order_id) {
             return Ok(found);
         }
-        let rows = sqlx::query(sql)
+        let rows = sqlx::query(get_sql())
             .bind(order_id)
             .fetch_all(self.db.pool())
             .await?;
         Ok(OrdersWithLines::from_rows(&rows)?.into_iter().next())
+    }
+
+    /// [`OrderStore::get`] on the caller's thread; None when it cannot run there.
+    fn get_now(&self, order_id: &str) -> Option<Option<StoredOrder>> {
+        self.db.read_now(|connection| {
+            let mut orders = OrdersWithLines::default();
+            query_each(connection, get_sql(), &[&order_id], |row| {
+                Ok(orders.push(row)?)
+            })?;
+            Ok(orders.0.into_iter().next())
+        })
     }
 
     /// A page of `customer_id`'s orders, newest first, starting after `after`;
@@ -476,4 +482,113 @@ fn decode_line(row: &impl Columns, currency: Currency) -> Result<OrderLine, sqlx
         quantity: i32::try_from(quantity).map_err(|e| decode_error("quantity", e))?,
         unit_price: Money::new(currency, row.int("unit_price_minor_units")?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ordermesh_domain::PaymentMethod;
+    use ordermesh_testkit::TestDatabase;
+
+    use super::*;
+
+    async fn store_with_orders(database: &TestDatabase) -> OrderStore {
+        let db = Database::open(
+            database.settings(),
+            "order",
+            &sqlx::migrate!("./migrations"),
+        )
+        .await
+        .expect("open");
+        let store = OrderStore::new(db);
+        let usd = Currency::USD;
+        for (n, lines) in [(1, 2), (2, 1), (3, 3)] {
+            let request = NewOrder {
+                customer_id: "cust_reads".to_owned(),
+                items: Vec::new(),
+                payment_method: PaymentMethod::parse("pm_card_visa").expect("known token"),
+                idempotency_key: Some(format!("key-{n}")),
+            };
+            let lines: Vec<OrderLine> = (0..lines)
+                .map(|line| OrderLine {
+                    product_id: format!("sku-{line}"),
+                    quantity: line + 1,
+                    unit_price: Money::new(usd, 100 * i64::from(line + 1)),
+                })
+                .collect();
+            store
+                .insert(
+                    &format!("ord_{n}"),
+                    &request,
+                    &lines,
+                    Money::new(usd, 1000),
+                    n,
+                )
+                .await
+                .expect("insert");
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn reads_on_the_callers_thread_match_the_pool() {
+        let database = TestDatabase::sqlite();
+        let store = store_with_orders(&database).await;
+        let pooled = OrderStore::new(store.database().pool_only());
+        for order_id in ["ord_1", "ord_2", "ord_3", "ord_missing"] {
+            let now = store
+                .get_now(order_id)
+                .expect("SQLite reads on the caller's thread");
+            let through_pool = pooled.get(order_id).await.expect("pooled read");
+            assert_eq!(
+                format!("{now:?}"),
+                format!("{through_pool:?}"),
+                "{order_id}"
+            );
+        }
+        let order = store.get_now("ord_3").flatten().expect("ord_3");
+        assert_eq!(order.view.lines.len(), 3, "every line, in order");
+        assert_eq!(order.view.lines[2].product_id, "sku-2");
+
+        let cursor = Cursor {
+            created_at_ms: 3,
+            order_id: "ord_3".to_owned(),
+        };
+        for after in [None, Some(&cursor)] {
+            let now = store
+                .list_by_customer("cust_reads", 2, after)
+                .await
+                .expect("list");
+            let through_pool = pooled
+                .list_by_customer("cust_reads", 2, after)
+                .await
+                .expect("pooled list");
+            assert_eq!(format!("{now:?}"), format!("{through_pool:?}"));
+        }
+        let first_page = store
+            .list_by_customer("cust_reads", 2, None)
+            .await
+            .expect("list");
+        let ids: Vec<&str> = first_page.iter().map(|o| o.order_id.as_str()).collect();
+        assert_eq!(ids, ["ord_3", "ord_2"], "newest first, page size 2");
+        assert_eq!(first_page[0].lines.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn postgres_reads_go_through_the_pool() {
+        let Some(database) = TestDatabase::postgres().await else {
+            return;
+        };
+        let store = store_with_orders(&database).await;
+        assert!(
+            store.get_now("ord_1").is_none(),
+            "no caller-thread reads on PostgreSQL"
+        );
+        let order = store.get("ord_3").await.expect("get").expect("ord_3");
+        assert_eq!(order.view.lines.len(), 3);
+        let page = store
+            .list_by_customer("cust_reads", 10, None)
+            .await
+            .expect("list");
+        assert_eq!(page.len(), 3);
+    }
 }

@@ -200,6 +200,15 @@ impl Database {
         self.reads.as_ref()?.read(read)
     }
 
+    /// The same database with every read through the pool (for tests that
+    /// compare both ways of reading).
+    pub fn pool_only(&self) -> Self {
+        Self {
+            reads: None,
+            ..self.clone()
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -4,6 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::sqlite_reads::NamedRow;
+
 pub trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn text_or_null(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
@@ -24,17 +26,17 @@ impl Columns for AnyRow {
     }
 }
 
-impl Columns for rusqlite::Row<'_> {
+impl Columns for NamedRow<'_, '_> {
     fn text(&self, column: &str) -> Result<String, sqlx::Error> {
-        self.get(column).map_err(|e| decode_error(column, e))
+        self.get(column)
     }
 
     fn text_or_null(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
-        self.get(column).map_err(|e| decode_error(column, e))
+        self.get(column)
     }
 
     fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
-        self.get(column).map_err(|e| decode_error(column, e))
+        self.get(column)
     }
 }
 

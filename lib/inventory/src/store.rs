@@ -89,15 +89,8 @@ impl InventoryStore {
 
     pub async fn product(&self, product_id: &str) -> Result<Option<Product>, sqlx::Error> {
         let sql = format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id = $1");
-        if let Some(found) = self.db.read_now(|connection| {
-            let mut product = None;
-            query_each(connection, &sql, &[&product_id], |row| {
-                product = Some(decode_product(row)?);
-                Ok(())
-            })?;
-            Ok(product)
-        }) {
-            return Ok(found);
+        if let Some(found) = self.products_now(&sql, &[&product_id]) {
+            return Ok(found.into_iter().next());
         }
         sqlx::query(&sql)
             .bind(product_id)
@@ -118,25 +111,15 @@ impl InventoryStore {
         limit: i64,
         only: &[String],
     ) -> Result<Vec<Product>, sqlx::Error> {
-        let mut sql =
-            format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id > $1");
-        if !only.is_empty() {
-            let placeholders: Vec<String> =
-                (0..only.len()).map(|i| format!("${}", i + 3)).collect();
-            sql.push_str(&format!(" AND product_id IN ({})", placeholders.join(", ")));
-        }
-        sql.push_str(" ORDER BY product_id LIMIT $2");
+        let sql = products_sql(only.len());
         let after = after.unwrap_or("");
-        if let Some(found) = self.db.read_now(|connection| {
+        // In a block: the parameters (not Sync) must be gone before any await.
+        let now = {
             let mut params: Vec<&dyn ToSql> = vec![&after, &limit];
             params.extend(only.iter().map(|id| id as &dyn ToSql));
-            let mut products = Vec::new();
-            query_each(connection, &sql, &params, |row| {
-                products.push(decode_product(row)?);
-                Ok(())
-            })?;
-            Ok(products)
-        }) {
+            self.products_now(&sql, &params)
+        };
+        if let Some(found) = now {
             return Ok(found);
         }
         let mut query = sqlx::query(&sql).bind(after).bind(limit);
@@ -149,6 +132,18 @@ impl InventoryStore {
             .iter()
             .map(decode_product)
             .collect()
+    }
+
+    /// Products read on the caller's thread; None when that cannot run.
+    fn products_now(&self, sql: &str, params: &[&dyn ToSql]) -> Option<Vec<Product>> {
+        self.db.read_now(|connection| {
+            let mut products = Vec::new();
+            query_each(connection, sql, params, |row| {
+                products.push(decode_product(row)?);
+                Ok(())
+            })?;
+            Ok(products)
+        })
     }
 
     /// Reserves every item or none. A repeat of the id returns what is
@@ -539,6 +534,17 @@ async fn return_items(
         .collect())
 }
 
+/// The catalog page's statement: `$1` after, `$2` limit, `$3…` the ids asked for.
+fn products_sql(only: usize) -> String {
+    let mut sql = format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id > $1");
+    if only > 0 {
+        let placeholders: Vec<String> = (0..only).map(|i| format!("${}", i + 3)).collect();
+        sql.push_str(&format!(" AND product_id IN ({})", placeholders.join(", ")));
+    }
+    sql.push_str(" ORDER BY product_id LIMIT $2");
+    sql
+}
+
 fn decode_product(row: &impl Columns) -> Result<Product, sqlx::Error> {
     let available = row.int("available")?;
     Ok(Product {
@@ -564,5 +570,61 @@ fn bad_column(column: &str, error: impl std::error::Error + Send + Sync + 'stati
     sqlx::Error::ColumnDecode {
         index: column.to_owned(),
         source: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ordermesh_testkit::TestDatabase;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn catalog_reads_on_the_callers_thread_match_the_pool() {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(
+            database.settings(),
+            "inventory",
+            &sqlx::migrate!("./migrations"),
+        )
+        .await
+        .expect("open");
+        let store = InventoryStore::new(db);
+        assert!(store.seed_if_empty(1).await.expect("seed"));
+        let pooled = InventoryStore::new(store.database().pool_only());
+
+        let (after, limit) = ("", 100_i64);
+        let whole = store
+            .products_now(&products_sql(0), &[&after, &limit])
+            .expect("SQLite reads on the caller's thread");
+        assert!(whole.len() > 2, "the seeded catalog");
+        assert_eq!(
+            whole,
+            pooled.products(None, 100, &[]).await.expect("pooled")
+        );
+
+        // `$3…` come before `$2` in the statement: bound by name, not position.
+        let only = vec![whole[2].product_id.clone(), whole[0].product_id.clone()];
+        let (after, limit) = (whole[0].product_id.as_str(), 10_i64);
+        let some = store
+            .products_now(&products_sql(2), &[&after, &limit, &only[0], &only[1]])
+            .expect("caller's thread");
+        assert_eq!(
+            some,
+            vec![whole[2].clone()],
+            "after the first, only the ones asked for"
+        );
+        assert_eq!(
+            some,
+            pooled
+                .products(Some(after), 10, &only)
+                .await
+                .expect("pooled")
+        );
+        assert_eq!(
+            store.product(&whole[1].product_id).await.expect("product"),
+            pooled.product(&whole[1].product_id).await.expect("pooled")
+        );
+        assert_eq!(store.product("sku_missing").await.expect("product"), None);
     }
 }

@@ -99,22 +99,29 @@ impl Process {
             if roles.iter().all(|role| addrs.contains_key(*role)) {
                 return Ok((addrs, ready_at));
             }
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!(
-                    "{} not ready within {limit:?}:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
+            self.still_starting(deadline, limit)?;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// An error once the process has exited or `deadline` (spawn + `limit`)
+    /// has passed without it being ready.
+    fn still_starting(&mut self, deadline: Instant, limit: Duration) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!(
+                "{} exited ({status}) before it was ready:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "{} not ready within {limit:?}:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+        Ok(())
     }
 
     /// Waits until `url` answers 200; returns the time from spawn.
@@ -130,20 +137,7 @@ impl Process {
                     return Ok(self.spawned.elapsed());
                 }
             }
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!(
-                    "{} exited ({status}) before it was ready:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                anyhow::bail!(
-                    "{} not ready within {limit:?}:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
+            self.still_starting(deadline, limit)?;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

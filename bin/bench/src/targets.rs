@@ -578,6 +578,21 @@ fn http_error(status: http::StatusCode) -> String {
     format!("http {}", status.as_u16())
 }
 
+/// A request whose only check is a 2xx answer.
+fn expect_success(
+    client: HttpClient,
+    request: http::Request<Full<Bytes>>,
+) -> BoxFuture<'static, Outcome> {
+    Box::pin(async move {
+        let (status, _) = send(client, request).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(http_error(status))
+        }
+    })
+}
+
 /// The order's status and failure reason as the gateway prints them, read
 /// without a full JSON parse (`"status":"ORDER_STATUS_CONFIRMED"`).
 fn rest_created(body: &[u8]) -> Outcome {
@@ -609,27 +624,12 @@ impl Driver for RestDriver {
                     rest_created(&body)
                 })
             }
-            Workload::GetOrder => {
-                let request = self.get(&format!("/v1/orders/{}", pick_order(&self.order_ids, seq)));
-                Box::pin(async move {
-                    let (status, _) = send(client, request).await?;
-                    if status.is_success() {
-                        Ok(())
-                    } else {
-                        Err(http_error(status))
-                    }
-                })
-            }
+            Workload::GetOrder => expect_success(
+                client,
+                self.get(&format!("/v1/orders/{}", pick_order(&self.order_ids, seq))),
+            ),
             Workload::ListProducts | Workload::Mixed | Workload::Echo => {
-                let request = self.get("/v1/products");
-                Box::pin(async move {
-                    let (status, _) = send(client, request).await?;
-                    if status.is_success() {
-                        Ok(())
-                    } else {
-                        Err(http_error(status))
-                    }
-                })
+                expect_success(client, self.get("/v1/products"))
             }
         }
     }

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_storage::sqlite_reads::{ToSql, query_each};
-use ordermesh_storage::{Columns, Database};
+use ordermesh_storage::{Columns, Database, Param};
 use sqlx::{Any, Row, Transaction};
 
 use crate::catalog::DEMO_CATALOG;
@@ -89,61 +88,28 @@ impl InventoryStore {
 
     pub async fn product(&self, product_id: &str) -> Result<Option<Product>, sqlx::Error> {
         let sql = format!("SELECT {PRODUCT_COLUMNS} FROM inventory_products WHERE product_id = $1");
-        if let Some(found) = self.products_now(&sql, &[&product_id]) {
-            return Ok(found.into_iter().next());
-        }
-        sqlx::query(&sql)
-            .bind(product_id)
-            .fetch_optional(self.db.pool())
-            .await?
-            .as_ref()
-            .map(decode_product)
-            .transpose()
+        let products = self
+            .db
+            .query_rows(&sql, &[Param::Text(product_id)], push_product)
+            .await?;
+        Ok(products.into_iter().next())
     }
 
     /// Products after `after` in id order, at most `limit`, only `only` when
     /// it is not empty. The catalog page is the hottest read of all (every
-    /// order prices its lines with it), so on SQLite it usually runs on the
-    /// caller's thread (`read_now`).
+    /// order prices its lines with it); on SQLite it is usually read on the
+    /// caller's thread (`Database::query_rows`).
     pub async fn products(
         &self,
         after: Option<&str>,
         limit: i64,
         only: &[String],
     ) -> Result<Vec<Product>, sqlx::Error> {
-        let sql = products_sql(only.len());
-        let after = after.unwrap_or("");
-        // In a block: the parameters (not Sync) must be gone before any await.
-        let now = {
-            let mut params: Vec<&dyn ToSql> = vec![&after, &limit];
-            params.extend(only.iter().map(|id| id as &dyn ToSql));
-            self.products_now(&sql, &params)
-        };
-        if let Some(found) = now {
-            return Ok(found);
-        }
-        let mut query = sqlx::query(&sql).bind(after).bind(limit);
-        for product_id in only {
-            query = query.bind(product_id);
-        }
-        query
-            .fetch_all(self.db.pool())
-            .await?
-            .iter()
-            .map(decode_product)
-            .collect()
-    }
-
-    /// Products read on the caller's thread; None when that cannot run.
-    fn products_now(&self, sql: &str, params: &[&dyn ToSql]) -> Option<Vec<Product>> {
-        self.db.read_now(|connection| {
-            let mut products = Vec::new();
-            query_each(connection, sql, params, |row| {
-                products.push(decode_product(row)?);
-                Ok(())
-            })?;
-            Ok(products)
-        })
+        let mut params = vec![Param::Text(after.unwrap_or("")), Param::Int(limit)];
+        params.extend(only.iter().map(|id| Param::Text(id)));
+        self.db
+            .query_rows(&products_sql(only.len()), &params, push_product)
+            .await
     }
 
     /// Reserves every item or none. A repeat of the id returns what is
@@ -545,7 +511,12 @@ fn products_sql(only: usize) -> String {
     sql
 }
 
-fn decode_product(row: &impl Columns) -> Result<Product, sqlx::Error> {
+fn push_product(products: &mut Vec<Product>, row: &dyn Columns) -> Result<(), sqlx::Error> {
+    products.push(decode_product(row)?);
+    Ok(())
+}
+
+fn decode_product(row: &(impl Columns + ?Sized)) -> Result<Product, sqlx::Error> {
     let available = row.int("available")?;
     Ok(Product {
         product_id: row.text("product_id")?,
@@ -593,10 +564,10 @@ mod tests {
         assert!(store.seed_if_empty(1).await.expect("seed"));
         let pooled = InventoryStore::new(store.database().pool_only());
 
-        let (after, limit) = ("", 100_i64);
-        let whole = store
-            .products_now(&products_sql(0), &[&after, &limit])
-            .expect("SQLite reads on the caller's thread");
+        let served = || store.database().reads_on_caller_thread();
+        let before = served();
+        let whole = store.products(None, 100, &[]).await.expect("products");
+        assert_eq!(served(), before + 1, "SQLite reads on the caller's thread");
         assert!(whole.len() > 2, "the seeded catalog");
         assert_eq!(
             whole,
@@ -605,10 +576,13 @@ mod tests {
 
         // `$3…` come before `$2` in the statement: bound by name, not position.
         let only = vec![whole[2].product_id.clone(), whole[0].product_id.clone()];
-        let (after, limit) = (whole[0].product_id.as_str(), 10_i64);
+        let after = whole[0].product_id.as_str();
+        let before = served();
         let some = store
-            .products_now(&products_sql(2), &[&after, &limit, &only[0], &only[1]])
-            .expect("caller's thread");
+            .products(Some(after), 10, &only)
+            .await
+            .expect("products");
+        assert_eq!(served(), before + 1, "caller's thread");
         assert_eq!(
             some,
             vec![whole[2].clone()],

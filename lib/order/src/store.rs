@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
 use ordermesh_storage::columns::decode_error;
-use ordermesh_storage::sqlite_reads::query_each;
-use ordermesh_storage::{Columns, Database};
+use ordermesh_storage::{Columns, Database, Param};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::domain::{FailureReason, NewOrder, OrderLine, OrderStatus, OrderView, SagaState, Step};
 
@@ -193,29 +191,14 @@ impl OrderStore {
         .transpose()
     }
 
-    /// The order and its lines, in one statement: on SQLite every statement
-    /// through the pool is a round trip to its connection's thread, so this
-    /// read makes one at most, and usually none (`read_now`).
+    /// The order and its lines, in one statement (on SQLite usually read on
+    /// the caller's thread: `Database::query_rows`).
     pub async fn get(&self, order_id: &str) -> Result<Option<StoredOrder>, sqlx::Error> {
-        if let Some(found) = self.get_now(order_id) {
-            return Ok(found);
-        }
-        let rows = sqlx::query(get_sql())
-            .bind(order_id)
-            .fetch_all(self.db.pool())
+        let orders = self
+            .db
+            .query_rows(get_sql(), &[Param::Text(order_id)], OrdersWithLines::push)
             .await?;
-        Ok(OrdersWithLines::from_rows(&rows)?.into_iter().next())
-    }
-
-    /// [`OrderStore::get`] on the caller's thread; None when it cannot run there.
-    fn get_now(&self, order_id: &str) -> Option<Option<StoredOrder>> {
-        self.db.read_now(|connection| {
-            let mut orders = OrdersWithLines::default();
-            query_each(connection, get_sql(), &[&order_id], |row| {
-                Ok(orders.push(row)?)
-            })?;
-            Ok(orders.0.into_iter().next())
-        })
+        Ok(orders.0.into_iter().next())
     }
 
     /// A page of `customer_id`'s orders, newest first, starting after `after`;
@@ -231,30 +214,17 @@ impl OrderStore {
         let (created_at, order_id) = after.map_or((i64::MAX, ""), |cursor| {
             (cursor.created_at_ms, cursor.order_id.as_str())
         });
-        let sql = list_sql();
-        if let Some(found) = self.db.read_now(|connection| {
-            let mut orders = OrdersWithLines::default();
-            query_each(
-                connection,
-                sql,
-                &[&customer_id, &created_at, &order_id, &limit],
-                |row| Ok(orders.push(row)?),
-            )?;
-            Ok(orders.0)
-        }) {
-            return Ok(found.into_iter().map(|order| order.view).collect());
-        }
-        let rows = sqlx::query(sql)
-            .bind(customer_id)
-            .bind(created_at)
-            .bind(order_id)
-            .bind(limit)
-            .fetch_all(self.db.pool())
+        let params = [
+            Param::Text(customer_id),
+            Param::Int(created_at),
+            Param::Text(order_id),
+            Param::Int(limit),
+        ];
+        let orders = self
+            .db
+            .query_rows(list_sql(), &params, OrdersWithLines::push)
             .await?;
-        Ok(OrdersWithLines::from_rows(&rows)?
-            .into_iter()
-            .map(|order| order.view)
-            .collect())
+        Ok(orders.0.into_iter().map(|order| order.view).collect())
     }
 
     /// Takes the saga lease of an unfinished order whose lease is free, for
@@ -409,7 +379,7 @@ fn millis(duration: Duration) -> i64 {
 struct OrdersWithLines(Vec<StoredOrder>);
 
 impl OrdersWithLines {
-    fn push(&mut self, row: &impl Columns) -> Result<(), sqlx::Error> {
+    fn push(&mut self, row: &dyn Columns) -> Result<(), sqlx::Error> {
         let order_id = row.text("order_id")?;
         let order = match self.0.last_mut() {
             Some(last) if last.view.order_id == order_id => last,
@@ -424,17 +394,9 @@ impl OrdersWithLines {
         }
         Ok(())
     }
-
-    fn from_rows(rows: &[AnyRow]) -> Result<Vec<StoredOrder>, sqlx::Error> {
-        let mut orders = Self::default();
-        for row in rows {
-            orders.push(row)?;
-        }
-        Ok(orders.0)
-    }
 }
 
-fn decode_order(row: &impl Columns) -> Result<StoredOrder, sqlx::Error> {
+fn decode_order(row: &(impl Columns + ?Sized)) -> Result<StoredOrder, sqlx::Error> {
     let currency =
         Currency::parse(&row.text("currency")?).map_err(|e| decode_error("currency", e))?;
     let status: OrderStatus = row
@@ -475,7 +437,10 @@ fn decode_order(row: &impl Columns) -> Result<StoredOrder, sqlx::Error> {
     })
 }
 
-fn decode_line(row: &impl Columns, currency: Currency) -> Result<OrderLine, sqlx::Error> {
+fn decode_line(
+    row: &(impl Columns + ?Sized),
+    currency: Currency,
+) -> Result<OrderLine, sqlx::Error> {
     let quantity = row.int("quantity")?;
     Ok(OrderLine {
         product_id: row.text("product_id")?,
@@ -529,15 +494,26 @@ mod tests {
         store
     }
 
+    /// `store.get`, checking that it ran on the caller's thread (not on its
+    /// pool fallback).
+    async fn get_on_callers_thread(store: &OrderStore, order_id: &str) -> Option<StoredOrder> {
+        let before = store.database().reads_on_caller_thread();
+        let found = store.get(order_id).await.expect("read");
+        assert_eq!(
+            store.database().reads_on_caller_thread(),
+            before + 1,
+            "SQLite reads on the caller's thread"
+        );
+        found
+    }
+
     #[tokio::test]
     async fn reads_on_the_callers_thread_match_the_pool() {
         let database = TestDatabase::sqlite();
         let store = store_with_orders(&database).await;
         let pooled = OrderStore::new(store.database().pool_only());
         for order_id in ["ord_1", "ord_2", "ord_3", "ord_missing"] {
-            let now = store
-                .get_now(order_id)
-                .expect("SQLite reads on the caller's thread");
+            let now = get_on_callers_thread(&store, order_id).await;
             let through_pool = pooled.get(order_id).await.expect("pooled read");
             assert_eq!(
                 format!("{now:?}"),
@@ -545,7 +521,7 @@ mod tests {
                 "{order_id}"
             );
         }
-        let order = store.get_now("ord_3").flatten().expect("ord_3");
+        let order = get_on_callers_thread(&store, "ord_3").await.expect("ord_3");
         assert_eq!(order.view.lines.len(), 3, "every line, in order");
         assert_eq!(order.view.lines[2].product_id, "sku-2");
 
@@ -554,10 +530,12 @@ mod tests {
             order_id: "ord_3".to_owned(),
         };
         for after in [None, Some(&cursor)] {
+            let before = store.database().reads_on_caller_thread();
             let now = store
                 .list_by_customer("cust_reads", 2, after)
                 .await
                 .expect("list");
+            assert_eq!(store.database().reads_on_caller_thread(), before + 1);
             let through_pool = pooled
                 .list_by_customer("cust_reads", 2, after)
                 .await
@@ -579,11 +557,12 @@ mod tests {
             return;
         };
         let store = store_with_orders(&database).await;
-        assert!(
-            store.get_now("ord_1").is_none(),
+        let order = store.get("ord_3").await.expect("get").expect("ord_3");
+        assert_eq!(
+            store.database().reads_on_caller_thread(),
+            0,
             "no caller-thread reads on PostgreSQL"
         );
-        let order = store.get("ord_3").await.expect("get").expect("ord_3");
         assert_eq!(order.view.lines.len(), 3);
         let page = store
             .list_by_customer("cust_reads", 10, None)

@@ -8,10 +8,11 @@
 //! Queries go through sqlx's `Any` driver, so one set of portable SQL
 //! (`$1` parameters, BIGINT and TEXT columns, times as Unix milliseconds)
 //! runs on both backends. On SQLite the hottest reads may also run on the
-//! caller's thread ([`Database::read_now`], see [`sqlite_reads`]).
+//! caller's thread ([`Database::query_rows`], see [`sqlite_reads`]).
 
 pub mod columns;
-pub mod sqlite_reads;
+mod query;
+mod sqlite_reads;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,10 +22,12 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use crate::columns::Columns;
-use crate::sqlite_reads::{ReadError, SqliteReads};
+pub use crate::query::Param;
+use crate::sqlite_reads::SqliteReads;
 
 /// Where a service keeps its data; the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -42,7 +45,7 @@ pub struct DatabaseSettings {
     /// the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10… ms): with
     /// many connections that sleeping was the whole tail of create-order.
     /// With one, writers queue in the pool in order, and the hot reads do
-    /// not need the pool (`Database::read_now`).
+    /// not need the pool (`Database::query_rows`).
     #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
 }
@@ -107,10 +110,7 @@ impl Database {
                 })?;
                 let path = settings.data_dir.join(format!("{service}.db"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                let mut database =
-                    Self::connect_sqlite(&url, settings.db_max_connections.unwrap_or(1)).await?;
-                database.reads = Some(Arc::new(SqliteReads::new(path)));
-                database
+                Self::connect_sqlite(&url, settings.db_max_connections.unwrap_or(1)).await?
             }
         };
         database.migrate(migrator, service).await?;
@@ -120,6 +120,7 @@ impl Database {
     async fn connect_sqlite(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let options = AnyConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?;
+        let file = sqlite_file(url)?;
         let pool = pool_options(max_connections)
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -139,7 +140,7 @@ impl Database {
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
-            reads: None,
+            reads: file.map(|file| Arc::new(SqliteReads::new(file))),
         })
     }
 
@@ -190,16 +191,6 @@ impl Database {
         self.backend
     }
 
-    /// Runs `read` now, on this thread, where that is cheaper than the pool
-    /// (SQLite in a file); `None` when it did not run or failed, and the
-    /// caller then reads through [`Database::pool`].
-    pub fn read_now<T>(
-        &self,
-        read: impl FnOnce(&rusqlite::Connection) -> Result<T, ReadError>,
-    ) -> Option<T> {
-        self.reads.as_ref()?.read(read)
-    }
-
     /// The same database with every read through the pool (for tests that
     /// compare both ways of reading).
     pub fn pool_only(&self) -> Self {
@@ -212,6 +203,19 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The file of a SQLite URL, which can also be read on the caller's thread;
+/// None for an in-memory database (sqlx names those `file:sqlx-in-memory-…`),
+/// which only the pool's connections see.
+fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("invalid SQLite URL {url:?}"))?;
+    let file = options.get_filename();
+    let in_memory = url.contains("mode=memory")
+        || file.as_os_str() == ":memory:"
+        || file.to_string_lossy().starts_with("file:");
+    Ok((!in_memory).then(|| file.to_path_buf()))
 }
 
 /// Pool settings shared by both backends.
@@ -256,6 +260,17 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sqlite_files_are_read_on_the_callers_thread() {
+        let file = |url: &str| sqlite_file(url).expect("valid URL");
+        assert_eq!(
+            file("sqlite:///tmp/x/order.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x/order.db"))
+        );
+        assert_eq!(file("sqlite::memory:"), None);
+        assert_eq!(file("sqlite:///tmp/x/order.db?mode=memory"), None);
+    }
 
     #[test]
     fn redacts_passwords_only() {

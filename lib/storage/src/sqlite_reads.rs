@@ -9,29 +9,33 @@
 //!
 //! Only reads, on connections set `query_only`; writes stay on sqlx's pool.
 //! WAL lets these readers run beside its writer. A read that cannot run
-//! here (no idle connection, SQLite busy, any error) answers `None` and the
-//! caller takes the pool, which then gives the authoritative answer.
+//! here (the file cannot be opened, SQLite is busy, any error) answers
+//! `None` and [`crate::Database::query_rows`] takes the pool, which then
+//! gives the authoritative answer.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-pub use rusqlite::ToSql;
 use rusqlite::{Connection, OpenFlags};
+
+use crate::Param;
 
 /// What a read on the caller's thread may fail with: it then falls back.
 pub type ReadError = Box<dyn Error + Send + Sync>;
 
 /// Idle read-only connections to one SQLite file.
 ///
-/// A free list, not a pool crate: a read never awaits, so each runtime
-/// thread uses at most one connection at a time and a list sized to the
-/// threads always has one; a pool's waiting, timeouts and health checks
-/// would never run.
+/// A free list, not a pool crate: a read never awaits, so each thread uses
+/// at most one connection at a time and the list holds about one per
+/// thread (a connection is opened when none is idle); a pool's waiting,
+/// timeouts and health checks would never run.
 #[derive(Debug)]
 pub struct SqliteReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    served: AtomicU64,
 }
 
 /// Idle connections kept; beyond it a connection closes after its read.
@@ -42,6 +46,7 @@ impl SqliteReads {
         Self {
             path: path.into(),
             idle: Mutex::new(Vec::new()),
+            served: AtomicU64::new(0),
         }
     }
 
@@ -58,12 +63,20 @@ impl SqliteReads {
         let result = read(&connection);
         self.give_back(connection);
         match result {
-            Ok(value) => Some(value),
+            Ok(value) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                Some(value)
+            }
             Err(error) => {
                 tracing::debug!(%error, "SQLite read on the caller's thread failed; using the pool");
                 None
             }
         }
+    }
+
+    /// Reads that ran here.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     fn take(&self) -> Result<Connection, ReadError> {
@@ -102,7 +115,7 @@ fn open_reader(path: &Path) -> Result<Connection, ReadError> {
 pub fn query_each(
     connection: &Connection,
     sql: &str,
-    params: &[&dyn ToSql],
+    params: &[Param<'_>],
     mut row: impl FnMut(&NamedRow<'_, '_>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let mut statement = connection.prepare_cached(sql)?;
@@ -177,7 +190,7 @@ mod tests {
             query_each(
                 connection,
                 "SELECT k FROM t WHERE k > $1 AND v <= $3 ORDER BY k LIMIT $2",
-                &[&"a", &1_i64, &3_i64],
+                &[Param::Text("a"), Param::Int(1), Param::Int(3)],
                 |row| {
                     keys.push(row.get::<String>("k")?);
                     Ok(())

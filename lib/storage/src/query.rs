@@ -1,0 +1,64 @@
+//! Reads that run the same on both backends and skip sqlx's pool where they
+//! can: the one place that chooses between the caller's thread (SQLite in a
+//! file, see [`crate::sqlite_reads`]) and the pool.
+
+use crate::sqlite_reads::query_each;
+use crate::{Columns, Database};
+
+/// A value bound to `$1`, `$2`, … of a portable statement.
+#[derive(Clone, Copy, Debug)]
+pub enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Param::Text(text) => text.to_sql(),
+            Param::Int(int) => int.to_sql(),
+        }
+    }
+}
+
+impl Database {
+    /// Runs the read `sql` with `params`, folding each row into a fresh `A`
+    /// with `push`. On SQLite in a file it runs on this thread when it can
+    /// (a read of a few cached rows costs less than one hand-off to sqlx's
+    /// connection thread); otherwise, or if that fails, through the pool,
+    /// which then gives the authoritative answer.
+    pub async fn query_rows<A: Default>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        mut push: impl FnMut(&mut A, &dyn Columns) -> Result<(), sqlx::Error>,
+    ) -> Result<A, sqlx::Error> {
+        if let Some(reads) = &self.reads
+            && let Some(rows) = reads.read(|connection| {
+                let mut rows = A::default();
+                query_each(connection, sql, params, |row| Ok(push(&mut rows, row)?))?;
+                Ok(rows)
+            })
+        {
+            return Ok(rows);
+        }
+        let mut query = sqlx::query(sql);
+        for param in params {
+            query = match *param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        let mut rows = A::default();
+        for row in &query.fetch_all(&self.pool).await? {
+            push(&mut rows, row)?;
+        }
+        Ok(rows)
+    }
+
+    /// Reads served on the caller's thread so far (always 0 on PostgreSQL):
+    /// lets tests see that path run rather than its pool fallback.
+    pub fn reads_on_caller_thread(&self) -> u64 {
+        self.reads.as_ref().map_or(0, |reads| reads.served())
+    }
+}

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod process;
+
 use std::path::PathBuf;
 
 use ordermesh_storage::DatabaseSettings;

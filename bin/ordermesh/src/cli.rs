@@ -1,16 +1,20 @@
 //! Command-line flags. Every flag has an environment variable, so the same
-//! image is configured by flags locally and by env in Kubernetes.
+//! image is configured by flags locally and by env in Kubernetes; each
+//! subcommand becomes the `AppSettings` of the roles it runs.
 
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+use ordermesh_app::{AppSettings, Role};
 use ordermesh_gateway::GatewaySettings;
 use ordermesh_inventory::InventorySettings;
 use ordermesh_order::OrderSettings;
 use ordermesh_payment::PaymentSettings;
 use ordermesh_runtime::client::GrpcClientSettings;
+use ordermesh_runtime::failpoint::FailpointSettings;
 use ordermesh_runtime::grpc::GrpcServerSettings;
 use ordermesh_runtime::telemetry::LogFormat;
+use ordermesh_runtime::trace::TraceSettings;
 use ordermesh_storage::DatabaseSettings;
 
 #[derive(Debug, Parser)]
@@ -21,16 +25,17 @@ use ordermesh_storage::DatabaseSettings;
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// Log lines as JSON (default) or readable text.
-    #[arg(long, env = "ORDERMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
-    pub log_format: LogFormat,
+    /// Log lines as JSON or readable text [default: text on a terminal,
+    /// JSON otherwise].
+    #[arg(long, env = "ORDERMESH_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
 
     /// Flags of `all`, which runs when no subcommand is given.
     #[command(flatten)]
-    pub all: Box<AllArgs>,
+    all: Box<AllArgs>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,13 +43,13 @@ pub enum Command {
     /// Every role in one process; the roles still call each other over gRPC.
     All(Box<AllArgs>),
     /// The order service alone.
-    Order(OrderArgs),
+    Order(Box<RoleArgs<OrderSettings>>),
     /// The inventory service alone.
-    Inventory(InventoryArgs),
+    Inventory(Box<RoleArgs<InventorySettings>>),
     /// The payment service alone.
-    Payment(PaymentArgs),
+    Payment(Box<RoleArgs<PaymentSettings>>),
     /// The edge gateway alone: REST JSON, SSE, OpenAPI and grpc-web.
-    Gateway(GatewayArgs),
+    Gateway(Box<RoleArgs<GatewaySettings>>),
     /// Check the saga's invariants across the three services' data: every
     /// order settled, each confirmed order charged once and its stock
     /// committed, nothing held or charged for a failed or cancelled order,
@@ -61,140 +66,102 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-/// What every role needs: its database, gRPC server settings and admin port.
+/// What every role needs besides its own flags.
 #[derive(Debug, Args)]
 pub struct Common {
     /// Where Prometheus metrics are served (`/metrics`); one port for all
     /// roles of a process.
     #[arg(long, env = "ORDERMESH_ADMIN_ADDR", default_value = "127.0.0.1:9464")]
-    pub admin_addr: SocketAddr,
+    admin_addr: SocketAddr,
     #[command(flatten)]
-    pub database: DatabaseSettings,
+    database: DatabaseSettings,
     #[command(flatten)]
-    pub server: GrpcServerSettings,
+    server: GrpcServerSettings,
+    #[command(flatten)]
+    client: GrpcClientSettings,
+    #[command(flatten)]
+    trace: TraceSettings,
+    #[command(flatten)]
+    failpoints: FailpointSettings,
 }
 
-#[derive(Debug, Args)]
-pub struct OrderAddr {
-    /// Where the order service listens for gRPC.
-    #[arg(long, env = "ORDERMESH_ORDER_ADDR", default_value = "127.0.0.1:50051")]
-    pub order_addr: SocketAddr,
+impl Common {
+    fn settings(self, roles: &[Role]) -> AppSettings {
+        let mut settings = AppSettings::loopback(roles, self.database);
+        settings.admin_addr = self.admin_addr;
+        settings.server = self.server;
+        settings.client = self.client;
+        settings.trace = self.trace;
+        settings.failpoints = self.failpoints;
+        settings
+    }
 }
 
+/// One role: the shared flags and its own settings (its address among them).
 #[derive(Debug, Args)]
-pub struct InventoryAddr {
-    /// Where the inventory service listens for gRPC.
-    #[arg(
-        long,
-        env = "ORDERMESH_INVENTORY_ADDR",
-        default_value = "127.0.0.1:50052"
-    )]
-    pub inventory_addr: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct PaymentAddr {
-    /// Where the payment service listens for gRPC.
-    #[arg(
-        long,
-        env = "ORDERMESH_PAYMENT_ADDR",
-        default_value = "127.0.0.1:50053"
-    )]
-    pub payment_addr: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct GatewayAddr {
-    /// Where the gateway listens for HTTP (REST, grpc-web, the web page).
-    #[arg(long, env = "ORDERMESH_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
-    pub gateway_addr: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct GatewayArgs {
+pub struct RoleArgs<S: Args> {
     #[command(flatten)]
-    pub listen: GatewayAddr,
-    /// Where Prometheus metrics are served (`/metrics`).
-    #[arg(long, env = "ORDERMESH_ADMIN_ADDR", default_value = "127.0.0.1:9464")]
-    pub admin_addr: SocketAddr,
+    common: Common,
     #[command(flatten)]
-    pub client: GrpcClientSettings,
-    #[command(flatten)]
-    pub gateway: GatewaySettings,
+    role: S,
 }
 
 #[derive(Debug, Args)]
 pub struct AllArgs {
     #[command(flatten)]
-    pub gateway_listen: GatewayAddr,
-    #[command(flatten)]
-    pub order_listen: OrderAddr,
-    #[command(flatten)]
-    pub inventory_listen: InventoryAddr,
-    #[command(flatten)]
-    pub payment_listen: PaymentAddr,
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub client: GrpcClientSettings,
+    common: Common,
     /// In `all`, the order service calls the inventory and payment listeners
     /// of this process; their URL flags are ignored.
     #[command(flatten)]
-    pub order: OrderSettings,
+    order: OrderSettings,
     #[command(flatten)]
-    pub inventory: InventorySettings,
+    inventory: InventorySettings,
     #[command(flatten)]
-    pub payment: PaymentSettings,
+    payment: PaymentSettings,
     /// In `all`, the gateway calls this process's order and inventory
     /// listeners; its URL flags are ignored.
     #[command(flatten)]
-    pub gateway: GatewaySettings,
-}
-
-#[derive(Debug, Args)]
-pub struct OrderArgs {
-    #[command(flatten)]
-    pub listen: OrderAddr,
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub client: GrpcClientSettings,
-    #[command(flatten)]
-    pub order: OrderSettings,
-}
-
-#[derive(Debug, Args)]
-pub struct InventoryArgs {
-    #[command(flatten)]
-    pub listen: InventoryAddr,
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub inventory: InventorySettings,
-}
-
-#[derive(Debug, Args)]
-pub struct PaymentArgs {
-    #[command(flatten)]
-    pub listen: PaymentAddr,
-    #[command(flatten)]
-    pub common: Common,
-    #[command(flatten)]
-    pub payment: PaymentSettings,
+    gateway: GatewaySettings,
 }
 
 impl Cli {
-    /// The `service` of log lines outside a request, and whether the process
-    /// runs a single role (then OTEL_SERVICE_NAME may rename it).
-    pub fn service(&self) -> (&'static str, bool) {
-        match &self.command {
-            None | Some(Command::All(_)) => ("ordermesh", false),
-            Some(Command::Order(_)) => ("order", true),
-            Some(Command::Inventory(_)) => ("inventory", true),
-            Some(Command::Payment(_)) => ("payment", true),
-            Some(Command::Gateway(_)) => ("gateway", true),
-            Some(Command::Audit(_)) => ("audit", true),
+    /// The command to run: `all` when none was given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::All(self.all))
+    }
+}
+
+impl Command {
+    /// The `service` of log lines outside a request.
+    pub fn service(&self) -> &'static str {
+        match self {
+            Command::All(_) => "ordermesh",
+            Command::Order(_) => "order",
+            Command::Inventory(_) => "inventory",
+            Command::Payment(_) => "payment",
+            Command::Gateway(_) => "gateway",
+            Command::Audit(_) => "audit",
         }
+    }
+}
+
+impl AllArgs {
+    pub fn settings(self) -> AppSettings {
+        let mut settings = self.common.settings(&Role::ALL);
+        settings.order = self.order;
+        settings.inventory = self.inventory;
+        settings.payment = self.payment;
+        settings.gateway = self.gateway;
+        settings
+    }
+}
+
+impl<S: Args> RoleArgs<S> {
+    /// The App of `role` alone; `install` puts the role's own settings in.
+    pub fn settings(self, role: Role, install: impl FnOnce(&mut AppSettings, S)) -> AppSettings {
+        let mut settings = self.common.settings(&[role]);
+        install(&mut settings, self.role);
+        settings
     }
 }
 
@@ -211,8 +178,12 @@ mod tests {
     #[test]
     fn no_subcommand_means_all() {
         let cli = Cli::try_parse_from(["ordermesh", "--order-addr", "127.0.0.1:0"]).unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.all.order_listen.order_addr.port(), 0);
+        let Command::All(all) = cli.into_command() else {
+            panic!("not all")
+        };
+        let settings = all.settings();
+        assert_eq!(settings.order.listen.port(), 0);
+        assert_eq!(settings.roles.len(), 4);
     }
 
     #[test]
@@ -220,10 +191,12 @@ mod tests {
         let cli =
             Cli::try_parse_from(["ordermesh", "order", "--inventory-url", "http://10.0.0.1:1"])
                 .unwrap();
-        match cli.command {
-            Some(Command::Order(args)) => {
-                assert_eq!(args.order.inventory_url, "http://10.0.0.1:1");
-                assert_eq!(args.listen.order_addr.port(), 50051);
+        match cli.into_command() {
+            Command::Order(args) => {
+                let settings = args.settings(Role::Order, |s, order| s.order = order);
+                assert_eq!(settings.order.inventory_url, "http://10.0.0.1:1");
+                assert_eq!(settings.order.listen.port(), 50051);
+                assert_eq!(settings.roles, [Role::Order]);
             }
             other => panic!("parsed {other:?}"),
         }

@@ -11,6 +11,25 @@ mod rules;
 pub use load::load;
 pub use rules::{Problem, Report, check};
 
+/// The report as `ordermesh audit` prints it: JSON, or a line per figure
+/// and per problem.
+pub fn render(report: &Report, json: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string_pretty(report)?);
+    }
+    let mut text = format!(
+        "orders: {:?}\npayments: {:?}\nreservations: {:?}\nsold: {:?}\n",
+        report.orders, report.payments, report.reservations, report.sold
+    );
+    for problem in &report.problems {
+        text.push_str(&format!("PROBLEM {}\n", serde_json::to_string(problem)?));
+    }
+    if report.is_clean() {
+        text.push_str("audit: clean\n");
+    }
+    Ok(text)
+}
+
 use std::collections::BTreeMap;
 
 /// product id → quantity.

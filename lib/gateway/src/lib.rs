@@ -27,7 +27,9 @@ use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use opentelemetry_sdk::trace::Tracer;
+use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, channel};
+use ordermesh_runtime::metrics::Metrics;
 use ordermesh_runtime::shutdown::Shutdown;
 use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
@@ -47,6 +49,14 @@ use crate::upstream::Upstreams;
 /// service's own `--inventory-url`, since `all` takes both sets of flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct GatewaySettings {
+    /// Where the gateway listens for HTTP (REST, grpc-web, the web page).
+    #[arg(
+        id = "gateway_addr",
+        long = "gateway-addr",
+        env = "ORDERMESH_GATEWAY_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: std::net::SocketAddr,
     /// The order service the gateway forwards to.
     #[arg(
         long,
@@ -93,16 +103,7 @@ pub struct GatewaySettings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self {
-            gateway_order_url: "http://127.0.0.1:50051".into(),
-            gateway_inventory_url: "http://127.0.0.1:50052".into(),
-            request_timeout: Duration::from_secs(15),
-            body_limit: 64 * 1024,
-            gateway_max_in_flight: 1024,
-            ignore_unknown_fields: false,
-            forward_headers: Vec::new(),
-            cors_allowed_origins: Vec::new(),
-        }
+        ordermesh_runtime::settings::defaults()
     }
 }
 
@@ -114,6 +115,7 @@ pub struct Gateway {
     order_channel: tonic::transport::Channel,
     openapi: serde_json::Value,
     tracer: Tracer,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 }
 
@@ -121,7 +123,7 @@ impl Gateway {
     pub fn new(
         settings: GatewaySettings,
         client: &GrpcClientSettings,
-        shutdown: Shutdown,
+        context: &AppContext,
     ) -> anyhow::Result<Self> {
         let routes = RouteTable::from_pool(descriptors())?;
         let openapi = openapi::document(&routes);
@@ -130,13 +132,15 @@ impl Gateway {
                 &settings.gateway_order_url,
                 &settings.gateway_inventory_url,
                 client,
+                context,
             )?,
             order_channel: channel(&settings.gateway_order_url, client)?,
             settings,
             routes,
             openapi,
-            tracer: ordermesh_runtime::trace::tracer("gateway"),
-            shutdown,
+            tracer: context.tracer("gateway"),
+            metrics: context.metrics().clone(),
+            shutdown: context.shutdown().clone(),
         })
     }
 }
@@ -252,18 +256,29 @@ async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     }
 }
 
-/// Serves the gateway on `listener` until shutdown; then stops accepting,
-/// drains, and returns.
-pub async fn serve(
+/// The gateway's router, ready to serve.
+pub fn build(
     settings: &GatewaySettings,
     client: &GrpcClientSettings,
+    context: &AppContext,
+) -> anyhow::Result<Router> {
+    Ok(router(Arc::new(Gateway::new(
+        settings.clone(),
+        client,
+        context,
+    )?)))
+}
+
+/// Serves `router` on `listener` until shutdown; then stops accepting,
+/// drains, and returns.
+pub async fn serve(
+    router: Router,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let gateway = Arc::new(Gateway::new(settings.clone(), client, shutdown.clone())?);
     let addr = listener.local_addr()?;
     tracing::info!(role = "gateway", addr = %addr, "listening");
-    axum::serve(listener, router(gateway))
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .with_context(|| format!("gateway on {addr}"))?;

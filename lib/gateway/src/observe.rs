@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{FutureExt, SpanKind, Status, TraceContextExt, Tracer};
-use ordermesh_runtime::metrics::metrics;
 use ordermesh_runtime::trace::{RequestId, extract};
 use tracing::Instrument;
 
@@ -82,7 +81,7 @@ pub async fn observe(
         .instrument(log_span)
         .await;
     let code = response.status();
-    let metrics = metrics();
+    let metrics = &gateway.metrics;
     metrics
         .requests_total
         .with_label_values(&["gateway", &label, code.as_str()])

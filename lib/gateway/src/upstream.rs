@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::uri::PathAndQuery;
+use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
 use prost_reflect::DynamicMessage;
 use tonic::client::Grpc;
@@ -31,10 +32,12 @@ impl Upstreams {
         order_url: &str,
         inventory_url: &str,
         settings: &GrpcClientSettings,
+        context: &AppContext,
     ) -> anyhow::Result<Self> {
+        let channel = |url| peer_channel("gateway", url, settings, context);
         Ok(Self {
-            order: Grpc::new(peer_channel("gateway", order_url, settings)?),
-            inventory: Grpc::new(peer_channel("gateway", inventory_url, settings)?),
+            order: Grpc::new(channel(order_url)?),
+            inventory: Grpc::new(channel(inventory_url)?),
         })
     }
 

@@ -12,7 +12,8 @@ pub mod store;
 use std::time::Duration;
 
 use ordermesh_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::AppContext;
+use ordermesh_runtime::grpc::{BackgroundTask, RoleServices};
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::{Database, DatabaseSettings, now_millis};
 use tonic::codec::CompressionEncoding;
@@ -28,6 +29,14 @@ pub use crate::store::StockLine;
 /// The inventory service's own flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct InventorySettings {
+    /// Where the inventory service listens for gRPC.
+    #[arg(
+        id = "inventory_addr",
+        long = "inventory-addr",
+        env = "ORDERMESH_INVENTORY_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub listen: std::net::SocketAddr,
     /// How long an uncommitted reservation holds stock before it expires.
     #[arg(long, env = "ORDERMESH_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -43,11 +52,7 @@ pub struct InventorySettings {
 
 impl Default for InventorySettings {
     fn default() -> Self {
-        Self {
-            reservation_ttl: Duration::from_secs(15 * 60),
-            reservation_sweep_interval: Duration::from_secs(5),
-            max_stream_lifetime: Duration::from_secs(30 * 60),
-        }
+        ordermesh_runtime::settings::defaults()
     }
 }
 
@@ -58,15 +63,16 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub async fn build(
     settings: &InventorySettings,
     database: &DatabaseSettings,
-    shutdown: Shutdown,
+    context: &AppContext,
 ) -> anyhow::Result<RoleServices> {
+    let shutdown = context.shutdown().clone();
     let store = open_store(database).await?;
     if store.seed_if_empty(now_millis()).await? {
         tracing::info!("seeded the demo catalog into an empty database");
     }
-    let inventory = Inventory::new(store, settings.reservation_ttl);
+    let inventory = Inventory::new(store, settings.reservation_ttl, context.metrics().clone());
     inventory.publish_stock_levels().await?;
-    spawn_sweeper(
+    let sweeper = sweeper(
         inventory.clone(),
         settings.reservation_sweep_interval,
         shutdown.clone(),
@@ -83,6 +89,7 @@ pub async fn build(
         role: "inventory",
         routes: Routes::new(server),
         service_names: vec![<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME],
+        background: vec![sweeper],
     })
 }
 
@@ -92,8 +99,8 @@ pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<Inventory
     Ok(InventoryStore::new(db))
 }
 
-fn spawn_sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) {
-    tokio::spawn(async move {
+fn sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) -> BackgroundTask {
+    Box::pin(async move {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
@@ -103,5 +110,5 @@ fn spawn_sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) {
                 tracing::warn!(%error, "sweeping expired reservations failed");
             }
         }
-    });
+    })
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use ordermesh_domain::limits::{MAX_ITEMS, MAX_PAGE_SIZE, check_id};
-use ordermesh_runtime::metrics::metrics;
+use std::sync::Arc;
+
+use ordermesh_runtime::metrics::Metrics;
 use ordermesh_storage::now_millis;
 use tokio::sync::broadcast;
 
@@ -41,14 +43,16 @@ pub struct Inventory {
     store: InventoryStore,
     reservation_ttl: Duration,
     changes: broadcast::Sender<Product>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inventory {
-    pub fn new(store: InventoryStore, reservation_ttl: Duration) -> Self {
+    pub fn new(store: InventoryStore, reservation_ttl: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             reservation_ttl,
             changes: broadcast::channel(1024).0,
+            metrics,
         }
     }
 
@@ -66,7 +70,7 @@ impl Inventory {
             match self.store.product(&product_id).await {
                 // No watcher is fine.
                 Ok(Some(product)) => {
-                    record_stock(&product);
+                    self.record_stock(&product);
                     drop(self.changes.send(product));
                 }
                 Ok(None) => {}
@@ -90,7 +94,7 @@ impl Inventory {
                     "stock reserved"
                 );
                 for item in &reservation.items {
-                    count_reservation(&item.product_id, "RESERVED");
+                    self.count_reservation(&item.product_id, "RESERVED");
                 }
                 let changed = reservation
                     .items
@@ -103,7 +107,7 @@ impl Inventory {
             Ok(Reserved::Existing(existing)) => Ok(domain::replay(existing, &request)?),
             Err(ServiceError::Rule(rule)) => {
                 if let InventoryError::OutOfStock { product_id, .. } = &rule {
-                    count_reservation(product_id, "OUT_OF_STOCK");
+                    self.count_reservation(product_id, "OUT_OF_STOCK");
                 }
                 tracing::info!(reservation_id = %request.reservation_id, order_id = %request.reservation_id, reason = %rule, "reservation refused");
                 Err(rule.into())
@@ -181,7 +185,7 @@ impl Inventory {
             available = product.available,
             "stock adjusted"
         );
-        record_stock(&product);
+        self.record_stock(&product);
         drop(self.changes.send(product.clone()));
         Ok(product)
     }
@@ -254,7 +258,7 @@ impl Inventory {
         let mut token = String::new();
         loop {
             let (page, next) = self.products(0, &token, &[]).await?;
-            page.iter().for_each(record_stock);
+            page.iter().for_each(|product| self.record_stock(product));
             if next.is_empty() {
                 return Ok(());
             }
@@ -270,16 +274,18 @@ impl Inventory {
     }
 }
 
-fn record_stock(product: &Product) {
-    metrics()
-        .current_stock
-        .with_label_values(&[&product.product_id])
-        .set(i64::from(product.available));
-}
+impl Inventory {
+    fn record_stock(&self, product: &Product) {
+        self.metrics
+            .current_stock
+            .with_label_values(&[&product.product_id])
+            .set(i64::from(product.available));
+    }
 
-fn count_reservation(product_id: &str, status: &str) {
-    metrics()
-        .inventory_reservations_total
-        .with_label_values(&[product_id, status])
-        .inc();
+    fn count_reservation(&self, product_id: &str, status: &str) {
+        self.metrics
+            .inventory_reservations_total
+            .with_label_values(&[product_id, status])
+            .inc();
+    }
 }

@@ -2,61 +2,45 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use ordermesh_inventory::{InventorySettings, build, open_store};
+use ordermesh_app::Role;
+use ordermesh_inventory::{InventorySettings, open_store};
 use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh_proto::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetProductRequest, ListProductsRequest,
     ReleaseReservationRequest, ReservationItem, ReservationStatus, ReserveStockRequest,
     WatchStockRequest,
 };
-use ordermesh_runtime::grpc::{GrpcServerSettings, serve};
-use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_runtime::status::reason;
-use ordermesh_testkit::TestDatabase;
+use ordermesh_testkit::{TestApp, TestDatabase};
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Running {
     client: InventoryServiceClient<Channel>,
-    shutdown: Shutdown,
-    database: TestDatabase,
+    app: TestApp,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
+/// The inventory role alone, in-process on loopback.
 async fn start(database: TestDatabase, settings: InventorySettings) -> Running {
-    let shutdown = Shutdown::new();
-    let services = build(&settings, database.settings(), shutdown.clone())
-        .await
-        .expect("build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        serve(
-            services,
-            listener,
-            &GrpcServerSettings::default(),
-            server_shutdown,
-        )
-        .await
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
+    let app = TestApp::spawn_roles(Arc::new(database), &[Role::Inventory], |app| {
+        app.inventory = InventorySettings {
+            listen: app.inventory.listen,
+            ..settings
+        };
+    })
+    .await;
+    let channel = Channel::from_shared(app.url(Role::Inventory))
         .unwrap()
         .connect()
         .await
         .unwrap();
     Running {
         client: InventoryServiceClient::new(channel),
-        shutdown,
-        database,
+        app,
     }
 }
 
@@ -144,7 +128,7 @@ async fn reservation_lifecycle(database: TestDatabase) {
             .into_inner();
         assert_eq!(committed.status(), ReservationStatus::Committed);
     }
-    units_add_up(&running.database).await;
+    units_add_up(running.app.database()).await;
     for _ in 0..2 {
         let released = client
             .release_reservation(ReleaseReservationRequest {
@@ -221,7 +205,7 @@ async fn reservation_lifecycle(database: TestDatabase) {
         .unwrap()
         .into_inner();
     assert_eq!(restocked.available, scale + 7);
-    units_add_up(&running.database).await;
+    units_add_up(running.app.database()).await;
 }
 
 #[tokio::test]
@@ -262,7 +246,7 @@ async fn last_units(database: TestDatabase) {
     }
     assert_eq!(won, 5);
     assert_eq!(available(&mut client, "sku-scale").await, 0);
-    units_add_up(&running.database).await;
+    units_add_up(running.app.database()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,7 +290,7 @@ async fn uncommitted_reservations_expire_and_cannot_be_committed() {
         refused.message()
     );
     assert_eq!(available(&mut client, "sku-mug").await, mug);
-    units_add_up(&running.database).await;
+    units_add_up(running.app.database()).await;
 }
 
 #[tokio::test]

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ordermesh_proto::order::v1::order_service_server::OrderServiceServer;
+use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::GrpcClientSettings;
 use ordermesh_runtime::grpc::RoleServices;
-use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::{Database, DatabaseSettings};
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
@@ -32,6 +32,14 @@ use crate::store::OrderStore;
 /// The order service's own flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OrderSettings {
+    /// Where the order service listens for gRPC.
+    #[arg(
+        id = "order_addr",
+        long = "order-addr",
+        env = "ORDERMESH_ORDER_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: std::net::SocketAddr,
     /// The inventory service (through the local sidecar in a mesh).
     #[arg(
         long,
@@ -62,14 +70,7 @@ pub struct OrderSettings {
 
 impl Default for OrderSettings {
     fn default() -> Self {
-        Self {
-            inventory_url: "http://127.0.0.1:50052".into(),
-            payment_url: "http://127.0.0.1:50053".into(),
-            create_wait: Duration::from_secs(10),
-            saga_lease: Duration::from_secs(15),
-            recovery_interval: Duration::from_secs(1),
-            watch_lifetime: Duration::from_secs(600),
-        }
+        ordermesh_runtime::settings::defaults()
     }
 }
 
@@ -82,19 +83,26 @@ pub async fn build(
     settings: &OrderSettings,
     client: &GrpcClientSettings,
     database: &DatabaseSettings,
-    shutdown: Shutdown,
+    context: &AppContext,
 ) -> anyhow::Result<RoleServices> {
+    let shutdown = context.shutdown().clone();
     let store = open_store(database).await?;
-    let peers = Peers::connect(&settings.inventory_url, &settings.payment_url, client)
-        .context("connecting to inventory and payment")?;
+    let peers = Peers::connect(
+        &settings.inventory_url,
+        &settings.payment_url,
+        client,
+        context,
+    )
+    .context("connecting to inventory and payment")?;
     let hub = OrderHub::default();
     let runner = SagaRunner::new(
         store.clone(),
         peers.clone(),
         hub.clone(),
+        context.metrics().clone(),
         settings.saga_lease,
     );
-    runner.spawn_recovery(settings.recovery_interval, shutdown.clone());
+    let recovery = runner.recovery(settings.recovery_interval, shutdown.clone());
     let limits = Limits {
         create_wait: settings.create_wait,
         watch_lifetime: settings.watch_lifetime,
@@ -109,6 +117,7 @@ pub async fn build(
         role: "order",
         routes: Routes::new(server),
         service_names: vec![<OrderServiceServer<OrderGrpc> as NamedService>::NAME],
+        background: vec![recovery],
     })
 }
 

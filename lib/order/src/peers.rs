@@ -13,6 +13,7 @@ use ordermesh_proto::inventory::v1::{
 };
 use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh_proto::payment::v1::{PaymentStatus, ProcessPaymentRequest, RefundPaymentRequest};
+use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::status::reason;
@@ -40,10 +41,12 @@ impl Peers {
         inventory_url: &str,
         payment_url: &str,
         settings: &GrpcClientSettings,
+        context: &AppContext,
     ) -> anyhow::Result<Self> {
+        let channel = |url| peer_channel("order", url, settings, context);
         Ok(Self {
-            inventory: InventoryServiceClient::new(peer_channel("order", inventory_url, settings)?),
-            payment: PaymentServiceClient::new(peer_channel("order", payment_url, settings)?),
+            inventory: InventoryServiceClient::new(channel(inventory_url)?),
+            payment: PaymentServiceClient::new(channel(payment_url)?),
             call_timeout: settings.default_call_timeout,
         })
     }

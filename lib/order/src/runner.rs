@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use opentelemetry::trace::FutureExt as _;
-use ordermesh_runtime::metrics::metrics;
+use ordermesh_runtime::grpc::BackgroundTask;
+use ordermesh_runtime::metrics::Metrics;
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::now_millis;
 use tracing::Instrument;
@@ -21,16 +22,24 @@ pub struct SagaRunner {
     store: OrderStore,
     peers: Peers,
     hub: OrderHub,
+    metrics: Arc<Metrics>,
     /// How long a driver may hold an order before another may take it over.
     lease: Duration,
 }
 
 impl SagaRunner {
-    pub fn new(store: OrderStore, peers: Peers, hub: OrderHub, lease: Duration) -> Self {
+    pub fn new(
+        store: OrderStore,
+        peers: Peers,
+        hub: OrderHub,
+        metrics: Arc<Metrics>,
+        lease: Duration,
+    ) -> Self {
         Self {
             store,
             peers,
             hub,
+            metrics,
             lease,
         }
     }
@@ -101,7 +110,7 @@ impl SagaRunner {
                 "saga advanced"
             );
             if !order.view.status.is_terminal() && next.view.status.is_terminal() {
-                metrics()
+                self.metrics
                     .orders_created_total
                     .with_label_values(&[next.view.status.as_str()])
                     .inc();
@@ -116,9 +125,9 @@ impl SagaRunner {
 
     /// Resumes every unfinished saga that is due, now and every `interval`,
     /// until shutdown: orders left mid-saga by a crash, and paused retries.
-    pub fn spawn_recovery(&self, interval: Duration, shutdown: Shutdown) {
+    pub fn recovery(&self, interval: Duration, shutdown: Shutdown) -> BackgroundTask {
         let runner = self.clone();
-        tokio::spawn(async move {
+        Box::pin(async move {
             loop {
                 match runner.store.due(now_millis(), 256).await {
                     Ok(order_ids) => {
@@ -139,6 +148,6 @@ impl SagaRunner {
                     () = shutdown.cancelled() => return,
                 }
             }
-        });
+        })
     }
 }

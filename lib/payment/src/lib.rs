@@ -8,8 +8,8 @@ pub mod service;
 pub mod store;
 
 use ordermesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use ordermesh_runtime::AppContext;
 use ordermesh_runtime::grpc::RoleServices;
-use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::{Database, DatabaseSettings};
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
@@ -22,6 +22,14 @@ use crate::store::PaymentStore;
 /// The payment service's own flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PaymentSettings {
+    /// Where the payment service listens for gRPC.
+    #[arg(
+        id = "payment_addr",
+        long = "payment-addr",
+        env = "ORDERMESH_PAYMENT_ADDR",
+        default_value = "127.0.0.1:50053"
+    )]
+    pub listen: std::net::SocketAddr,
     /// Share of otherwise good charges declined at random (0.0 to 1.0), for demos.
     #[arg(long, env = "ORDERMESH_PAYMENT_DECLINE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub decline_rate: f64,
@@ -29,7 +37,7 @@ pub struct PaymentSettings {
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        Self { decline_rate: 0.0 }
+        ordermesh_runtime::settings::defaults()
     }
 }
 
@@ -52,9 +60,13 @@ const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub async fn build(
     settings: &PaymentSettings,
     database: &DatabaseSettings,
-    _shutdown: Shutdown,
+    context: &AppContext,
 ) -> anyhow::Result<RoleServices> {
-    let payments = Payments::new(open_store(database).await?, settings.decline_rate);
+    let payments = Payments::new(
+        open_store(database).await?,
+        settings.decline_rate,
+        context.metrics().clone(),
+    );
     let server = PaymentServiceServer::new(PaymentGrpc::new(payments))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -63,6 +75,7 @@ pub async fn build(
         role: "payment",
         routes: Routes::new(server),
         service_names: vec![<PaymentServiceServer<PaymentGrpc> as NamedService>::NAME],
+        background: Vec::new(),
     })
 }
 

@@ -1,7 +1,9 @@
 //! The payment use cases, apart from how they travel.
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_runtime::metrics::metrics;
+use std::sync::Arc;
+
+use ordermesh_runtime::metrics::Metrics;
 use ordermesh_storage::now_millis;
 
 use crate::domain::{self, Charge, Payment, PaymentError, PaymentStatus};
@@ -27,13 +29,15 @@ fn store_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> ServiceErro
 pub struct Payments {
     store: PaymentStore,
     decline_rate: f64,
+    metrics: Arc<Metrics>,
 }
 
 impl Payments {
-    pub fn new(store: PaymentStore, decline_rate: f64) -> Self {
+    pub fn new(store: PaymentStore, decline_rate: f64, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             decline_rate,
+            metrics,
         }
     }
 
@@ -73,7 +77,7 @@ impl Payments {
             .map_err(store_error("storing a payment"))?
         {
             Stored::New(payment) => {
-                metrics()
+                self.metrics
                     .payments_processed_total
                     .with_label_values(&[payment.status.as_str()])
                     .inc();

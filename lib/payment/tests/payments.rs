@@ -3,55 +3,38 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use ordermesh_payment::{PaymentSettings, build};
+use ordermesh_app::Role;
 use ordermesh_proto::common::v1::Money;
 use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use ordermesh_proto::payment::v1::{
     GetPaymentRequest, PaymentStatus, ProcessPaymentRequest, RefundPaymentRequest,
 };
-use ordermesh_runtime::grpc::{GrpcServerSettings, serve};
-use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_runtime::status::reason;
-use ordermesh_testkit::TestDatabase;
+use ordermesh_testkit::{TestApp, TestDatabase};
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Running {
     client: PaymentServiceClient<Channel>,
-    shutdown: Shutdown,
-    _database: TestDatabase,
+    _app: TestApp,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
+/// The payment role alone, in-process on loopback.
 async fn start(database: TestDatabase, decline_rate: f64) -> Running {
-    let shutdown = Shutdown::new();
-    let services = build(
-        &PaymentSettings { decline_rate },
-        database.settings(),
-        shutdown.clone(),
-    )
-    .await
-    .expect("build");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = GrpcServerSettings::default();
-    let server_shutdown = shutdown.clone();
-    tokio::spawn(async move { serve(services, listener, &settings, server_shutdown).await });
-    let channel = Channel::from_shared(format!("http://{addr}"))
+    let app = TestApp::spawn_roles(Arc::new(database), &[Role::Payment], |app| {
+        app.payment.decline_rate = decline_rate;
+    })
+    .await;
+    let channel = Channel::from_shared(app.url(Role::Payment))
         .unwrap()
         .connect()
         .await
         .unwrap();
     Running {
         client: PaymentServiceClient::new(channel),
-        shutdown,
-        _database: database,
+        _app: app,
     }
 }
 

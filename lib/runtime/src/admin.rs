@@ -1,37 +1,43 @@
 //! The admin HTTP port: Prometheus metrics at `/metrics`, kept off the
 //! service port so it can stay on loopback or inside the pod.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::metrics::metrics;
-use crate::shutdown::Shutdown;
+use crate::context::AppContext;
+use crate::metrics::Metrics;
 
-async fn render_metrics() -> impl IntoResponse {
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics().render(),
+        metrics.render(),
     )
 }
 
-pub fn router() -> Router {
+/// `/metrics` of one App's registry, and `/healthz`.
+pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(metrics)
 }
 
-/// Serves the admin routes on `listener` until shutdown.
-pub async fn serve(listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+/// Serves the admin routes on `listener` until the App shuts down.
+pub async fn serve(listener: TcpListener, context: AppContext) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(role = "admin", addr = %addr, "listening");
-    axum::serve(listener, router())
+    let shutdown = context.shutdown().clone();
+    axum::serve(listener, router(context.metrics().clone()))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .with_context(|| format!("admin server on {addr}"))

@@ -8,6 +8,7 @@ use anyhow::Context;
 use tonic::transport::{Channel, Endpoint};
 use tower::Layer;
 
+use crate::context::AppContext;
 use crate::instrument::{Client, ClientLayer};
 
 /// Settings of channels to peer services, the same flags for every role.
@@ -23,10 +24,7 @@ pub struct GrpcClientSettings {
 
 impl Default for GrpcClientSettings {
     fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(2),
-            default_call_timeout: Duration::from_secs(5),
-        }
+        crate::settings::defaults()
     }
 }
 
@@ -50,6 +48,7 @@ pub fn peer_channel(
     role: &'static str,
     url: &str,
     settings: &GrpcClientSettings,
+    context: &AppContext,
 ) -> anyhow::Result<PeerChannel> {
-    Ok(ClientLayer::new(role).layer(channel(url, settings)?))
+    Ok(ClientLayer::new(role, context).layer(channel(url, settings)?))
 }

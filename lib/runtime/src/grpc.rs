@@ -13,9 +13,8 @@ use tonic_health::ServingStatus;
 use futures::StreamExt;
 
 use crate::connections::CountedStream;
+use crate::context::AppContext;
 use crate::instrument::ServerLayer;
-use crate::metrics::metrics;
-use crate::shutdown::Shutdown;
 
 /// Connection settings of a gRPC server, the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -47,15 +46,7 @@ pub struct GrpcServerSettings {
 
 impl Default for GrpcServerSettings {
     fn default() -> Self {
-        Self {
-            http2_keepalive_interval: Duration::from_secs(30),
-            http2_keepalive_timeout: Duration::from_secs(10),
-            max_concurrent_streams: 256,
-            max_in_flight: 512,
-            max_connection_age: None,
-            shutdown_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(20),
-        }
+        crate::settings::defaults()
     }
 }
 
@@ -67,7 +58,13 @@ pub struct RoleServices {
     pub routes: Routes,
     /// Fully qualified service names, e.g. "ordermesh.order.v1.OrderService".
     pub service_names: Vec<&'static str>,
+    /// The role's background work (saga recovery, sweepers), run beside the
+    /// server until the App shuts down.
+    pub background: Vec<BackgroundTask>,
 }
+
+/// A role's background loop; it returns once the App's shutdown fires.
+pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Serves `services` plus the gRPC health service and server reflection (v1
 /// and v1alpha) on `listener` until `shutdown` fires; then reports
@@ -77,12 +74,14 @@ pub async fn serve(
     services: RoleServices,
     listener: TcpListener,
     settings: &GrpcServerSettings,
-    shutdown: Shutdown,
+    context: &AppContext,
 ) -> anyhow::Result<()> {
+    let shutdown = context.shutdown().clone();
     let RoleServices {
         role,
         routes,
         service_names,
+        background: _,
     } = services;
     let addr = listener.local_addr().context("listener has no address")?;
 
@@ -101,8 +100,8 @@ pub async fn serve(
         .context("building reflection v1alpha")?;
 
     let mut server = Server::builder()
-        .layer(ServerLayer::new(role))
-        .layer(crate::failpoint::LoseResponsesLayer::from_env())
+        .layer(ServerLayer::new(role, context))
+        .layer(context.failpoints().lose_responses_layer())
         // Over the limit, refuse at once: tonic turns the shed call into
         // RESOURCE_EXHAUSTED, which callers and the mesh may retry elsewhere.
         .layer(tower::load_shed::LoadShedLayer::new())
@@ -140,7 +139,10 @@ pub async fn serve(
     };
 
     tracing::info!(role, addr = %addr, "listening");
-    let connections = metrics().active_connections.with_label_values(&[role]);
+    let connections = context
+        .metrics()
+        .active_connections
+        .with_label_values(&[role]);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .map(move |accepted| {

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -15,8 +16,9 @@ use opentelemetry_sdk::trace::Tracer;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::metrics::metrics;
-use crate::trace::{RequestId, extract, inject, tracer};
+use crate::context::AppContext;
+use crate::metrics::Metrics;
+use crate::trace::{RequestId, extract, inject};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -90,13 +92,15 @@ fn finish(cx: &Context, code: tonic::Code) {
 pub struct ServerLayer {
     role: &'static str,
     tracer: Tracer,
+    metrics: Arc<Metrics>,
 }
 
 impl ServerLayer {
-    pub fn new(role: &'static str) -> Self {
+    pub fn new(role: &'static str, context: &AppContext) -> Self {
         Self {
             role,
-            tracer: tracer(role),
+            tracer: context.tracer(role),
+            metrics: context.metrics().clone(),
         }
     }
 }
@@ -154,6 +158,7 @@ where
             .with_span(span)
             .with_value(RequestId(request_id.clone()));
         let log_span = request_span(role, &path, &cx, &request_id);
+        let metrics = self.layer.metrics.clone();
         let started = Instant::now();
         let call = inner
             .call(request)
@@ -165,7 +170,6 @@ where
                 Err(_) => tonic::Code::Unknown,
             };
             let method = method_label(&path);
-            let metrics = metrics();
             metrics
                 .requests_total
                 .with_label_values(&[role, method, code_name(code)])
@@ -185,13 +189,15 @@ where
 pub struct ClientLayer {
     role: &'static str,
     tracer: Tracer,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientLayer {
-    pub fn new(role: &'static str) -> Self {
+    pub fn new(role: &'static str, context: &AppContext) -> Self {
         Self {
             role,
-            tracer: tracer(role),
+            tracer: context.tracer(role),
+            metrics: context.metrics().clone(),
         }
     }
 }
@@ -251,6 +257,7 @@ where
             .start_with_context(&self.layer.tracer, &parent);
         let cx = parent.with_span(span);
         inject(&cx, request.headers_mut());
+        let metrics = self.layer.metrics.clone();
         let started = Instant::now();
         Box::pin(inner.call(request).map(move |result| {
             let code = match &result {
@@ -258,7 +265,6 @@ where
                 Err(_) => tonic::Code::Unavailable,
             };
             let method = method_label(&path);
-            let metrics = metrics();
             metrics
                 .client_requests_total
                 .with_label_values(&[role, method, code_name(code)])

@@ -1,9 +1,7 @@
-//! Prometheus metrics, one registry per process. Every role labels its
-//! series with `service`, so `all` and one-role processes give the same
-//! names. Handles are created once and cloned; a request costs a label
-//! lookup in an existing map, not an allocation.
-
-use std::sync::LazyLock;
+//! Prometheus metrics, one registry per App (see `AppContext`). Every role
+//! labels its series with `service`, so `all` and one-role processes give
+//! the same names. Handles are created once and cloned; a request costs a
+//! label lookup in an existing map, not an allocation.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -15,6 +13,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// Every metric ordermesh exports.
+#[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
     /// Served requests, gRPC and HTTP: {service, method, code}.
@@ -62,8 +61,15 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGau
     metric
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// A registry of its own with every metric in it.
+    pub fn new() -> Self {
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
         registry
@@ -141,19 +147,13 @@ impl Metrics {
     }
 }
 
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-    &METRICS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_the_documented_names() {
-        let m = metrics();
+        let m = Metrics::new();
         m.requests_total
             .with_label_values(&[
                 "order",

@@ -39,6 +39,12 @@ impl Shutdown {
     }
 }
 
+/// Resolves on the first SIGTERM or Ctrl-C.
+pub async fn signal() {
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received; draining");
+}
+
 async fn wait_for_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {

@@ -1,9 +1,11 @@
-//! Logging for every role: one JSON object per line on stdout by default
-//! (`ts`, `level`, `msg`, `target`, `service`, and inside a request its
+//! Logging for every role: one JSON object per line on stdout (`ts`,
+//! `level`, `msg`, `target`, `service`, and inside a request its
 //! `trace_id`, `span_id`, `request_id` and `method`, plus the event's own
-//! fields), or readable text with `--log-format text`.
+//! fields), or readable text: `--log-format`, else text on a terminal and
+//! JSON when stdout is a pipe or a file.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -17,10 +19,9 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 /// How log lines are written to stdout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// One JSON object per line, for machines.
-    #[default]
     Json,
     /// Human-readable lines, for a local terminal.
     Text,
@@ -29,14 +30,26 @@ pub enum LogFormat {
 /// Installs the global subscriber. The level comes from `RUST_LOG`, then
 /// `LOG_LEVEL`, then "info". `service` names lines logged outside any
 /// request (start-up, background work); in `all` it is "ordermesh".
-pub fn init(format: LogFormat, service: &'static str) {
+/// With no format given, lines are text when stdout is a terminal (a
+/// person is reading) and JSON otherwise (a log pipeline is).
+pub fn init(format: Option<LogFormat>, service: &'static str) {
+    let format = format.unwrap_or_else(|| detect(std::io::stdout().is_terminal()));
     init_to(format, service, BoxMakeWriter::new(std::io::stdout));
 }
 
 /// As [`init`], with log lines on stderr: for commands whose stdout is
 /// their output (`ordermesh audit --json`).
-pub fn init_for_command(format: LogFormat, service: &'static str) {
+pub fn init_for_command(format: Option<LogFormat>, service: &'static str) {
+    let format = format.unwrap_or_else(|| detect(std::io::stderr().is_terminal()));
     init_to(format, service, BoxMakeWriter::new(std::io::stderr));
+}
+
+fn detect(terminal: bool) -> LogFormat {
+    if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    }
 }
 
 fn init_to(format: LogFormat, service: &'static str, writer: BoxMakeWriter) {

@@ -1,13 +1,17 @@
 //! OpenTelemetry tracing: one tracer per role (so in `all` each role still
 //! reports under its own service name), W3C trace context in and out, B3 and
-//! `x-request-id` honoured on the way in.
+//! `x-request-id` honoured on the way in. Tracers belong to an App
+//! ([`Tracers`] in its `AppContext`), not to the process.
 //!
-//! Spans are exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; otherwise they are still
-//! made, so log lines carry trace and span ids, but go nowhere.
+//! Spans are exported over OTLP when an endpoint is set (the OpenTelemetry
+//! specification's `OTEL_EXPORTER_OTLP_*` variables, or the flags of
+//! [`TraceSettings`]), by gRPC or HTTP/protobuf as
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` says; otherwise they are still made, so log
+//! lines carry trace and span ids, but go nowhere. Headers, timeout and
+//! compression are read by the exporter itself from the same variables.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
@@ -15,6 +19,7 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
@@ -26,77 +31,148 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
-static PROVIDERS: LazyLock<Mutex<HashMap<&'static str, SdkTracerProvider>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// `OTEL_SERVICE_NAME` names the service only in a one-role process; in
-/// `all` every role keeps its own name, as it would in the mesh.
-static SINGLE_ROLE: OnceLock<bool> = OnceLock::new();
-
-/// Declares whether this process runs one role (then `OTEL_SERVICE_NAME`
-/// applies) or several.
-pub fn set_single_role(single: bool) {
-    let _ = SINGLE_ROLE.set(single);
+/// The OTLP transport, by the specification's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (collectors and Jaeger listen on 4317).
+    #[value(name = "grpc")]
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318), the specification's default.
+    #[default]
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
 }
 
-fn service_name(role: &str) -> String {
-    let single = SINGLE_ROLE.get().copied().unwrap_or(false);
-    match std::env::var("OTEL_SERVICE_NAME") {
-        Ok(name) if single && !name.is_empty() => name,
-        _ => role.to_owned(),
+/// Where spans go. Every flag reads the OpenTelemetry variable of the same
+/// meaning, so a collector set up for any OpenTelemetry SDK works as is.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TraceSettings {
+    /// OTLP base endpoint (`/v1/traces` is added for HTTP); unset, spans
+    /// are not exported.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// OTLP endpoint for traces, used as given (wins over --otlp-endpoint).
+    #[arg(
+        long = "otlp-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )]
+    pub traces_endpoint: Option<String>,
+    /// OTLP transport.
+    #[arg(long = "otlp-protocol", env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocol::HttpProtobuf)]
+    pub protocol: OtlpProtocol,
+    /// OTLP transport for traces (wins over --otlp-protocol).
+    #[arg(
+        long = "otlp-traces-protocol",
+        env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        value_enum
+    )]
+    pub traces_protocol: Option<OtlpProtocol>,
+    /// Service name of a one-role process (in `all` each role keeps its own).
+    #[arg(long = "otel-service-name", env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        crate::settings::defaults()
     }
 }
 
-fn export_configured() -> bool {
-    [
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+impl TraceSettings {
+    /// The transport and the full traces URL, or None when nothing exports.
+    pub fn export_target(&self) -> Option<(OtlpProtocol, String)> {
+        let protocol = self.traces_protocol.unwrap_or(self.protocol);
+        let nonempty = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+        if let Some(url) = nonempty(&self.traces_endpoint) {
+            return Some((protocol, url));
+        }
+        let base = nonempty(&self.endpoint)?;
+        Some(match protocol {
+            OtlpProtocol::Grpc => (protocol, base),
+            OtlpProtocol::HttpProtobuf => (
+                protocol,
+                format!("{}/v1/traces", base.trim_end_matches('/')),
+            ),
+        })
+    }
 }
 
-/// The tracer of `role`, made on first use.
-pub fn tracer(role: &'static str) -> Tracer {
-    let mut providers = PROVIDERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    providers
-        .entry(role)
-        .or_insert_with(|| provider(&service_name(role)))
-        .tracer("ordermesh")
+/// The tracer providers of one App, one per role.
+#[derive(Clone, Debug)]
+pub struct Tracers {
+    settings: Arc<TraceSettings>,
+    single_role: bool,
+    providers: Arc<Mutex<HashMap<&'static str, SdkTracerProvider>>>,
 }
 
-fn provider(service: &str) -> SdkTracerProvider {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service.to_owned())
-            .build(),
-    );
-    if export_configured() {
-        // The blocking HTTP client runs on the batch processor's own thread,
-        // so export never competes with request handling for the runtime.
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .build()
-        {
-            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
-            Err(error) => {
-                tracing::warn!(%error, service, "cannot export traces; continuing without")
-            }
+impl Tracers {
+    pub fn new(settings: TraceSettings, single_role: bool) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            single_role,
+            providers: Arc::default(),
         }
     }
-    builder.build()
-}
 
-/// Flushes and stops every tracer; call once before the process exits.
-pub fn shutdown() {
-    let providers = PROVIDERS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for (role, provider) in providers.iter() {
-        if let Err(error) = provider.shutdown() {
-            tracing::debug!(%error, role, "tracer shutdown");
+    fn service_name(&self, role: &str) -> String {
+        match &self.settings.service_name {
+            Some(name) if self.single_role && !name.is_empty() => name.clone(),
+            _ => role.to_owned(),
+        }
+    }
+
+    /// The tracer of `role`, made on first use.
+    pub fn tracer(&self, role: &'static str) -> Tracer {
+        let mut providers = self
+            .providers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        providers
+            .entry(role)
+            .or_insert_with(|| self.provider(&self.service_name(role)))
+            .tracer("ordermesh")
+    }
+
+    fn provider(&self, service: &str) -> SdkTracerProvider {
+        let mut builder = SdkTracerProvider::builder().with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        );
+        if let Some((protocol, endpoint)) = self.settings.export_target() {
+            // Both run on the batch processor's own thread: the blocking
+            // HTTP client needs no runtime; the gRPC channel was made on the
+            // App's runtime, which drives it.
+            let exporter = match protocol {
+                OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .build(),
+                OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(endpoint.clone())
+                    .build(),
+            };
+            match exporter {
+                Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+                Err(error) => {
+                    tracing::warn!(%error, service, endpoint, "cannot export traces; continuing without")
+                }
+            }
+        }
+        builder.build()
+    }
+
+    /// Flushes and stops every tracer; call once when the App stops.
+    pub fn shutdown(&self) {
+        let providers = self
+            .providers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (role, provider) in providers.iter() {
+            if let Err(error) = provider.shutdown() {
+                tracing::debug!(%error, role, "tracer shutdown");
+            }
         }
     }
 }
@@ -179,6 +255,63 @@ fn b3(headers: &HeaderMap) -> Option<SpanContext> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(
+        endpoint: Option<&str>,
+        traces: Option<&str>,
+        protocol: OtlpProtocol,
+    ) -> TraceSettings {
+        TraceSettings {
+            endpoint: endpoint.map(str::to_owned),
+            traces_endpoint: traces.map(str::to_owned),
+            protocol,
+            ..TraceSettings::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_the_specification() {
+        assert_eq!(TraceSettings::default().export_target(), None);
+        assert_eq!(
+            settings(Some("http://c:4318/"), None, OtlpProtocol::HttpProtobuf).export_target(),
+            Some((
+                OtlpProtocol::HttpProtobuf,
+                "http://c:4318/v1/traces".to_owned()
+            ))
+        );
+        assert_eq!(
+            settings(Some("http://c:4317"), None, OtlpProtocol::Grpc).export_target(),
+            Some((OtlpProtocol::Grpc, "http://c:4317".to_owned()))
+        );
+        assert_eq!(
+            settings(
+                Some("http://c:4318"),
+                Some("http://t:1/x"),
+                OtlpProtocol::HttpProtobuf
+            )
+            .export_target(),
+            Some((OtlpProtocol::HttpProtobuf, "http://t:1/x".to_owned()))
+        );
+        let mut traces_grpc = settings(Some("http://c:4317"), None, OtlpProtocol::HttpProtobuf);
+        traces_grpc.traces_protocol = Some(OtlpProtocol::Grpc);
+        assert_eq!(
+            traces_grpc.export_target().map(|t| t.0),
+            Some(OtlpProtocol::Grpc)
+        );
+    }
+
+    #[test]
+    fn a_one_role_app_takes_the_service_name() {
+        let named = TraceSettings {
+            service_name: Some("order-eu".to_owned()),
+            ..TraceSettings::default()
+        };
+        assert_eq!(
+            Tracers::new(named.clone(), true).service_name("order"),
+            "order-eu"
+        );
+        assert_eq!(Tracers::new(named, false).service_name("order"), "order");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

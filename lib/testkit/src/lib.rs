@@ -7,7 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[cfg(feature = "app")]
+pub mod app;
+pub mod postgres;
 pub mod process;
+
+#[cfg(feature = "app")]
+pub use app::TestApp;
 
 use std::path::PathBuf;
 

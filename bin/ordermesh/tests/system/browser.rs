@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{System, eventually};
+use crate::harness::{Endpoints, TestApp, eventually};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -155,8 +155,8 @@ async fn the_page_places_an_order_and_follows_it_live() {
     let Some(chromium) = tool("chromium") else {
         return;
     };
-    let system = System::sqlite().await;
-    let page = format!("http://{}/", system.gateway_addr);
+    let system = TestApp::sqlite().await;
+    let page = format!("http://{}/", system.gateway_addr());
     let mut browser = Browser::open(&chromium, &page).await;
 
     // The catalog arrives, and the stock stream goes live.

@@ -7,7 +7,7 @@ use ordermesh_proto::inventory::v1::AdjustStockRequest;
 use ordermesh_proto::order::v1::OrderStatus;
 use ordermesh_testkit::TestDatabase;
 
-use crate::harness::{System, available, order_request};
+use crate::harness::{Endpoints, Role, TestApp, available, order_request};
 
 const BUYERS: usize = 40;
 
@@ -32,7 +32,7 @@ async fn set_stock(
 }
 
 async fn last_units_go_to_exactly_that_many_buyers(database: TestDatabase) {
-    let system = System::start(Arc::new(database), &[]).await;
+    let system = TestApp::spawn(Arc::new(database), |_| {}).await;
     let mut inventory = system.inventory().await;
     // Leave exactly 3 units of the scale.
     set_stock(&mut inventory, "sku-scale", 3).await;
@@ -86,16 +86,17 @@ async fn two_inventory_replicas_share_stock_safely() {
     use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
     use ordermesh_proto::inventory::v1::{ReservationItem, ReserveStockRequest};
 
-    use crate::harness::{RoleProcess, connect};
+    use crate::harness::connect;
 
     let Some(database) = TestDatabase::postgres().await else {
         return;
     };
-    let first = RoleProcess::start(&database, "inventory", &[]).await;
-    let second = RoleProcess::start(&database, "inventory", &[]).await;
+    let database = Arc::new(database);
+    let replica = || TestApp::spawn_roles(database.clone(), &[Role::Inventory], |_| {});
+    let (first, second) = (replica().await, replica().await);
     let replicas = [
-        InventoryServiceClient::new(connect(first.addr).await),
-        InventoryServiceClient::new(connect(second.addr).await),
+        InventoryServiceClient::new(connect(first.addr(Role::Inventory)).await),
+        InventoryServiceClient::new(connect(second.addr(Role::Inventory)).await),
     ];
     let mut admin = replicas[0].clone();
     set_stock(&mut admin, "sku-scale", 5).await;

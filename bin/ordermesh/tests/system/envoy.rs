@@ -10,7 +10,9 @@ use ordermesh_testkit::tool;
 use serde_json::{Value, json};
 
 use crate::curl::{self, Response, curl, post_json, sample, url};
-use crate::harness::{ORDERMESH, System, eventually, free_port, free_ports, workspace_root};
+use crate::harness::{
+    Endpoints, ORDERMESH, Role, TestApp, eventually, free_port, free_ports, workspace_root,
+};
 
 fn envoy() -> Option<PathBuf> {
     tool("envoy")
@@ -136,7 +138,7 @@ async fn edge_and_transcoder_serve_the_same_api() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let (edge_port, edge_admin, transcoder_port, transcoder_admin) =
         (free_port(), free_port(), free_port(), free_port());
     let _edge = start_envoy(
@@ -145,7 +147,7 @@ async fn edge_and_transcoder_serve_the_same_api() {
         &[
             (10000, edge_port),
             (9901, edge_admin),
-            (8080, system.gateway_addr.port()),
+            (8080, system.gateway_addr().port()),
         ],
         &[],
     );
@@ -155,8 +157,8 @@ async fn edge_and_transcoder_serve_the_same_api() {
         &[
             (10001, transcoder_port),
             (9902, transcoder_admin),
-            (50051, system.order_addr.port()),
-            (50052, system.inventory_addr.port()),
+            (50051, system.addr(Role::Order).port()),
+            (50052, system.addr(Role::Inventory).port()),
         ],
         &[],
     );
@@ -164,7 +166,7 @@ async fn edge_and_transcoder_serve_the_same_api() {
     wait_for_http(&format!("127.0.0.1:{transcoder_admin}")).await;
     let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
     let transcoder: std::net::SocketAddr = format!("127.0.0.1:{transcoder_port}").parse().unwrap();
-    let direct = system.gateway_addr;
+    let direct = system.gateway_addr();
 
     // Reads: byte for byte the same JSON on all three paths.
     for path in [
@@ -255,7 +257,7 @@ async fn the_edge_rate_limits_with_a_json_429() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped limit, shrunk so that a handful of calls exceed it.
     let _edge = start_envoy(
@@ -264,7 +266,7 @@ async fn the_edge_rate_limits_with_a_json_429() {
         &[
             (10000, edge_port),
             (9901, edge_admin),
-            (8080, system.gateway_addr.port()),
+            (8080, system.gateway_addr().port()),
         ],
         &[(
             "token_bucket: { max_tokens: 1000, tokens_per_fill: 500, fill_interval: 1s }",

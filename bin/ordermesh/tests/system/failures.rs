@@ -5,12 +5,12 @@ use ordermesh_proto::order::v1::{CancelOrderRequest, OrderStatus};
 use ordermesh_proto::payment::v1::{GetPaymentRequest, PaymentStatus};
 use tonic::Code;
 
-use crate::harness::{System, available, eventually, order_request};
+use crate::harness::{Endpoints, TestApp, available, eventually, order_request};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_stock_fails_and_reserves_nothing() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let scale = available(&mut inventory, "sku-scale").await;
@@ -44,7 +44,7 @@ async fn out_of_stock_fails_and_reserves_nothing() {
 }
 
 async fn declined(token: &str, reason: &str) {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let before = available(&mut inventory, "sku-grinder").await;
@@ -77,7 +77,7 @@ async fn a_processing_error_fails_the_order_and_releases_the_stock() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancelling_a_confirmed_order_refunds_and_restocks() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let mut payments = system.payment().await;
@@ -127,7 +127,7 @@ async fn cancelling_a_confirmed_order_refunds_and_restocks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_order_cannot_be_cancelled() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let order = orders
         .create_order(order_request(
@@ -164,14 +164,12 @@ async fn a_failed_order_cannot_be_cancelled() {
 async fn an_expired_reservation_returns_its_stock() {
     // Payment is slow to be reached here: we only check that an uncommitted
     // reservation made directly expires and its stock comes back.
-    let system = System::start(
+    let system = TestApp::spawn(
         std::sync::Arc::new(ordermesh_testkit::TestDatabase::sqlite()),
-        &[
-            "--reservation-ttl",
-            "300ms",
-            "--reservation-sweep-interval",
-            "100ms",
-        ],
+        |settings| {
+            settings.inventory.reservation_ttl = Duration::from_millis(300);
+            settings.inventory.reservation_sweep_interval = Duration::from_millis(100);
+        },
     )
     .await;
     let mut inventory = system.inventory().await;

@@ -5,40 +5,37 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh_proto::order::v1::{CancelOrderRequest, OrderStatus};
 use ordermesh_testkit::TestDatabase;
-use tokio::process::Child;
-use tonic::Request;
+use ordermesh_testkit::postgres::PrivatePostgres;
+use ordermesh_testkit::process::{ChildProcess, Logs};
 
 use crate::harness::{
-    ORDERMESH, available, connect, eventually, free_port, order_request, spawn, wait_terminal,
+    ORDERMESH, available, connect, eventually, launch, order_request, wait_terminal,
 };
+use crate::load::Load;
 
-/// The order, inventory and payment roles as three processes on fixed
-/// ports, so any one can be killed and started again where it was.
+/// The order, inventory and payment roles as three processes. Each binds
+/// port 0 the first time and its own port again when restarted, so the
+/// others find it where it was.
 pub struct Roles {
     pub database: Arc<TestDatabase>,
     ports: HashMap<&'static str, u16>,
-    children: HashMap<&'static str, Child>,
-    logs: Arc<Mutex<Vec<String>>>,
+    children: HashMap<&'static str, ChildProcess>,
+    logs: Logs,
     extra_args: Vec<String>,
 }
 
 impl Roles {
     pub async fn start(database: Arc<TestDatabase>, extra_args: &[&str]) -> Self {
-        let ports = ["order", "inventory", "payment"]
-            .into_iter()
-            .map(|role| (role, free_port()))
-            .collect();
         let mut roles = Self {
             database,
-            ports,
+            ports: HashMap::new(),
             children: HashMap::new(),
-            logs: Arc::default(),
+            logs: Logs::default(),
             extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         for role in ["inventory", "payment", "order"] {
@@ -48,14 +45,15 @@ impl Roles {
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
-        format!("127.0.0.1:{}", self.ports[role]).parse().unwrap()
+        SocketAddr::from(([127, 0, 0, 1], self.ports[role]))
     }
 
     pub async fn start_role(&mut self, role: &'static str) {
+        let port = self.ports.get(role).copied().unwrap_or(0);
         let mut args = vec![
             role.to_owned(),
             format!("--{role}-addr"),
-            self.addr(role).to_string(),
+            format!("127.0.0.1:{port}"),
             "--admin-addr".to_owned(),
             "127.0.0.1:0".to_owned(),
         ];
@@ -68,19 +66,26 @@ impl Roles {
             ]);
         }
         args.extend(self.extra_args.iter().cloned());
-        let (child, _) = spawn(&self.database, &args, &[], &self.logs, &[role]).await;
-        self.children.insert(role, child);
+        let process = launch(&self.database, &args, &[], &[role], self.logs.clone()).await;
+        self.ports.insert(role, process.addr(role).port());
+        self.children.insert(role, process);
     }
 
     /// SIGKILL: no drain, as in a crash.
     pub async fn kill(&mut self, role: &str) {
-        if let Some(mut child) = self.children.remove(role) {
-            child.kill().await.expect("kill -9");
+        if let Some(mut process) = self.children.remove(role) {
+            process.kill().await;
         }
     }
 
-    pub async fn orders(&self) -> OrderServiceClient<tonic::transport::Channel> {
-        OrderServiceClient::new(connect(self.addr("order")).await)
+    pub async fn orders(
+        &self,
+    ) -> ordermesh_proto::order::v1::order_service_client::OrderServiceClient<
+        tonic::transport::Channel,
+    > {
+        ordermesh_proto::order::v1::order_service_client::OrderServiceClient::new(
+            connect(self.addr("order")).await,
+        )
     }
 
     pub fn logs(&self) -> Vec<String> {
@@ -227,90 +232,41 @@ async fn a_cancel_while_inventory_is_down_completes_when_it_returns() {
     assert_eq!(stock(&roles, "sku-grinder").await, before, "restocked");
 }
 
-/// Places `count` orders from `clients` concurrent clients (bounded), each
-/// retried with its idempotency key when the call itself fails. Returns the
-/// order ids that were taken, and the status codes of the calls that failed.
-async fn load(
-    order_addr: SocketAddr,
-    clients: usize,
-    count: usize,
-    tag: &str,
-) -> (Vec<String>, Vec<tonic::Code>) {
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let tag = tag.to_owned();
-            tokio::spawn(async move {
-                let mut taken = Vec::new();
-                let mut errors = Vec::new();
-                for i in 0..count / clients {
-                    let key = format!("{tag}-{client}-{i}");
-                    let token = if i % 5 == 4 {
-                        "pm_card_chargeDeclined"
-                    } else {
-                        "pm_card_visa"
-                    };
-                    let product = ["sku-filter", "sku-mug", "sku-espresso"][i % 3];
-                    for _attempt in 0..20 {
-                        let Ok(channel) =
-                            tonic::transport::Channel::from_shared(format!("http://{order_addr}"))
-                                .unwrap()
-                                .connect()
-                                .await
-                        else {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        };
-                        let mut request = Request::new(order_request(
-                            &format!("{tag}-{client}"),
-                            &[(product, 1)],
-                            token,
-                        ));
-                        request
-                            .metadata_mut()
-                            .insert("idempotency-key", key.parse().unwrap());
-                        request.set_timeout(Duration::from_secs(5));
-                        match OrderServiceClient::new(channel).create_order(request).await {
-                            Ok(order) => {
-                                taken.push(order.into_inner().order_id);
-                                break;
-                            }
-                            Err(status) => {
-                                errors.push(status.code());
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                        }
-                    }
-                }
-                (taken, errors)
-            })
-        })
-        .collect();
-    let (mut taken, mut errors) = (Vec::new(), Vec::new());
-    for task in tasks {
-        let (t, e) = task.await.unwrap();
-        taken.extend(t);
-        errors.extend(e);
-    }
-    (taken, errors)
-}
-
+/// Kills `victim` while orders stream in, starts it again, and checks
+/// that the kill was seen (the fault hit), that every order was taken once
+/// per idempotency key, and that the audit is clean.
 async fn kill_mid_load(victim: &'static str) {
     let database = match TestDatabase::postgres().await {
         Some(database) => database,
         None => TestDatabase::sqlite(),
     };
     let mut roles = Roles::start(Arc::new(database), &[]).await;
-    let order_addr = roles.addr("order");
-    let run = tokio::spawn(load(order_addr, 4, 60, victim));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let load = Load::start(roles.addr("order"), 4, victim);
+    load.wait_taken(20, Duration::from_secs(30)).await;
     roles.kill(victim).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let window = load.report_so_far();
+    tokio::time::sleep(Duration::from_millis(800)).await;
     roles.start_role(victim).await;
-    let (taken, _) = run.await.unwrap();
-    assert_eq!(taken.len(), 60, "every order was taken in the end");
-    let report = settled(&roles.database).await;
-    let orders = order_count(&report);
-    assert_eq!(orders, 60, "one order per idempotency key: {report}");
+    let restarted = load.taken();
+    load.wait_taken(restarted + 20, Duration::from_secs(60))
+        .await;
+    let report = load.finish().await;
+    let hit = report.fault_signs_since(&window);
+    eprintln!(
+        "kill -9 {victim}: {} orders taken, {} failed calls, {} orders failed by the outage ({hit} signs of the fault)",
+        report.taken.len(),
+        report.errors.len(),
+        report.failed_by_outage(),
+    );
+    assert!(hit > 0, "the kill of {victim} was never seen: {report:?}");
+    report.assert_every_key_taken();
+
+    let audit = settled(&roles.database).await;
+    assert_eq!(
+        order_count(&audit),
+        report.taken.len() as u64,
+        "one order per idempotency key: {audit}"
+    );
     // Payment tokens never reach a log line whole, even on error paths.
     for line in roles.logs() {
         assert!(
@@ -335,123 +291,6 @@ async fn killing_the_payment_service_mid_load_keeps_every_invariant() {
     kill_mid_load("payment").await;
 }
 
-/// A PostgreSQL server of the test's own (initdb in a temporary folder), so
-/// the test can stop and start it. As root, it runs as the `postgres` user,
-/// since PostgreSQL refuses to run as root.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn start() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path().join("bin"))
-            .find(|bin| bin.join("initdb").is_file())
-            .or_else(|| ordermesh_testkit::missing("PostgreSQL's initdb"))?;
-        let dir = tempfile::tempdir().unwrap();
-        if running_as_root() {
-            assert!(
-                Command::new("chown")
-                    .arg("postgres")
-                    .arg(dir.path())
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        let server = Self {
-            dir,
-            bin,
-            port: free_port(),
-        };
-        server.pg(
-            "initdb",
-            &["-D", &server.data(), "-U", "postgres", "--auth=trust"],
-        );
-        server.up();
-        Some(server)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn up(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log").display().to_string();
-        self.pg(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &log,
-                "-w",
-                "-o",
-                &options,
-                "start",
-            ],
-        );
-    }
-
-    fn down(&self) {
-        self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
-    }
-
-    /// A PostgreSQL tool, as the `postgres` user when running as root.
-    fn tool(&self, program: &str) -> Command {
-        let program = self.bin.join(program);
-        if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            Command::new(program)
-        }
-    }
-
-    fn pg(&self, program: &str, args: &[&str]) {
-        let output = self
-            .tool(program)
-            .args(args)
-            .output()
-            .expect("run a PostgreSQL tool");
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .tool("pg_ctl")
-            .args(["-D", &self.data(), "-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_restart_mid_load_keeps_every_invariant() {
     let Some(server) = PrivatePostgres::start() else {
@@ -465,39 +304,48 @@ async fn a_database_restart_mid_load_keeps_every_invariant() {
         before.insert(product, stock(&roles, product).await);
     }
 
-    let run = tokio::spawn(load(roles.addr("order"), 4, 60, "pg-restart"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let load = Load::start(roles.addr("order"), 4, "pg-restart");
+    load.wait_taken(20, Duration::from_secs(30)).await;
+    let window = load.report_so_far();
     server.down();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = load.report_so_far();
     server.up();
-    let (taken, errors) = run.await.unwrap();
-    assert_eq!(
-        taken.len(),
-        60,
-        "every order was taken once the database was back"
+    let back = load.taken();
+    load.wait_taken(back + 20, Duration::from_secs(60)).await;
+    let report = load.finish().await;
+    let away: Vec<tonic::Code> = during.errors[window.errors.len()..].to_vec();
+    eprintln!(
+        "PostgreSQL down 2 s: {} orders taken, {} calls refused while it was away ({:?})",
+        report.taken.len(),
+        away.len(),
+        away.iter()
+            .map(|code| format!("{code:?}"))
+            .collect::<std::collections::BTreeSet<_>>()
     );
-    // While it was away, callers were told to retry, nothing else.
+    // The fault hit: callers were refused while the database was away...
     assert!(
-        errors.iter().all(|code| matches!(
+        away.contains(&tonic::Code::Unavailable),
+        "no UNAVAILABLE while the database was down: {away:?}"
+    );
+    // ...and told only to retry, nothing else.
+    assert!(
+        report.errors.iter().all(|code| matches!(
             code,
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
         )),
-        "{errors:?}"
+        "{:?}",
+        report.errors
     );
-    eprintln!("errors while the database was down: {}", errors.len());
+    report.assert_every_key_taken();
 
-    let report = settled(&database).await;
-    let orders = order_count(&report);
-    assert_eq!(orders, 60, "{report}");
+    let audit = settled(&database).await;
+    assert_eq!(order_count(&audit), report.taken.len() as u64, "{audit}");
     // Stock plus units sold is the starting stock, product by product.
     for product in products {
-        let sold = report["sold"][product].as_i64().unwrap();
+        let sold = audit["sold"][product].as_i64().unwrap();
         let now = i64::from(stock(&roles, product).await);
-        assert_eq!(
-            now + sold,
-            i64::from(before[product]),
-            "{product}: {report}"
-        );
+        assert_eq!(now + sold, i64::from(before[product]), "{product}: {audit}");
     }
     drop(roles);
 }

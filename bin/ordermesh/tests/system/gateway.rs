@@ -13,7 +13,7 @@ use prost::Message;
 use serde_json::{Value, json};
 
 use crate::curl::{self, Response, curl, curl_with_input, post_json, sample, url};
-use crate::harness::{RoleProcess, System};
+use crate::harness::{Endpoints, Role, RoleProcess, System, TestApp};
 
 const JSON: &str = "content-type: application/json";
 
@@ -30,8 +30,8 @@ async fn an_order_runs_end_to_end_through_rest() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let gw = system.gateway_addr;
+    let system = TestApp::sqlite().await;
+    let gw = system.gateway_addr();
 
     let products = get(gw, "/v1/products").expect(200);
     let mug = products["products"]
@@ -135,8 +135,8 @@ async fn idempotency_key_header_replays_the_same_order() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let gw = system.gateway_addr;
+    let system = TestApp::sqlite().await;
+    let gw = system.gateway_addr();
     let request = mug_order("rest-idem", 1, "pm_card_visa");
     let first = post_json(gw, "/v1/orders", &request, &["Idempotency-Key: key-1"]).expect(200);
     let replay = post_json(gw, "/v1/orders", &request, &["Idempotency-Key: key-1"]).expect(200);
@@ -179,9 +179,9 @@ async fn malformed_requests_get_4xx_and_never_reach_the_service() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let gw = system.gateway_addr;
-    let metrics = || get(system.admin_addr, "/metrics").text();
+    let system = TestApp::sqlite().await;
+    let gw = system.gateway_addr();
+    let metrics = || get(system.admin(), "/metrics").text();
     let create_calls = |text: &str| {
         sample(
             text,
@@ -320,14 +320,13 @@ async fn unknown_fields_can_be_ignored_by_flag() {
     if !curl::available() {
         return;
     }
-    let system = System::start(
-        Arc::new(TestDatabase::sqlite()),
-        &["--ignore-unknown-fields"],
-    )
+    let system = TestApp::spawn(Arc::new(TestDatabase::sqlite()), |settings| {
+        settings.gateway.ignore_unknown_fields = true;
+    })
     .await;
     let mut request = mug_order("lenient", 1, "pm_card_visa");
     request["couponCode"] = json!("SPRING");
-    let order = post_json(system.gateway_addr, "/v1/orders", &request, &[]).expect(200);
+    let order = post_json(system.gateway_addr(), "/v1/orders", &request, &[]).expect(200);
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED");
 }
 
@@ -338,8 +337,8 @@ async fn watch_streams_server_sent_events() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let gw = system.gateway_addr;
+    let system = TestApp::sqlite().await;
+    let gw = system.gateway_addr();
     let order = post_json(gw, "/v1/orders", &mug_order("sse", 1, "pm_card_visa"), &[]).expect(200);
     let order_id = order["orderId"].as_str().unwrap();
 
@@ -373,8 +372,8 @@ async fn upstream_loss_ends_streams_with_an_error_event_and_unreadies() {
     }
     let database = TestDatabase::sqlite();
     let mut system = System::start(Arc::new(TestDatabase::sqlite()), &[]).await;
-    let order_url = format!("http://{}", system.order_addr);
-    let inventory_url = format!("http://{}", system.inventory_addr);
+    let order_url = format!("http://{}", system.addr(Role::Order));
+    let inventory_url = format!("http://{}", system.addr(Role::Inventory));
     let gateway = RoleProcess::start(
         &database,
         "gateway",
@@ -386,7 +385,7 @@ async fn upstream_loss_ends_streams_with_an_error_event_and_unreadies() {
         ],
     )
     .await;
-    let gw = gateway.addr;
+    let gw = gateway.addr();
     assert_eq!(get(gw, "/healthz").status, 200);
     assert_eq!(get(gw, "/readyz").status, 200);
 
@@ -501,8 +500,8 @@ async fn grpc_web_unary_and_streaming_over_http1() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let gw = system.gateway_addr;
+    let system = TestApp::sqlite().await;
+    let gw = system.gateway_addr();
     let order = post_json(gw, "/v1/orders", &mug_order("web", 1, "pm_card_visa"), &[]).expect(200);
     let order_id = order["orderId"].as_str().unwrap().to_owned();
 
@@ -612,8 +611,8 @@ async fn openapi_lists_every_annotated_rpc() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
-    let document = get(system.gateway_addr, "/openapi.json").expect(200);
+    let system = TestApp::sqlite().await;
+    let document = get(system.gateway_addr(), "/openapi.json").expect(200);
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
 
     let pool = prost_reflect::DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
@@ -656,14 +655,14 @@ async fn responses_are_compressed_and_carry_request_ids() {
     if !curl::available() {
         return;
     }
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     for encoding in ["gzip", "br"] {
         let header = format!("accept-encoding: {encoding}");
-        let response = curl(&["-H", &header, &url(system.gateway_addr, "/openapi.json")]);
+        let response = curl(&["-H", &header, &url(system.gateway_addr(), "/openapi.json")]);
         assert_eq!(response.status, 200);
         assert_eq!(response.header("content-encoding"), Some(encoding));
     }
-    let response = get(system.gateway_addr, "/v1/products");
+    let response = get(system.gateway_addr(), "/v1/products");
     assert!(
         !response
             .header("x-request-id")
@@ -694,7 +693,7 @@ async fn readme_curl_examples_run_as_written() {
         .collect();
     assert!(commands.len() >= 8, "{commands:?}");
 
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let curl_dir = tool("curl").unwrap().parent().unwrap().to_owned();
     let path = format!(
         "{}:{}",
@@ -703,7 +702,7 @@ async fn readme_curl_examples_run_as_written() {
     );
     let mut order_id = None::<String>;
     for command in commands {
-        let mut command = command.replace("127.0.0.1:8080", &system.gateway_addr.to_string());
+        let mut command = command.replace("127.0.0.1:8080", &system.gateway_addr().to_string());
         if command.contains("ORDER_ID") {
             let id = order_id
                 .as_deref()
@@ -741,8 +740,8 @@ async fn an_openapi_fuzzer_finds_no_server_error() {
     let Some(schemathesis) = tool("schemathesis") else {
         return;
     };
-    let system = System::sqlite().await;
-    let base = url(system.gateway_addr, "");
+    let system = TestApp::sqlite().await;
+    let base = url(system.gateway_addr(), "");
     // It keeps its example database in the working directory.
     let scratch = tempfile::tempdir().unwrap();
     let output = Command::new(schemathesis)

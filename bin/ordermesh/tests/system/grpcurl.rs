@@ -7,7 +7,7 @@ use std::process::Command;
 use futures::StreamExt;
 use ordermesh_testkit::tool;
 
-use crate::harness::{System, connect};
+use crate::harness::{Role, TestApp, connect};
 
 fn grpcurl(args: &[&str]) -> String {
     let grpcurl = tool("grpcurl").expect("checked by the caller");
@@ -41,14 +41,17 @@ async fn grpcurl_lists_describes_and_calls_each_service() {
     if tool("grpcurl").is_none() {
         return;
     }
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     for (addr, service) in [
-        (system.order_addr, "ordermesh.order.v1.OrderService"),
+        (system.addr(Role::Order), "ordermesh.order.v1.OrderService"),
         (
-            system.inventory_addr,
+            system.addr(Role::Inventory),
             "ordermesh.inventory.v1.InventoryService",
         ),
-        (system.payment_addr, "ordermesh.payment.v1.PaymentService"),
+        (
+            system.addr(Role::Payment),
+            "ordermesh.payment.v1.PaymentService",
+        ),
     ] {
         let listed = plaintext(addr, None, &["list"]);
         assert!(listed.lines().any(|l| l == service), "{listed}");
@@ -60,14 +63,14 @@ async fn grpcurl_lists_describes_and_calls_each_service() {
         assert!(described.contains("is a service"), "{described}");
     }
     let described = plaintext(
-        system.order_addr,
+        system.addr(Role::Order),
         None,
         &["describe", "ordermesh.order.v1.CreateOrderRequest"],
     );
     assert!(described.contains("payment_method"), "{described}");
 
     let products = plaintext(
-        system.inventory_addr,
+        system.addr(Role::Inventory),
         Some(r#"{"pageSize": 2}"#),
         &["ordermesh.inventory.v1.InventoryService/ListProducts"],
     );
@@ -79,7 +82,7 @@ async fn grpcurl_lists_describes_and_calls_each_service() {
     );
 
     let order = plaintext(
-        system.order_addr,
+        system.addr(Role::Order),
         Some(
             r#"{"customerId":"cust-grpcurl","items":[{"productId":"sku-mug","quantity":1}],"paymentMethod":"pm_card_visa"}"#,
         ),
@@ -90,14 +93,18 @@ async fn grpcurl_lists_describes_and_calls_each_service() {
     let order_id = order["orderId"].as_str().expect("id");
 
     let payment = plaintext(
-        system.payment_addr,
+        system.addr(Role::Payment),
         Some(&format!(r#"{{"orderId":"{order_id}"}}"#)),
         &["ordermesh.payment.v1.PaymentService/GetPayment"],
     );
     let payment: serde_json::Value = serde_json::from_str(&payment).expect("json");
     assert_eq!(payment["status"], "PAYMENT_STATUS_SUCCEEDED", "{payment}");
 
-    let health = plaintext(system.order_addr, None, &["grpc.health.v1.Health/Check"]);
+    let health = plaintext(
+        system.addr(Role::Order),
+        None,
+        &["grpc.health.v1.Health/Check"],
+    );
     assert!(health.contains("SERVING"), "{health}");
 }
 
@@ -109,8 +116,8 @@ async fn reflection_v1_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let system = System::sqlite().await;
-    let mut client = ServerReflectionClient::new(connect(system.payment_addr).await);
+    let system = TestApp::sqlite().await;
+    let mut client = ServerReflectionClient::new(connect(system.addr(Role::Payment)).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

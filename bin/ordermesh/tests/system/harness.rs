@@ -1,12 +1,15 @@
-//! Starts the real `ordermesh` binary on loopback ports it picks itself, and
-//! hands out clients to it. Every test gets its own process and database.
+//! What the system tests share. Most tests run the system in-process
+//! ([`TestApp`], one App per test on its own database and ports) and talk
+//! to it over loopback; [`System`] starts the real `ordermesh` binary for
+//! the tests where the process is the point (signals, kill -9, log output,
+//! the CLI, Envoy and the mesh).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use ordermesh_app::Role;
 use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh_proto::inventory::v1::{GetProductRequest, Product};
 use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
@@ -14,35 +17,64 @@ use ordermesh_proto::order::v1::{
     CreateOrderRequest, GetOrderRequest, Order, OrderItem, OrderStatus,
 };
 use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
+pub use ordermesh_testkit::TestApp;
 use ordermesh_testkit::TestDatabase;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use ordermesh_testkit::process::{ChildProcess, Launch, Logs};
 use tonic::transport::Channel;
 
 pub const ORDERMESH: &str = env!("CARGO_BIN_EXE_ordermesh");
 
 const ALL_ROLES: &[&str] = &["order", "inventory", "payment", "gateway", "admin"];
 
+/// Where a running system listens, in-process or not, and clients to it.
+pub trait Endpoints {
+    fn addr(&self, role: Role) -> SocketAddr;
+    fn admin(&self) -> SocketAddr;
+
+    fn gateway_addr(&self) -> SocketAddr {
+        self.addr(Role::Gateway)
+    }
+
+    async fn order(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(connect(self.addr(Role::Order)).await)
+    }
+
+    async fn inventory(&self) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(connect(self.addr(Role::Inventory)).await)
+    }
+
+    async fn payment(&self) -> PaymentServiceClient<Channel> {
+        PaymentServiceClient::new(connect(self.addr(Role::Payment)).await)
+    }
+}
+
+impl Endpoints for TestApp {
+    fn addr(&self, role: Role) -> SocketAddr {
+        TestApp::addr(self, role)
+    }
+    fn admin(&self) -> SocketAddr {
+        self.admin_addr()
+    }
+}
+
 /// A running `ordermesh all` process.
 pub struct System {
-    child: Option<Child>,
-    pub order_addr: SocketAddr,
-    pub inventory_addr: SocketAddr,
-    pub payment_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    pub gateway_addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+    process: ChildProcess,
     database: Arc<TestDatabase>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
-impl System {
-    /// The whole system on a fresh SQLite directory.
-    pub async fn sqlite() -> Self {
-        Self::start(Arc::new(TestDatabase::sqlite()), &[]).await
+impl Endpoints for System {
+    fn addr(&self, role: Role) -> SocketAddr {
+        self.process.addr(role.name())
     }
+    fn admin(&self) -> SocketAddr {
+        self.process.addr("admin")
+    }
+}
 
+impl System {
     pub async fn start(database: Arc<TestDatabase>, args: &[&str]) -> Self {
         Self::start_with_env(database, args, &[]).await
     }
@@ -58,114 +90,67 @@ impl System {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(&database, &all_args(&args), &env, &logs, ALL_ROLES).await;
+        let process = launch(
+            &database,
+            &all_args(&args),
+            &env,
+            ALL_ROLES,
+            Logs::default(),
+        )
+        .await;
         Self {
-            child: Some(child),
-            order_addr: addrs["order"],
-            inventory_addr: addrs["inventory"],
-            payment_addr: addrs["payment"],
-            admin_addr: addrs["admin"],
-            gateway_addr: addrs["gateway"],
-            logs,
+            process,
             database,
             args,
             env,
         }
     }
 
-    pub async fn order(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(connect(self.order_addr).await)
-    }
-
-    pub async fn inventory(&self) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(connect(self.inventory_addr).await)
-    }
-
-    pub async fn payment(&self) -> PaymentServiceClient<Channel> {
-        PaymentServiceClient::new(connect(self.payment_addr).await)
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
-    }
-
     /// Every line the process wrote so far (stdout and stderr).
     pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().unwrap().clone()
+        self.process.logs()
     }
 
     /// SIGKILL: no drain, no cleanup, as in a crash.
     pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("kill -9");
-        }
+        self.process.kill().await;
     }
 
     /// SIGTERM, then waits for the process to drain and exit.
     pub async fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the process is running");
-        let pid = child.id().expect("pid").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(30), child.wait())
+        self.process
+            .terminate(Duration::from_secs(30))
             .await
             .expect("the process exits within 30s of SIGTERM")
-            .expect("wait")
     }
 
     /// Starts the process again on the same database (new ports).
     pub async fn restart(&mut self) {
-        if self.child.is_some() {
-            self.kill().await;
-        }
-        let (child, addrs) = spawn(
+        self.process.kill().await;
+        self.process = launch(
             &self.database,
             &all_args(&self.args),
             &self.env,
-            &self.logs,
             ALL_ROLES,
+            self.process.log_handle(),
         )
         .await;
-        self.child = Some(child);
-        self.order_addr = addrs["order"];
-        self.inventory_addr = addrs["inventory"];
-        self.payment_addr = addrs["payment"];
-        self.admin_addr = addrs["admin"];
-        self.gateway_addr = addrs["gateway"];
     }
 }
 
 fn all_args(extra: &[String]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "all",
-        "--order-addr",
-        "127.0.0.1:0",
-        "--inventory-addr",
-        "127.0.0.1:0",
-        "--payment-addr",
-        "127.0.0.1:0",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--gateway-addr",
-        "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|a| (*a).to_owned())
-    .collect();
+    let mut args = vec!["all".to_owned()];
+    for role in ["order", "inventory", "payment", "admin", "gateway"] {
+        args.push(format!("--{role}-addr"));
+        args.push("127.0.0.1:0".to_owned());
+    }
     args.extend_from_slice(extra);
     args
 }
 
 /// One role in a process of its own, e.g. a second inventory replica.
 pub struct RoleProcess {
-    _child: Child,
-    pub addr: SocketAddr,
-    _logs: Arc<Mutex<Vec<String>>>,
+    process: ChildProcess,
 }
 
 impl RoleProcess {
@@ -179,92 +164,46 @@ impl RoleProcess {
             "127.0.0.1:0".to_owned(),
         ];
         all.extend(args.iter().map(|a| (*a).to_owned()));
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (child, addrs) = spawn(database, &all, &[], &logs, &[role, "admin"]).await;
-        Self {
-            _child: child,
-            addr: addrs[role],
-            _logs: logs,
-        }
+        let process = launch(database, &all, &[], &[role, "admin"], Logs::default()).await;
+        Self { process }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.process
+            .addrs()
+            .iter()
+            .find(|(role, _)| role.as_str() != "admin")
+            .map(|(_, addr)| *addr)
+            .expect("the role listens")
     }
 }
 
-/// Starts the binary with `args` and waits until `roles` listeners are up.
-pub async fn spawn(
+/// Starts the binary with `args` on `database` and waits until `roles` are
+/// listening.
+pub async fn launch(
     database: &TestDatabase,
     args: &[String],
     env: &[(String, String)],
-    logs: &Arc<Mutex<Vec<String>>>,
     roles: &[&str],
-) -> (Child, HashMap<String, SocketAddr>) {
-    let mut command = Command::new(ORDERMESH);
-    command
-        .args(args)
+    logs: Logs,
+) -> ChildProcess {
+    let mut launch = Launch::new(ORDERMESH)
+        .args(args.iter().cloned())
         .args(["--log-format", "json"])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "info")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    match &database.settings().database_url {
-        Some(url) => command.env("DATABASE_URL", url),
-        None => command.env("ORDERMESH_DATA_DIR", &database.settings().data_dir),
+        .envs(env.iter().cloned())
+        .wait_for(roles.iter().copied());
+    launch = match &database.settings().database_url {
+        Some(url) => launch.env("DATABASE_URL", url),
+        None => launch.env(
+            "ORDERMESH_DATA_DIR",
+            database.settings().data_dir.display().to_string(),
+        ),
     };
-    let mut child = command.spawn().expect("start ordermesh");
-
-    let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel();
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let collect =
-        |stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-         addr_tx: Option<tokio::sync::mpsc::UnboundedSender<(String, SocketAddr)>>| {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(tx) = &addr_tx
-                        && let Some(listening) = listening(&line)
-                    {
-                        let _ = tx.send(listening);
-                    }
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        };
-    collect(Box::new(stdout), Some(addr_tx));
-    collect(Box::new(stderr), None);
-
-    let mut addrs = HashMap::new();
-    let started = tokio::time::timeout(Duration::from_secs(60), async {
-        while !roles.iter().all(|role| addrs.contains_key(*role)) {
-            match addr_rx.recv().await {
-                Some((role, addr)) => {
-                    addrs.insert(role, addr);
-                }
-                None => return false,
-            }
-        }
-        true
-    })
-    .await;
-    if started != Ok(true) {
-        let logs = logs.lock().unwrap().join("\n");
-        panic!("ordermesh did not start listening; its output:\n{logs}");
-    }
-    (child, addrs)
-}
-
-/// The (role, address) of a `listening` log line.
-fn listening(line: &str) -> Option<(String, SocketAddr)> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    if value.get("msg")?.as_str()? != "listening" {
-        return None;
-    }
-    let role = value.get("role")?.as_str()?.to_owned();
-    let addr = value.get("addr")?.as_str()?.parse().ok()?;
-    Some((role, addr))
+    ChildProcess::start_logging_to(launch, logs)
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Whether something answers gRPC at `addr` (a connection succeeds).

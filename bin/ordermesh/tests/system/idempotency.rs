@@ -6,7 +6,7 @@ use ordermesh_proto::order::v1::{CreateOrderRequest, ListOrdersRequest, Order};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::harness::{System, available, order_request};
+use crate::harness::{Endpoints, TestApp, available, order_request};
 
 async fn create_with_key(
     orders: &mut OrderServiceClient<Channel>,
@@ -25,7 +25,7 @@ async fn create_with_key(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replay_returns_the_same_order_and_charges_once() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let before = available(&mut inventory, "sku-espresso").await;
@@ -64,7 +64,7 @@ async fn a_replay_returns_the_same_order_and_charges_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_retries_with_one_key_make_one_order() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let orders = system.order().await;
     let request = order_request("cust-race", &[("sku-mug", 1)], "pm_card_visa");
     let attempts = (0..10).map(|_| {

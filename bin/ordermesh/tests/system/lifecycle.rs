@@ -12,18 +12,23 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::harness::{System, available, connect, eventually, order_request, wait_terminal};
+use crate::harness::{
+    Endpoints, Role, System, TestApp, available, connect, eventually, order_request, wait_terminal,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_role_reports_health_per_service() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     for (addr, service) in [
-        (system.order_addr, "ordermesh.order.v1.OrderService"),
+        (system.addr(Role::Order), "ordermesh.order.v1.OrderService"),
         (
-            system.inventory_addr,
+            system.addr(Role::Inventory),
             "ordermesh.inventory.v1.InventoryService",
         ),
-        (system.payment_addr, "ordermesh.payment.v1.PaymentService"),
+        (
+            system.addr(Role::Payment),
+            "ordermesh.payment.v1.PaymentService",
+        ),
     ] {
         let mut health = HealthClient::new(connect(addr).await);
         for name in [service, ""] {
@@ -54,7 +59,7 @@ async fn sigterm_reports_not_serving_drains_and_exits_zero() {
         &["--shutdown-delay", "1s"],
     )
     .await;
-    let mut health = HealthClient::new(connect(system.order_addr).await);
+    let mut health = HealthClient::new(connect(system.addr(Role::Order)).await);
     let mut watch = health
         .watch(HealthCheckRequest {
             service: "ordermesh.order.v1.OrderService".into(),
@@ -79,7 +84,7 @@ async fn sigterm_reports_not_serving_drains_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn data_survives_a_restart() {
-    let mut system = System::sqlite().await;
+    let mut system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let order = orders
         .create_order(order_request(
@@ -91,8 +96,7 @@ async fn data_survives_a_restart() {
         .expect("create")
         .into_inner();
     let stock = available(&mut system.inventory().await, "sku-grinder").await;
-    assert!(system.terminate().await.success());
-
+    // A graceful stop and a start on the same data.
     system.restart().await;
     let again = system
         .order()

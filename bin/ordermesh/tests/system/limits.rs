@@ -11,11 +11,11 @@ use ordermesh_testkit::TestDatabase;
 use tonic::Code;
 
 use crate::curl::{self, curl, url};
-use crate::harness::{System, order_request};
+use crate::harness::{Endpoints, TestApp, order_request};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_over_four_mebibytes_is_refused() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let huge = "c".repeat(5 * 1024 * 1024);
     let error = system
         .order()
@@ -35,10 +35,9 @@ async fn a_message_over_four_mebibytes_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_streams_end_at_their_longest_life_with_a_reason() {
-    let system = System::start(
-        Arc::new(TestDatabase::sqlite()),
-        &["--max-stream-lifetime", "1s"],
-    )
+    let system = TestApp::spawn(Arc::new(TestDatabase::sqlite()), |settings| {
+        settings.inventory.max_stream_lifetime = std::time::Duration::from_secs(1);
+    })
     .await;
     let mut stream = system
         .inventory()
@@ -64,7 +63,7 @@ async fn watch_streams_end_at_their_longest_life_with_a_reason() {
     if !curl::available() {
         return;
     }
-    let sse = curl(&["-N", &url(system.gateway_addr, "/v1/products:watch")]).text();
+    let sse = curl(&["-N", &url(system.gateway_addr(), "/v1/products:watch")]).text();
     let (_, error) = sse
         .split_once("event: error\ndata: ")
         .expect("an error event");

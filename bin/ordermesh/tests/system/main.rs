@@ -16,6 +16,8 @@ mod grpcurl;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod load;
+mod logs;
 mod observability;
 mod orderctl;
 mod orders;

@@ -15,7 +15,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use ordermesh_testkit::{TestDatabase, tool};
 use prost::Message;
 
-use crate::harness::{System, eventually, free_port, order_request, workspace_root};
+use crate::harness::{
+    Endpoints, System, TestApp, eventually, free_port, order_request, workspace_root,
+};
 
 /// GET with the real curl; the body, or None on any failure.
 fn curl(url: &str, query: Option<&str>) -> Option<String> {
@@ -56,7 +58,7 @@ async fn prometheus_scrapes_orders_and_requests() {
     let Some(prometheus_bin) = tool("prometheus") else {
         return;
     };
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     for token in ["pm_card_visa", "pm_card_visa", "pm_card_chargeDeclined"] {
         orders
@@ -71,7 +73,7 @@ async fn prometheus_scrapes_orders_and_requests() {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ordermesh\n    static_configs:\n      - targets: ['{}']\n",
-            system.admin_addr
+            system.admin()
         ),
     )
     .expect("write config");
@@ -114,7 +116,7 @@ async fn prometheus_scrapes_orders_and_requests() {
 /// Every metric a shipped dashboard queries is one the system exports.
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboards_query_only_exported_metrics() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     system
         .order()
         .await
@@ -125,7 +127,7 @@ async fn dashboards_query_only_exported_metrics() {
         ))
         .await
         .expect("create");
-    let exposition = curl(&format!("http://{}/metrics", system.admin_addr), None).expect("scrape");
+    let exposition = curl(&format!("http://{}/metrics", system.admin()), None).expect("scrape");
     let exported: HashSet<&str> = exposition
         .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
@@ -274,7 +276,7 @@ async fn one_order_is_one_trace_across_every_role() {
         "x-request-id: req-trace-1",
         "--data-binary",
         body,
-        &crate::curl::url(system.gateway_addr, "/v1/orders"),
+        &crate::curl::url(system.gateway_addr(), "/v1/orders"),
     ])
     .expect(200);
     assert_eq!(placed["status"], "ORDER_STATUS_CONFIRMED", "{placed}");

@@ -2,14 +2,17 @@
 
 use std::process::{Command, Output};
 
-use crate::harness::{System, sibling_binary};
+use crate::harness::{Endpoints, Role, TestApp, sibling_binary};
 
-fn orderctl(system: &System, args: &[&str]) -> Output {
+fn orderctl(system: &impl Endpoints, args: &[&str]) -> Output {
     Command::new(sibling_binary("orderctl"))
-        .args(["--order-url", &format!("http://{}", system.order_addr)])
+        .args([
+            "--order-url",
+            &format!("http://{}", system.addr(Role::Order)),
+        ])
         .args([
             "--inventory-url",
-            &format!("http://{}", system.inventory_addr),
+            &format!("http://{}", system.addr(Role::Inventory)),
         ])
         .args(args)
         .output()
@@ -27,7 +30,7 @@ fn stdout_of(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orderctl_browses_orders_and_cancels() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let products = stdout_of(&orderctl(&system, &["products"]));
     assert!(
         products.lines().next().unwrap().starts_with("PRODUCT"),
@@ -141,12 +144,12 @@ async fn orderctl_browses_orders_and_cancels() {
 /// `orderctl health`: the probe Docker Compose uses in a shell-less image.
 #[tokio::test(flavor = "multi_thread")]
 async fn orderctl_health_probes_grpc_and_http() {
-    let mut system = System::sqlite().await;
+    let mut system = TestApp::sqlite().await;
     let probes = [
-        format!("http://{}", system.order_addr),
-        format!("http://{}", system.inventory_addr),
-        format!("http://{}", system.payment_addr),
-        format!("http://{}/readyz", system.gateway_addr),
+        format!("http://{}", system.addr(Role::Order)),
+        format!("http://{}", system.addr(Role::Inventory)),
+        format!("http://{}", system.addr(Role::Payment)),
+        format!("http://{}/readyz", system.gateway_addr()),
     ];
     for url in &probes {
         let out = stdout_of(&orderctl(&system, &["health", url]));
@@ -168,7 +171,7 @@ async fn orderctl_health_probes_grpc_and_http() {
         "an unknown service is not healthy"
     );
 
-    system.kill().await;
+    system.stop().await;
     for url in &probes {
         let down = orderctl(&system, &["health", url, "--timeout", "2s"]);
         assert!(!down.status.success(), "{url} is down but probed healthy");

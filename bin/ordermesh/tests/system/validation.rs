@@ -4,11 +4,11 @@
 use ordermesh_proto::order::v1::{CreateOrderRequest, ListOrdersRequest};
 use tonic::Code;
 
-use crate::harness::{System, available, order_request};
+use crate::harness::{Endpoints, TestApp, available, order_request};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_orders_are_refused_without_a_trace() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let mug = available(&mut inventory, "sku-mug").await;
@@ -118,7 +118,7 @@ async fn bad_orders_are_refused_without_a_trace() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_list_and_get_requests_are_refused() {
-    let system = System::sqlite().await;
+    let system = TestApp::sqlite().await;
     let mut orders = system.order().await;
     let bad_token = orders
         .list_orders(ListOrdersRequest {

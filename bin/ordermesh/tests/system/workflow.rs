@@ -119,7 +119,7 @@ async fn dev_run_demo_and_dev_stop() {
         assert!(!alive(pid), "pid {pid} still runs after dev-stop");
     }
     assert!(
-        crate::harness::connect_checked(bystander.addr).await,
+        crate::harness::connect_checked(bystander.addr()).await,
         "dev-stop stopped a process it did not start"
     );
     for role in ["order", "inventory", "payment", "gateway"] {

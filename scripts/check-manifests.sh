@@ -123,6 +123,14 @@ for dir in "${istio_builds[@]}"; do
   "$python" scripts/check-pod-security.py "$rendered"
 done
 
+# Moving a namespace between data planes applies one build over the other
+# while pods restart (docs/rollout.md): both must be in force meanwhile.
+step "Istio: moving between sidecars and ambient mode"
+"$python" scripts/validate-istio.py --migrates-from "$(render istio/sidecar)" \
+  --label "istio/ambient over istio/sidecar" "$(render istio/ambient)"
+"$python" scripts/validate-istio.py --migrates-from "$(render istio/ambient)" \
+  --label "istio/sidecar over istio/ambient" "$(render istio/sidecar)"
+
 step "GitHub workflows: actionlint and the workflow schema"
 "$tools/actionlint" .github/workflows/*.yml
 echo "actionlint: ok"

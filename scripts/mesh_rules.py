@@ -16,6 +16,9 @@ labels):
   are applied (a Service's only by a waypoint), ambient namespaces' ztunnel
   policies at L4 only, principals naming ServiceAccounts that exist, one set
   of JWT issuers, and no host routed by both APIs.
+- migration_errors, against the build a namespace moves from (sidecars to
+  ambient mode, and back): applying this one over it must not replace a
+  policy the old data plane enforces with one only the new one does.
 """
 
 from __future__ import annotations
@@ -377,3 +380,23 @@ def build_errors(docs, context) -> list[str]:
             found = policy_errors(index, doc)
         errors += [f"{where(doc)}: {e}" for e in found]
     return errors + subset_errors(docs) + mixed_api_errors(docs) + jwt_errors(docs)
+
+
+def waypoint_only(doc) -> bool:
+    """A policy only a waypoint applies: bound to a Service."""
+    refs = spec(doc).get("targetRefs") or ([spec(doc)["targetRef"]] if spec(doc).get("targetRef") else [])
+    return any(r.get("kind") == "Service" and not r.get("group") for r in refs)
+
+
+def migration_errors(docs, previous) -> list[str]:
+    """Both builds are in force while pods restart: one name, one data plane."""
+    before = {(d.get("kind"), ns_of(d), meta(d).get("name")): d for d in previous}
+    errors = []
+    for doc in docs:
+        old = before.get((doc.get("kind"), ns_of(doc), meta(doc).get("name")))
+        if doc.get("kind") in ("AuthorizationPolicy", "RequestAuthentication") and old is not None \
+                and waypoint_only(doc) != waypoint_only(old):
+            errors.append(f"{where(doc)}: has the name of a policy of the build it migrates from, which "
+                          f"{'sidecars or ztunnel' if waypoint_only(doc) else 'a waypoint'} enforce; applied "
+                          "over it, it takes that policy away mid-migration: give it a name of its own")
+    return errors

@@ -193,10 +193,21 @@ BROKEN = {
 }
 
 
+# A sidecar-mode policy under the name of GOOD's waypoint-bound one.
+SIDECAR_POLICY = obj("security.istio.io/v1", "AuthorizationPolicy", "t", "order-l4-sidecar", {
+    "selector": {"matchLabels": {"app": "order"}}, "rules": [{}]})
+
+
 def run(validate) -> int:
     failures = []
-    if errors := validate(GOOD, CONTEXT):
+    if errors := validate(GOOD, CONTEXT, [SIDECAR_POLICY]):
         failures.append(f"valid objects were refused: {errors}")
+    migrating = copy.deepcopy(GOOD)
+    migrating[10]["metadata"]["name"] = "order-l4-sidecar"
+    if not any("takes that policy away" in e for e in validate(migrating, CONTEXT, [SIDECAR_POLICY])):
+        failures.append("a waypoint policy under a sidecar policy's name: not refused")
+    else:
+        print("validate-istio self-test: refused a waypoint policy under the name of a sidecar one")
     for name, (change, expected) in BROKEN.items():
         docs, context = copy.deepcopy(GOOD), copy.deepcopy(CONTEXT)
         change(docs, context)

@@ -11,7 +11,9 @@ refused, defaults filled in, every CEL rule evaluated), and against what
 istiod and `istioctl analyze` would say of it (mesh_rules.py). With
 --context (the rendered Kubernetes overlay the build is applied with), the
 build is also checked as a whole: references resolve, policies apply to
-something, ambient's ztunnel policies stay at L4, and the like.
+something, ambient's ztunnel policies stay at L4, and the like; with
+--migrates-from, that applying it over the other data plane's build takes no
+policy away while the pods restart.
 
 The CRDs: Istio's crd-all.gen.yaml from $ISTIO_CRDS (default:
 ../shared/istio/crd-all.gen.yaml beside the repository) and the Gateway
@@ -58,8 +60,9 @@ def schema_errors(doc, schemas) -> list[str]:
     return schema.errors(doc)
 
 
-def validate(docs, schemas, context=None) -> list[str]:
-    """Errors of the mesh objects among docs; build-wide ones with a context."""
+def validate(docs, schemas, context=None, previous=None) -> list[str]:
+    """Errors of the mesh objects among docs; build-wide ones with a context;
+    with previous, those of migrating to docs from that build."""
     docs = [copy.deepcopy(d) for d in docs]  # defaults are filled in
     errors = []
     for doc in docs:
@@ -68,6 +71,8 @@ def validate(docs, schemas, context=None) -> list[str]:
             errors += [f"{mesh_rules.where(doc)}: {e}" for e in found]
     if context is not None:
         errors += mesh_rules.build_errors(docs, context)
+    if previous is not None:
+        errors += mesh_rules.migration_errors(docs, previous)
     return errors
 
 
@@ -93,6 +98,8 @@ def main() -> int:
     parser.add_argument("--context", action="append", default=[], metavar="FILE",
                         help="the rendered Kubernetes objects the build is applied with (repeatable); "
                              "turns on the build-wide checks")
+    parser.add_argument("--migrates-from", action="append", default=[], metavar="FILE",
+                        help="a rendered build the namespace moves from to this one (repeatable)")
     parser.add_argument("--label", help="name the input so in the report (e.g. the kustomization)")
     parser.add_argument("--require", type=int, default=0, metavar="N",
                         help="fail unless at least N Istio or Gateway API objects were found")
@@ -110,12 +117,13 @@ def main() -> int:
     if args.self_test:
         import mesh_selftest
 
-        return mesh_selftest.run(lambda docs, context=None: validate(docs, schemas, context))
+        return mesh_selftest.run(lambda docs, context=None, previous=None: validate(docs, schemas, context, previous))
 
     documents = read_documents(args.paths)
     context = [doc for _, doc in read_documents(args.context)] if args.context else None
     mesh = [doc for _, doc in documents if is_mesh(doc)]
-    errors = validate([doc for _, doc in documents], schemas, context)
+    previous = [doc for _, doc in read_documents(args.migrates_from)] if args.migrates_from else None
+    errors = validate([doc for _, doc in documents], schemas, context, previous)
     for error in errors:
         print(f"validate-istio: {error}", file=sys.stderr)
     sources = args.label or ", ".join(sorted({source for source, _ in documents})) or "no input"

@@ -7,13 +7,15 @@ SHELL := bash
 VENV := .venv
 TOOLS := $(CURDIR)/$(VENV)/bin
 CARGO ?= cargo
-# Istio's CRDs, to validate istio/ (a file of Istio's release; see docs/rollout.md).
+# Istio's CRDs and the Gateway API's (standard channel), to validate istio/
+# (files of their releases, read in place; see docs/rollout.md).
 ISTIO_CRDS ?= $(abspath ../shared/istio/crd-all.gen.yaml)
+GATEWAY_API_CRDS ?= $(abspath ../shared/gateway-api/standard-install.yaml)
 
 # Tests find the tools here; with ORDERMESH_REQUIRE_ALL=1 a missing tool or
 # database fails the test instead of skipping it.
 export ORDERMESH_TOOLS_DIR := $(TOOLS)
-export ISTIO_CRDS
+export ISTIO_CRDS GATEWAY_API_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
 	test-client fuzz bench mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
@@ -134,5 +136,5 @@ check-compose: setup ## The Compose file: Compose Specification schema, mounts, 
 	$(TOOLS)/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yaml
 	$(TOOLS)/python scripts/check-compose.py deploy/docker-compose.yaml Dockerfile
 
-check-manifests: setup ## Dockerfile (hadolint), k8s overlays (kubernetes-validate), istio/ (Istio's CRD schemas), workflows (actionlint)
+check-manifests: setup ## Dockerfile (hadolint), k8s overlays (kubernetes-validate, Pod Security restricted), istio/ (Istio's and Gateway API CRDs), workflows (actionlint)
 	scripts/check-manifests.sh

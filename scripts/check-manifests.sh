@@ -2,17 +2,23 @@
 # Checks everything that ships the system without running it, offline:
 #   1. the Dockerfile: hadolint, and that what it copies and runs exists;
 #   2. every Kubernetes overlay: rendered by `kubectl kustomize`, validated
-#      against the Kubernetes schemas (kubernetes-validate --strict), and its
-#      Deployments against the flags `ordermesh` has (check-deployments.py);
-#   3. every Istio object, in istio/ and rendered from each of its
-#      kustomizations: validated against Istio's own CRD schemas
-#      (scripts/validate-istio.py), after proving the validator refuses
-#      broken objects and fails without the CRD file;
+#      against the Kubernetes schemas (kubernetes-validate --strict), its
+#      Deployments against the flags `ordermesh` has (check-deployments.py),
+#      its pods against the restricted Pod Security level
+#      (check-pod-security.py);
+#   3. every Istio and Gateway API object, in istio/ and rendered from each
+#      of its kustomizations: validated against Istio's and the Gateway
+#      API's CRD schemas, strictly, with their CEL rules, and each build as a
+#      whole against the Kubernetes overlay it is applied with
+#      (validate-istio.py), after proving the validators refuse broken
+#      objects and fail without the CRD files;
 #   4. the GitHub workflows: actionlint and GitHub's workflow schema.
 #
 # Tools come from $ORDERMESH_TOOLS_DIR, else ./.venv/bin (`make setup`);
 # kubectl from PATH. Istio's CRDs from $ISTIO_CRDS, else
-# ../shared/istio/crd-all.gen.yaml beside the repository.
+# ../shared/istio/crd-all.gen.yaml beside the repository; the Gateway API's
+# (standard channel) from $GATEWAY_API_CRDS, else
+# ../shared/gateway-api/standard-install.yaml.
 # Environment: K8S_VERSIONS (default "1.32 1.35"), the Kubernetes versions
 # to validate against.
 set -euo pipefail
@@ -42,55 +48,88 @@ echo "hadolint: ok"
 step "Dockerfile: paths it copies, binaries it builds and runs"
 "$python" scripts/check-dockerfile.py Dockerfile
 
-# Renders a kustomization into $work and prints the file's path.
+# Renders a kustomization into $work (once) and prints the file's path.
 render() {
   local out
   out="$work/$(echo "$1" | tr '/' '_').yaml"
-  kubectl kustomize "$1" >"$out" || fail "kubectl kustomize $1"
+  [[ -s $out ]] || kubectl kustomize "$1" >"$out" || fail "kubectl kustomize $1"
   echo "$out"
+}
+
+# Kubernetes' own schemas; Istio's and the Gateway API's kinds are only a
+# warning to kubernetes-validate, and are validated against their CRDs below.
+kube_validate() { # <label> <rendered file>
+  local version report objects
+  objects=$(grep -c '^kind:' "$2" || true)
+  for version in $k8s_versions; do
+    step "$1: $objects objects against Kubernetes $version (kubernetes-validate --strict)"
+    report="$work/report"
+    if ! "$tools/kubernetes-validate" --strict --kubernetes-version "$version" "$2" >"$report" 2>&1; then
+      grep -v '^INFO' "$report" >&2 || true
+      fail "$1 does not validate against Kubernetes $version"
+    fi
+    if grep '^WARN' "$report" | grep -vE 'api version ([a-z.]*istio\.io|gateway\.networking\.k8s\.io)/' >&2; then
+      fail "$1 has objects kubernetes-validate could not check"
+    fi
+    echo "kubernetes-validate: $(grep -c '^INFO.*passed' "$report") objects passed"
+  done
 }
 
 overlays=(k8s/base k8s/overlays/*/)
 for dir in "${overlays[@]}"; do
   dir=${dir%/}
   rendered=$(render "$dir")
-  objects=$(grep -c '^kind:' "$rendered" || true)
-  for version in $k8s_versions; do
-    step "$dir: $objects objects against Kubernetes $version (kubernetes-validate --strict)"
-    report="$work/report"
-    if ! "$tools/kubernetes-validate" --strict --kubernetes-version "$version" "$rendered" >"$report" 2>&1; then
-      grep -v '^INFO' "$report" >&2 || true
-      fail "$dir does not validate against Kubernetes $version"
-    fi
-    # An unknown kind is only a warning to kubernetes-validate; here it is an
-    # error unless it is Istio's (validated against Istio's CRDs below).
-    if grep '^WARN' "$report" | grep -v 'api version [a-z.]*istio\.io/' >&2; then
-      fail "$dir has objects kubernetes-validate could not check"
-    fi
-    echo "kubernetes-validate: $(grep -c '^INFO.*passed' "$report") objects passed"
-  done
+  kube_validate "$dir" "$rendered"
   "$python" scripts/check-deployments.py "$rendered"
-  # Any Istio objects an overlay carries.
+  "$python" scripts/check-pod-security.py "$rendered"
+  # Any Istio or Gateway API objects an overlay carries.
   "$python" scripts/validate-istio.py --label "$dir" "$rendered"
 done
 
-step "Istio: the validator refuses broken objects"
+step "The validators refuse broken objects"
+"$python" scripts/check-pod-security.py --self-test
 "$python" scripts/validate-istio.py --self-test
-if ISTIO_CRDS="$work/no-such-file.yaml" "$python" scripts/validate-istio.py istio >/dev/null 2>&1; then
-  fail "validate-istio.py passed without Istio's CRD file"
-fi
-echo "validate-istio: fails without the CRD file: ok"
+for variable in ISTIO_CRDS GATEWAY_API_CRDS; do
+  if env "$variable=$work/no-such-file.yaml" "$python" scripts/validate-istio.py istio >/dev/null 2>&1; then
+    fail "validate-istio.py passed without the CRD file of $variable"
+  fi
+  echo "validate-istio: fails without the CRD file of $variable: ok"
+done
 
-step "Istio: every YAML file in istio/"
+step "Istio and Gateway API: every YAML file in istio/, each object alone"
 "$python" scripts/validate-istio.py --require 1 --label "istio/ (every file)" istio
 
+# Each build is checked with the Kubernetes overlay it is applied with
+# (docs/rollout.md): its Services, ServiceAccounts, pods and namespace labels.
+context_of() {
+  case $1 in
+    istio/ambient*) echo k8s/overlays/ambient ;;
+    istio/canary/*) echo k8s/overlays/canary ;;
+    *) echo k8s/overlays/prod ;;
+  esac
+}
 mapfile -t istio_builds < <(find istio -name kustomization.yaml -printf '%h\n' | sort)
 ((${#istio_builds[@]} > 0)) || fail "no kustomization under istio/"
 for dir in "${istio_builds[@]}"; do
-  step "Istio: $dir, rendered"
+  context=$(context_of "$dir")
+  step "Istio: $dir, rendered, with $context"
   rendered=$(render "$dir")
-  "$python" scripts/validate-istio.py --require 1 --label "$dir (rendered)" "$rendered"
+  "$python" scripts/validate-istio.py --require 1 --context "$(render "$context")" \
+    --label "$dir (rendered)" "$rendered"
+  # Its other objects (Namespace, ConfigMap), if any, against Kubernetes'.
+  if grep '^apiVersion:' "$rendered" | grep -qvE 'istio\.io/|gateway\.networking\.k8s\.io/'; then
+    kube_validate "$dir" "$rendered"
+  fi
+  "$python" scripts/check-pod-security.py "$rendered"
 done
+
+# Moving a namespace between data planes applies one build over the other
+# while pods restart (docs/rollout.md): both must be in force meanwhile.
+step "Istio: moving between sidecars and ambient mode"
+"$python" scripts/validate-istio.py --migrates-from "$(render istio/sidecar)" \
+  --label "istio/ambient over istio/sidecar" "$(render istio/ambient)"
+"$python" scripts/validate-istio.py --migrates-from "$(render istio/ambient)" \
+  --label "istio/sidecar over istio/ambient" "$(render istio/sidecar)"
 
 step "GitHub workflows: actionlint and the workflow schema"
 "$tools/actionlint" .github/workflows/*.yml

@@ -1,0 +1,402 @@
+"""What istiod, the Gateway API controller and `istioctl analyze` would say.
+
+Used by validate-istio.py. A schema-valid object can still do nothing, or
+the wrong thing, and only a cluster tells you (in a status condition, or by
+letting a call through). These checks say it offline, over one build (a
+rendered kustomization) and its context (the rendered Kubernetes overlay it
+is applied with: Services, ServiceAccounts, pods' labels, the namespace's
+labels):
+
+- object_errors, per object: VirtualService weights, retry conditions and
+  fault codes; Gateway classes and waypoint listeners.
+- build_errors, across objects: subsets; route parents and backends that
+  exist, listeners that admit the route, ReferenceGrants for every
+  cross-namespace reference, an HTTP listener beside HTTPS that only
+  redirects; policy selectors that select pods, targetRefs that resolve and
+  are applied (a Service's only by a waypoint), ambient namespaces' ztunnel
+  policies at L4 only, principals naming ServiceAccounts that exist, one set
+  of JWT issuers, and no host routed by both APIs.
+- migration_errors, against the build a namespace moves from (sidecars to
+  ambient mode, and back): applying this one over it must not replace a
+  policy the old data plane enforces with one only the new one does.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+# Istio's GatewayClasses and the name suffix of what it deploys for each.
+ISTIO_CLASSES = {"istio": "-istio", "istio-waypoint": "", "istio-east-west": "", "istio-remote": None}
+PARAMETER_KEYS = {"deployment", "service", "serviceAccount", "horizontalPodAutoscaler", "podDisruptionBudget"}
+
+# Envoy's retry conditions as Istio accepts them (besides HTTP status codes).
+RETRY_ON = {
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure",
+    "envoy-ratelimited", "retriable-4xx", "refused-stream",
+    "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
+    "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+    "unavailable",
+}
+GRPC_CODES = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+}
+# What ztunnel cannot see: an ALLOW rule naming one matches nothing there.
+L7_OPERATION = {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}
+L7_SOURCE = {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}
+PRINCIPAL = re.compile(r"^[^/]+/ns/([^/]+)/sa/([^/]+)$")
+
+
+def group_of(doc) -> str:
+    """The API group ("" for the core group's v1)."""
+    api = str(doc.get("apiVersion", ""))
+    return api.partition("/")[0] if "/" in api else ""
+
+
+def meta(doc) -> dict:
+    return doc.get("metadata") or {}
+
+
+def ns_of(doc, default: str = "default") -> str:
+    return meta(doc).get("namespace") or default
+
+
+def where(doc) -> str:
+    return f"{doc.get('kind')}/{meta(doc).get('name', '?')}"
+
+
+def spec(doc) -> dict:
+    return doc.get("spec") or {}
+
+
+# --- Per object --------------------------------------------------------------
+
+def virtual_service_errors(doc) -> list[str]:
+    errors = []
+    for kind in ("http", "tcp", "tls"):
+        for index, rule in enumerate(spec(doc).get(kind) or []):
+            at = f"spec.{kind}.{index}"
+            route = rule.get("route") or []
+            if len(route) > 1:
+                total = sum(destination.get("weight", 0) for destination in route)
+                if total != 100:
+                    errors.append(f"{at}.route: weights add up to {total}, not 100")
+            if kind != "http":
+                continue
+            for condition in str((rule.get("retries") or {}).get("retryOn", "")).split(","):
+                condition = condition.strip()
+                if condition and condition not in RETRY_ON and not re.fullmatch(r"[1-5]\d\d", condition):
+                    errors.append(f"{at}.retries.retryOn: unknown condition {condition!r}")
+            status = ((rule.get("fault") or {}).get("abort") or {}).get("grpcStatus")
+            if status is not None and status not in GRPC_CODES:
+                errors.append(f"{at}.fault.abort.grpcStatus: {status!r} is not a gRPC code name")
+    return errors
+
+
+def gateway_errors(doc) -> list[str]:
+    gateway_class = spec(doc).get("gatewayClassName")
+    if gateway_class not in ISTIO_CLASSES:
+        return [f"spec.gatewayClassName: {gateway_class!r} is none of Istio's ({', '.join(sorted(ISTIO_CLASSES))})"]
+    listeners = spec(doc).get("listeners") or []
+    if gateway_class == "istio-waypoint" and not any(
+        lst.get("protocol") == "HBONE" and lst.get("port") == 15008 for lst in listeners
+    ):
+        return ["spec.listeners: a waypoint needs an HBONE listener on port 15008"]
+    return []
+
+
+def object_errors(doc) -> list[str]:
+    if doc.get("kind") == "VirtualService":
+        return virtual_service_errors(doc)
+    if doc.get("kind") == "Gateway" and group_of(doc) == GATEWAY_GROUP:
+        return gateway_errors(doc)
+    return []
+
+
+# --- Across a build ----------------------------------------------------------
+
+def host_key(host: str, namespace: str) -> str:
+    """A short Service name as the FQDN Istio resolves it to."""
+    return host if "." in host or host == "*" else f"{host}.{namespace}.svc.cluster.local"
+
+
+class Index:
+    """The build's objects and its context's, by what the checks look up."""
+
+    def __init__(self, docs, context):
+        everything = list(docs) + list(context)
+        self.docs = docs
+        self.services = {(ns_of(d), meta(d)["name"]): d for d in everything if d.get("kind") == "Service"}
+        self.namespaces = {meta(d)["name"]: d for d in everything if d.get("kind") == "Namespace"}
+        self.gateways = {(ns_of(d), meta(d)["name"]): d for d in docs
+                         if d.get("kind") == "Gateway" and group_of(d) == GATEWAY_GROUP}
+        self.config_maps = {(ns_of(d), meta(d)["name"]): d for d in docs if d.get("kind") == "ConfigMap"}
+        self.grants = [d for d in docs if d.get("kind") == "ReferenceGrant"]
+        self.accounts = {(ns_of(d), meta(d)["name"]) for d in everything if d.get("kind") == "ServiceAccount"}
+        for (namespace, name), gateway in self.gateways.items():
+            suffix = ISTIO_CLASSES.get(spec(gateway).get("gatewayClassName"))
+            if suffix is not None:
+                self.accounts.add((namespace, name + suffix))
+        self.pods = []  # (namespace, labels) of every pod template
+        for d in everything:
+            template = (spec(d).get("jobTemplate") or {}).get("spec", spec(d)).get("template")
+            if d.get("kind") == "Pod":
+                self.pods.append((ns_of(d), meta(d).get("labels") or {}))
+            elif isinstance(template, dict):
+                self.pods.append((ns_of(d), (template.get("metadata") or {}).get("labels") or {}))
+
+    def namespace_labels(self, namespace: str) -> dict:
+        labels = dict(meta(self.namespaces.get(namespace, {})).get("labels") or {})
+        labels.setdefault("kubernetes.io/metadata.name", namespace)
+        return labels
+
+    def ambient(self, namespace: str) -> bool:
+        return self.namespace_labels(namespace).get("istio.io/dataplane-mode") == "ambient"
+
+    def uses_waypoint(self, namespace: str, service: str) -> bool:
+        svc = meta(self.services.get((namespace, service), {})).get("labels") or {}
+        label = svc.get("istio.io/use-waypoint") or self.namespace_labels(namespace).get("istio.io/use-waypoint")
+        return bool(label) and label != "none"
+
+    def granted(self, from_kind: str, from_ns: str, to_group: str, to_kind: str, to_ns: str, name: str) -> bool:
+        for grant in self.grants:
+            if ns_of(grant) != to_ns:
+                continue
+            froms = [f for f in spec(grant).get("from") or []
+                     if f.get("kind") == from_kind and f.get("namespace") == from_ns
+                     and f.get("group") == GATEWAY_GROUP]
+            tos = [t for t in spec(grant).get("to") or []
+                   if t.get("kind") == to_kind and (t.get("group") or "") == to_group
+                   and t.get("name") in (None, name)]
+            if froms and tos:
+                return True
+        return False
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+
+
+def listener_admits(index: Index, gateway, listener, route) -> str | None:
+    """Why the listener refuses the route, or None."""
+    allowed = listener.get("allowedRoutes") or {}
+    kinds = [k.get("kind") for k in allowed.get("kinds") or []]
+    if kinds and route.get("kind") not in kinds:
+        return f"listener {listener.get('name')!r} takes {kinds}, not {route.get('kind')}"
+    frm = (allowed.get("namespaces") or {}).get("from", "Same")
+    route_ns, gateway_ns = ns_of(route), ns_of(gateway)
+    if frm == "Same" and route_ns != gateway_ns:
+        return f"listener {listener.get('name')!r} takes routes from {gateway_ns!r} only"
+    if frm == "Selector":
+        selector = (allowed.get("namespaces") or {}).get("selector") or {}
+        if not selects(selector, index.namespace_labels(route_ns)):
+            return f"listener {listener.get('name')!r} does not select namespace {route_ns!r}"
+    return None
+
+
+def route_errors(index: Index, route) -> list[str]:
+    errors, route_ns = [], ns_of(route)
+    for at, ref in enumerate(spec(route).get("parentRefs") or []):
+        at = f"spec.parentRefs.{at}"
+        ns = ref.get("namespace") or route_ns
+        if ref.get("kind", "Gateway") == "Service" and (ref.get("group") or "") == "":
+            svc = index.services.get((ns, ref.get("name")))
+            if svc is None:
+                errors.append(f"{at}: no Service {ns}/{ref.get('name')} in the build or its context")
+            elif ref.get("port") is not None and ref["port"] not in {p.get("port") for p in spec(svc).get("ports") or []}:
+                errors.append(f"{at}: Service {ns}/{ref.get('name')} has no port {ref['port']}")
+            continue
+        gateway = index.gateways.get((ns, ref.get("name")))
+        if gateway is None:
+            errors.append(f"{at}: no Gateway {ns}/{ref.get('name')} in the build")
+            continue
+        listeners = [lst for lst in spec(gateway).get("listeners") or []
+                     if ref.get("sectionName") in (None, lst.get("name"))]
+        if not listeners:
+            errors.append(f"{at}: Gateway {ns}/{ref.get('name')} has no listener {ref.get('sectionName')!r}")
+            continue
+        refusals = [listener_admits(index, gateway, lst, route) for lst in listeners]
+        if all(refusals):
+            errors.append(f"{at}: {'; '.join(refusals)}")
+        errors += redirect_errors(gateway, [lst for lst, why in zip(listeners, refusals) if not why], route, at)
+    for r, rule in enumerate(spec(route).get("rules") or []):
+        for b, backend in enumerate(rule.get("backendRefs") or []):
+            at, ns = f"spec.rules.{r}.backendRefs.{b}", backend.get("namespace") or route_ns
+            if backend.get("kind", "Service") != "Service" or backend.get("group", ""):
+                continue
+            svc = index.services.get((ns, backend.get("name")))
+            if svc is None:
+                errors.append(f"{at}: no Service {ns}/{backend.get('name')} in the build or its context")
+            elif backend.get("port") not in {p.get("port") for p in spec(svc).get("ports") or []}:
+                errors.append(f"{at}: Service {ns}/{backend.get('name')} has no port {backend.get('port')}")
+            if ns != route_ns and not index.granted(route.get("kind"), route_ns, "", "Service", ns, backend.get("name")):
+                errors.append(f"{at}: no ReferenceGrant in {ns!r} lets {route.get('kind')}s of {route_ns!r} use it")
+    return errors
+
+
+def redirect_errors(gateway, listeners, route, at) -> list[str]:
+    """Beside an HTTPS listener, plain HTTP only redirects to HTTPS."""
+    protocols = {lst.get("protocol") for lst in spec(gateway).get("listeners") or []}
+    if "HTTPS" not in protocols or not any(lst.get("protocol") == "HTTP" for lst in listeners):
+        return []
+    for rule in spec(route).get("rules") or []:
+        redirects = [f for f in rule.get("filters") or [] if f.get("type") == "RequestRedirect"
+                     and (f.get("requestRedirect") or {}).get("scheme") == "https"]
+        if rule.get("backendRefs") or not redirects:
+            return [f"{at}: attaches to the plain-HTTP listener of a Gateway with HTTPS, and a rule of it "
+                    "does more than redirect to https"]
+    return []
+
+
+def gateway_build_errors(index: Index, gateway) -> list[str]:
+    errors, gateway_ns = [], ns_of(gateway)
+    parameters = (spec(gateway).get("infrastructure") or {}).get("parametersRef")
+    if parameters and parameters.get("kind") == "ConfigMap":
+        config_map = index.config_maps.get((gateway_ns, parameters.get("name")))
+        if config_map is None:
+            errors.append(f"spec.infrastructure.parametersRef: no ConfigMap {gateway_ns}/{parameters.get('name')} in the build")
+        for key, value in ((config_map or {}).get("data") or {}).items():
+            if key not in PARAMETER_KEYS:
+                errors.append(f"ConfigMap {parameters.get('name')}: Istio reads no key {key!r} ({sorted(PARAMETER_KEYS)})")
+            elif not isinstance(yaml.safe_load(value), dict):
+                errors.append(f"ConfigMap {parameters.get('name')}: {key} is not a YAML mapping")
+    for l, listener in enumerate(spec(gateway).get("listeners") or []):
+        for c, ref in enumerate((listener.get("tls") or {}).get("certificateRefs") or []):
+            ns = ref.get("namespace") or gateway_ns
+            if ns != gateway_ns and not index.granted("Gateway", gateway_ns, "", ref.get("kind", "Secret"), ns, ref.get("name")):
+                errors.append(f"spec.listeners.{l}.tls.certificateRefs.{c}: no ReferenceGrant in {ns!r} lets "
+                              f"Gateways of {gateway_ns!r} read Secret {ref.get('name')!r}")
+    return errors
+
+
+def policy_errors(index: Index, doc) -> list[str]:
+    errors, namespace, kind = [], ns_of(doc), doc.get("kind")
+    selector = spec(doc).get("selector")
+    pods_here = [labels for ns, labels in index.pods if ns == namespace]
+    if selector and pods_here and not any(selects(selector, labels) for labels in pods_here):
+        errors.append(f"spec.selector: {selector.get('matchLabels')} selects no pod in {namespace!r}")
+    refs = spec(doc).get("targetRefs") or ([spec(doc)["targetRef"]] if spec(doc).get("targetRef") else [])
+    for r, ref in enumerate(refs):
+        at, ns = f"spec.targetRefs.{r}", ref.get("namespace") or namespace
+        if ref.get("kind") == "Gateway" and ref.get("group") == GATEWAY_GROUP:
+            if (ns, ref.get("name")) not in index.gateways:
+                errors.append(f"{at}: no Gateway {ns}/{ref.get('name')} in the build")
+        elif ref.get("kind") == "Service" and not ref.get("group"):
+            if (ns, ref.get("name")) not in index.services:
+                errors.append(f"{at}: no Service {ns}/{ref.get('name')} in the build or its context")
+            elif not index.uses_waypoint(ns, ref.get("name")):
+                errors.append(f"{at}: only a waypoint applies a policy bound to a Service, and "
+                              f"{ns}/{ref.get('name')} uses none (istio.io/use-waypoint)")
+    if index.ambient(namespace) and not refs and kind in ("AuthorizationPolicy", "RequestAuthentication"):
+        if kind == "RequestAuthentication":
+            errors.append("ztunnel reads no JWT: in an ambient namespace bind it to a waypoint or a Service (targetRefs)")
+        for r, rule in enumerate(spec(doc).get("rules") or []):
+            l7 = sorted({k for t in rule.get("to") or [] for k in (t.get("operation") or {}) if k in L7_OPERATION}
+                        | {k for f in rule.get("from") or [] for k in (f.get("source") or {}) if k in L7_SOURCE}
+                        | {w.get("key") for w in rule.get("when") or [] if str(w.get("key", "")).startswith("request.")})
+            if l7:
+                errors.append(f"spec.rules.{r}: ztunnel enforces this policy in an ambient namespace and sees "
+                              f"no {', '.join(l7)}; bind L7 rules to the waypoint or a Service (targetRefs)")
+    for r, rule in enumerate(spec(doc).get("rules") or []):
+        for f, source in enumerate(rule.get("from") or []):
+            for key in ("principals", "notPrincipals"):
+                for principal in (source.get("source") or {}).get(key) or []:
+                    match = PRINCIPAL.match(principal)
+                    if not match or "*" in principal:
+                        continue
+                    sa_ns, sa = match.groups()
+                    known = {a for n, a in index.accounts if n == sa_ns}
+                    if known and sa not in known:
+                        errors.append(f"spec.rules.{r}.from.{f}.source.{key}: no ServiceAccount {sa!r} in "
+                                      f"{sa_ns!r} (there are {sorted(known)})")
+    return errors
+
+
+def subset_errors(docs) -> list[str]:
+    defined = {}
+    for doc in docs:
+        if doc.get("kind") == "DestinationRule":
+            key = host_key(str(spec(doc).get("host", "")), ns_of(doc))
+            defined.setdefault(key, set()).update(s.get("name") for s in spec(doc).get("subsets") or [])
+    errors = []
+    for doc in docs:
+        if doc.get("kind") != "VirtualService":
+            continue
+        for kind in ("http", "tcp", "tls"):
+            for index, rule in enumerate(spec(doc).get(kind) or []):
+                for destination in rule.get("route") or []:
+                    target = destination.get("destination") or {}
+                    host = host_key(str(target.get("host", "")), ns_of(doc))
+                    if target.get("subset") and target["subset"] not in defined.get(host, set()):
+                        errors.append(f"{where(doc)}: spec.{kind}.{index}: no DestinationRule defines subset "
+                                      f"{target['subset']!r} of {host}")
+    return errors
+
+
+def mixed_api_errors(docs) -> list[str]:
+    """Istio takes one routing API per host: both is undefined behaviour."""
+    virtual = {host_key(h, ns_of(d)): d for d in docs if d.get("kind") == "VirtualService"
+               for h in spec(d).get("hosts") or [] if not spec(d).get("gateways")}
+    errors = []
+    for doc in docs:
+        if doc.get("kind") not in ("HTTPRoute", "GRPCRoute"):
+            continue
+        for ref in spec(doc).get("parentRefs") or []:
+            host = f"{ref.get('name')}.{ref.get('namespace') or ns_of(doc)}.svc.cluster.local"
+            if ref.get("kind") == "Service" and host in virtual:
+                errors.append(f"{where(doc)}: {host} is routed by {where(virtual[host])} too; use one API per host")
+    return errors
+
+
+def jwt_errors(docs) -> list[str]:
+    """Every RequestAuthentication trusts the same issuers (one to replace)."""
+    seen = {}
+    for doc in docs:
+        if doc.get("kind") == "RequestAuthentication":
+            rules = frozenset((r.get("issuer"), r.get("jwksUri"), tuple(r.get("audiences") or []))
+                              for r in spec(doc).get("jwtRules") or [])
+            seen.setdefault(rules, []).append(f"{ns_of(doc)}/{meta(doc).get('name')}")
+    if len(seen) <= 1:
+        return []
+    return ["RequestAuthentications trust different issuers, keys or audiences: "
+            + "; ".join(f"{', '.join(names)}: {sorted(map(str, rules))}" for rules, names in seen.items())]
+
+
+def build_errors(docs, context) -> list[str]:
+    index = Index(docs, context)
+    errors = []
+    for doc in docs:
+        kind, found = doc.get("kind"), []
+        if kind in ("HTTPRoute", "GRPCRoute"):
+            found = route_errors(index, doc)
+        elif kind == "Gateway" and group_of(doc) == GATEWAY_GROUP:
+            found = gateway_build_errors(index, doc)
+        elif kind in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication", "Telemetry"):
+            found = policy_errors(index, doc)
+        errors += [f"{where(doc)}: {e}" for e in found]
+    return errors + subset_errors(docs) + mixed_api_errors(docs) + jwt_errors(docs)
+
+
+def waypoint_only(doc) -> bool:
+    """A policy only a waypoint applies: bound to a Service."""
+    refs = spec(doc).get("targetRefs") or ([spec(doc)["targetRef"]] if spec(doc).get("targetRef") else [])
+    return any(r.get("kind") == "Service" and not r.get("group") for r in refs)
+
+
+def migration_errors(docs, previous) -> list[str]:
+    """Both builds are in force while pods restart: one name, one data plane."""
+    before = {(d.get("kind"), ns_of(d), meta(d).get("name")): d for d in previous}
+    errors = []
+    for doc in docs:
+        old = before.get((doc.get("kind"), ns_of(doc), meta(doc).get("name")))
+        if doc.get("kind") in ("AuthorizationPolicy", "RequestAuthentication") and old is not None \
+                and waypoint_only(doc) != waypoint_only(old):
+            errors.append(f"{where(doc)}: has the name of a policy of the build it migrates from, which "
+                          f"{'sidecars or ztunnel' if waypoint_only(doc) else 'a waypoint'} enforce; applied "
+                          "over it, it takes that policy away mid-migration: give it a name of its own")
+    return errors

@@ -1,5 +1,5 @@
-//! Reads a [`Snapshot`] through each service's own store (so the same
-//! SQLite files or PostgreSQL tables the services use, migrations included).
+//! Reads a [`Snapshot`] from each service's own database (the same SQLite
+//! files or PostgreSQL tables the services use, migrations included).
 
 use anyhow::Context;
 use ordermesh_storage::DatabaseSettings;
@@ -8,12 +8,12 @@ use sqlx::Row;
 use crate::{Lines, OrderRow, PaymentRow, ProductRow, ReservationRow, Snapshot};
 
 pub async fn load(settings: &DatabaseSettings) -> anyhow::Result<Snapshot> {
-    let orders = ordermesh_order::open_store(settings).await?;
-    let payments = ordermesh_payment::open_store(settings).await?;
-    let inventory = ordermesh_inventory::open_store(settings).await?;
-    let orders_db = orders.database().pool();
-    let payments_db = payments.database().pool();
-    let inventory_db = inventory.database().pool();
+    let orders = ordermesh_order::open_database(settings).await?;
+    let payments = ordermesh_payment::open_database(settings).await?;
+    let inventory = ordermesh_inventory::open_database(settings).await?;
+    let orders_db = orders.pool();
+    let payments_db = payments.pool();
+    let inventory_db = inventory.pool();
 
     let mut order_lines = lines(
         orders_db,

@@ -3,11 +3,13 @@
 //! negative and the last unit is never sold twice, however many replicas
 //! share the database.
 
-pub mod catalog;
-pub mod domain;
-pub mod grpc;
-pub mod service;
-pub mod store;
+mod catalog;
+mod domain;
+mod grpc;
+mod service;
+mod store;
+
+use crate::store::InventoryStore;
 
 use std::time::Duration;
 
@@ -22,7 +24,6 @@ use tonic::service::Routes;
 
 use crate::grpc::InventoryGrpc;
 use crate::service::Inventory;
-use crate::store::InventoryStore;
 
 pub use crate::store::StockLine;
 
@@ -93,10 +94,21 @@ pub async fn build(
     })
 }
 
-/// The inventory store alone, for tools that read it (the invariant audit).
-pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<InventoryStore> {
+/// The inventory database, migrated, for tools that read it (the invariant
+/// audit); the service itself reads it only through its store.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<Database> {
     let db = Database::open(database, "inventory", &sqlx::migrate!("./migrations")).await?;
-    Ok(InventoryStore::new(db))
+    Ok(db)
+}
+
+async fn open_store(database: &DatabaseSettings) -> anyhow::Result<InventoryStore> {
+    Ok(InventoryStore::new(open_database(database).await?))
+}
+
+/// Where every unit of every product is (available, reserved, sold), for
+/// tools and tests that check that they add up.
+pub async fn stock_report(database: &DatabaseSettings) -> anyhow::Result<Vec<StockLine>> {
+    Ok(open_store(database).await?.stock_report().await?)
 }
 
 fn sweeper(inventory: Inventory, interval: Duration, shutdown: Shutdown) -> BackgroundTask {

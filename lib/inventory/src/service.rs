@@ -11,7 +11,7 @@ use ordermesh_storage::now_millis;
 use tokio::sync::broadcast;
 
 use crate::domain::{self, InventoryError, Product, Reservation, ReserveRequest};
-use crate::store::{InventoryStore, Reserved, StockLine, StoreError};
+use crate::store::{InventoryStore, Reserved, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -54,10 +54,6 @@ impl Inventory {
             changes: broadcast::channel(1024).0,
             metrics,
         }
-    }
-
-    pub fn store(&self) -> &InventoryStore {
-        &self.store
     }
 
     /// Stock changes made by this replica, after they commit.
@@ -264,13 +260,6 @@ impl Inventory {
             }
             token = next;
         }
-    }
-
-    pub async fn stock_report(&self) -> Result<Vec<StockLine>, ServiceError> {
-        self.store
-            .stock_report()
-            .await
-            .map_err(db("reading the stock report"))
     }
 }
 

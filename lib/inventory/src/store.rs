@@ -55,6 +55,7 @@ impl InventoryStore {
     }
 
     /// The underlying database, for read-only tools (the invariant audit).
+    #[cfg(test)]
     pub fn database(&self) -> &Database {
         &self.db
     }
@@ -419,24 +420,6 @@ impl InventoryStore {
                     sold: row.try_get("sold")?,
                     stock_total: row.try_get("stock_total")?,
                 })
-            })
-            .collect()
-    }
-
-    /// Every reservation's id and status, for the invariant audit.
-    pub async fn reservation_statuses(
-        &self,
-    ) -> Result<Vec<(String, ReservationStatus)>, sqlx::Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT reservation_id, status FROM inventory_reservations ORDER BY reservation_id",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.into_iter()
-            .map(|(id, status)| {
-                let status = ReservationStatus::parse(&status)
-                    .ok_or_else(|| bad_column("status", std::io::Error::other(status)))?;
-                Ok((id, status))
             })
             .collect()
     }

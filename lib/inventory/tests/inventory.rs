@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ordermesh_app::Role;
-use ordermesh_inventory::{InventorySettings, open_store};
+use ordermesh_inventory::{InventorySettings, stock_report};
 use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh_proto::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetProductRequest, ListProductsRequest,
@@ -71,8 +71,7 @@ async fn available(client: &mut InventoryServiceClient<Channel>, product_id: &st
 
 /// Checks that every unit is somewhere: available + reserved + sold = total.
 async fn units_add_up(database: &TestDatabase) {
-    let store = open_store(database.settings()).await.unwrap();
-    for line in store.stock_report().await.unwrap() {
+    for line in stock_report(database.settings()).await.unwrap() {
         assert!(line.available >= 0, "{line:?}");
         assert_eq!(
             line.available + line.reserved + line.sold,

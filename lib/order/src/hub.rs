@@ -47,6 +47,7 @@ impl OrderHub {
     }
 
     /// How many orders have waiters (for tests).
+    #[cfg(test)]
     pub fn watched_orders(&self) -> usize {
         self.lock().len()
     }

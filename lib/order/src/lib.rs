@@ -2,13 +2,15 @@
 //! inventory and payment services (reserve → charge → commit, compensating
 //! on failure), resuming unfinished sagas after a crash.
 
-pub mod domain;
-pub mod grpc;
-pub mod hub;
-pub mod peers;
-pub mod runner;
-pub mod service;
-pub mod store;
+mod domain;
+mod grpc;
+mod hub;
+mod peers;
+mod runner;
+mod service;
+mod store;
+
+use crate::store::OrderStore;
 
 use std::time::Duration;
 
@@ -27,7 +29,6 @@ use crate::hub::OrderHub;
 use crate::peers::Peers;
 use crate::runner::SagaRunner;
 use crate::service::{Limits, Orders};
-use crate::store::OrderStore;
 
 /// The order service's own flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -121,8 +122,13 @@ pub async fn build(
     })
 }
 
-/// The order store alone, for tools that read it (the invariant audit).
-pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<OrderStore> {
+/// The order database, migrated, for tools that read it (the invariant
+/// audit); the service itself reads it only through its store.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<Database> {
     let db = Database::open(database, "order", &sqlx::migrate!("./migrations")).await?;
-    Ok(OrderStore::new(db))
+    Ok(db)
+}
+
+async fn open_store(database: &DatabaseSettings) -> anyhow::Result<OrderStore> {
+    Ok(OrderStore::new(open_database(database).await?))
 }

@@ -2,10 +2,12 @@
 //! by the payment-method token, one payment per order however often the
 //! mesh retries.
 
-pub mod domain;
-pub mod grpc;
-pub mod service;
-pub mod store;
+mod domain;
+mod grpc;
+mod service;
+mod store;
+
+use crate::store::PaymentStore;
 
 use ordermesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use ordermesh_runtime::AppContext;
@@ -17,7 +19,6 @@ use tonic::service::Routes;
 
 use crate::grpc::PaymentGrpc;
 use crate::service::Payments;
-use crate::store::PaymentStore;
 
 /// The payment service's own flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -79,10 +80,15 @@ pub async fn build(
     })
 }
 
-/// The payment store alone, for tools that read it (the invariant audit).
-pub async fn open_store(database: &DatabaseSettings) -> anyhow::Result<PaymentStore> {
+/// The payment database, migrated, for tools that read it (the invariant
+/// audit); the service itself reads it only through its store.
+pub async fn open_database(database: &DatabaseSettings) -> anyhow::Result<Database> {
     let db = Database::open(database, "payment", &sqlx::migrate!("./migrations")).await?;
-    Ok(PaymentStore::new(db))
+    Ok(db)
+}
+
+async fn open_store(database: &DatabaseSettings) -> anyhow::Result<PaymentStore> {
+    Ok(PaymentStore::new(open_database(database).await?))
 }
 
 #[cfg(test)]

@@ -27,11 +27,6 @@ impl PaymentStore {
         Self { db }
     }
 
-    /// The underlying database, for read-only tools (the invariant audit).
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// Stores `payment` unless its order already has one, which is then
     /// returned instead: one row per order, however many retries race.
     pub async fn insert(
@@ -98,18 +93,6 @@ impl PaymentStore {
         self.get(&void.order_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)
-    }
-
-    /// Every payment, for the invariant audit.
-    pub async fn all(&self) -> Result<Vec<Payment>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM payment_payments ORDER BY order_id"
-        ))
-        .fetch_all(self.db.pool())
-        .await?
-        .iter()
-        .map(decode)
-        .collect()
     }
 }
 

@@ -23,10 +23,6 @@ impl Deadline {
         parse_grpc_timeout(value).map(Self::after)
     }
 
-    pub fn instant(self) -> Instant {
-        self.0
-    }
-
     /// Time left, zero once passed.
     pub fn remaining(self) -> Duration {
         self.0.saturating_duration_since(Instant::now())

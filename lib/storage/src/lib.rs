@@ -199,10 +199,6 @@ impl Database {
             ..self.clone()
         }
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// The file of a SQLite URL, which can also be read on the caller's thread;

@@ -7,4 +7,4 @@ pub mod saga;
 
 pub use order::{FailureReason, OrderLine, OrderStatus, OrderView, Step};
 pub use request::{NewOrder, RequestError};
-pub use saga::{CancelError, Outcome, SagaState, Transition};
+pub use saga::{Outcome, SagaState};

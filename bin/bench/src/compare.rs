@@ -22,7 +22,6 @@ use serde::Serialize;
 use sqlx::{Connection, Row};
 
 use crate::load::{self, Mode, Spec};
-use crate::parse_duration;
 use crate::procs::{self, Process, RssSampler};
 use crate::stats::{Bisection, Report, Table, ratio, ratio_text};
 use crate::targets::{self, Protocol, TargetSpec, Workload};
@@ -30,10 +29,10 @@ use crate::targets::{self, Protocol, TargetSpec, Workload};
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
     /// Length of each measurement.
-    #[arg(long, env = "BENCH_DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "BENCH_DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Unrecorded warm-up before each measurement (at most a quarter of it).
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
     /// Clients of the fixed-concurrency (closed-loop) runs.
     #[arg(long, default_value_t = 32)]
@@ -55,7 +54,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1)]
     pub probe_retries: usize,
     /// Length of each probe of the search (default: half of --duration).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub probe_duration: Option<Duration>,
     /// Orders placed before the runs, for get-order to read.
     #[arg(long, default_value_t = 200)]

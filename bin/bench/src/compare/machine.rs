@@ -52,7 +52,7 @@ pub async fn machine(envoy: Option<&Path>, args: &CompareArgs) -> Machine {
     }
 }
 
-/// From `envoy --version`: `envoy  version: 1.40.0/…/RELEASE/BoringSSL`.
+/// From `envoy --version`: the word after `version:` (`SHA/1.40.0/Clean/RELEASE/BoringSSL`).
 fn envoy_version(envoy: &Path) -> Option<String> {
     let output = std::process::Command::new(envoy)
         .arg("--version")

@@ -110,15 +110,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let driver = targets::prepare(&target, args.workload).await?;
     let spec = Spec {
-        name: format!(
-            "{} {}",
-            args.workload.name(),
-            match args.target {
-                Protocol::Rest => "rest",
-                Protocol::Grpc => "grpc",
-                Protocol::Echo => "echo",
-            }
-        ),
+        name: format!("{} {}", args.workload.name(), args.target.name()),
         mode,
         duration: args.duration,
         timeout: args.timeout,

@@ -18,8 +18,7 @@ impl Suite {
             .args(["echo-server", "--addr", "127.0.0.1:0"])
             .wait_for(["echo"]);
         let server = Server::start("echo server", launch).await?;
-        let url = format!("http://{}", server.process.addr("echo"));
-        let target = self.target(Protocol::Echo, url, None);
+        let target = self.target(Protocol::Echo, server.process.addr("echo"), None);
         self.closed("echo grpc bare", &target, Workload::Echo, &[server.pid])
             .await?;
         self.stop(server).await

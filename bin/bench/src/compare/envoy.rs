@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use ordermesh_testkit::process::{ChildProcess, Launch};
-use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::time::{Duration, Instant};
 
@@ -104,44 +103,27 @@ fn admin_address(text: &str) -> Option<SocketAddr> {
     text.trim().parse().ok()
 }
 
-/// `/listeners?format=json` (envoy.admin.v3.Listeners), the part read here.
-#[derive(Deserialize)]
-struct Listeners {
-    listener_statuses: Vec<ListenerStatus>,
-}
-
-#[derive(Deserialize)]
-struct ListenerStatus {
-    name: String,
-    local_address: Address,
-}
-
-#[derive(Deserialize)]
-struct Address {
-    /// Absent for a pipe or an internal listener.
-    socket_address: Option<SocketAddress>,
-}
-
-#[derive(Deserialize)]
-struct SocketAddress {
-    address: std::net::IpAddr,
-    port_value: u16,
-}
-
-/// The address listener `name` is bound to, as the admin API reports it
-/// (with the port the OS gave, for a listener on port 0).
+/// The address listener `name` is bound to, from the admin API's
+/// `/listeners?format=json` (envoy.admin.v3.Listeners): with the port the OS
+/// gave, for a listener on port 0.
 fn listener_addr(body: &[u8], name: &str) -> anyhow::Result<SocketAddr> {
-    let listeners: Listeners =
+    let listeners: Json =
         serde_json::from_slice(body).context("reading Envoy's /listeners?format=json")?;
-    let socket = listeners
-        .listener_statuses
+    let socket = listeners["listener_statuses"]
+        .as_array()
         .into_iter()
-        .find(|listener| listener.name == name)
+        .flatten()
+        .find(|listener| listener["name"] == name)
         .with_context(|| format!("Envoy has no listener {name}"))?
-        .local_address
-        .socket_address
+        .pointer("/local_address/socket_address")
         .with_context(|| format!("Envoy's listener {name} is not on a socket"))?;
-    Ok(SocketAddr::new(socket.address, socket.port_value))
+    let ip = socket["address"].as_str().and_then(|ip| ip.parse().ok());
+    let port = socket["port_value"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok());
+    ip.zip(port)
+        .map(|(ip, port)| SocketAddr::new(ip, port))
+        .with_context(|| format!("Envoy's listener {name}: {socket}"))
 }
 
 /// Where the transcoder's clusters send.

@@ -24,6 +24,7 @@ mod report;
 mod roles;
 mod stores;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -243,12 +244,19 @@ impl Suite {
             .await
     }
 
-    fn target(&mut self, protocol: Protocol, url: String, inventory: Option<String>) -> TargetSpec {
+    /// A target at `addr`, whose inventory (for stock and ListProducts) is
+    /// at `inventory`.
+    fn target(
+        &mut self,
+        protocol: Protocol,
+        addr: SocketAddr,
+        inventory: Option<SocketAddr>,
+    ) -> TargetSpec {
         self.run_counter += 1;
         TargetSpec {
             protocol,
-            url,
-            inventory_url: inventory,
+            url: format!("http://{addr}"),
+            inventory_url: inventory.map(|addr| format!("http://{addr}")),
             connections: self.args.connections,
             seed_orders: self.args.seed_orders,
             order_ids: None,
@@ -319,14 +327,12 @@ impl Suite {
         target: &TargetSpec,
         workload: Workload,
         servers: &[u32],
-    ) -> anyhow::Result<Report> {
+    ) -> anyhow::Result<(Report, Vec<u64>)> {
         let mode = Mode::Closed {
             concurrency: self.args.concurrency,
         };
         let duration = self.args.duration;
-        Ok(self
-            .measure(name, target, workload, mode, duration, servers)
-            .await?
-            .0)
+        self.measure(name, target, workload, mode, duration, servers)
+            .await
     }
 }

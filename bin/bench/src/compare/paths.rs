@@ -43,27 +43,14 @@ impl Suite {
         let envoy = self
             .start_envoy("envoy transcoder", all.order, all.inventory)
             .await?;
-        let inventory_url = format!("http://{}", all.inventory);
-        let mut grpc = self.target(
-            Protocol::Grpc,
-            format!("http://{}", all.order),
-            Some(inventory_url.clone()),
-        );
+        let mut grpc = self.target(Protocol::Grpc, all.order, Some(all.inventory));
         // The orders get-order reads, placed once for every path.
         let seed = targets::seed_orders(&grpc, self.args.seed_orders).await?;
         grpc.order_ids = Some(seed.clone());
-        let mut gateway = self.target(
-            Protocol::Rest,
-            format!("http://{}", all.gateway),
-            Some(inventory_url.clone()),
-        );
+        let mut gateway = self.target(Protocol::Rest, all.gateway, Some(all.inventory));
         gateway.order_ids = Some(seed.clone());
         let envoy_target = envoy.as_ref().map(|(_, addr)| {
-            let mut target = self.target(
-                Protocol::Rest,
-                format!("http://{addr}"),
-                Some(inventory_url.clone()),
-            );
+            let mut target = self.target(Protocol::Rest, *addr, Some(all.inventory));
             target.order_ids = Some(seed.clone());
             target
         });
@@ -85,7 +72,7 @@ impl Suite {
         .collect();
         for workload in workloads {
             let w = workload.name();
-            let report = self
+            let (report, _) = self
                 .closed(
                     &format!("{w} rest gateway"),
                     &gateway,
@@ -97,13 +84,13 @@ impl Suite {
             if let Some(target) = &envoy_target
                 && workload != Workload::Mixed
             {
-                let report = self
+                let (report, _) = self
                     .closed(&format!("{w} rest envoy"), target, workload, &envoy_pids)
                     .await?;
                 closed.insert((w, "envoy"), report);
             }
             let served_before = stores::served(all.admin).await.ok();
-            let report = self
+            let (report, _) = self
                 .closed(
                     &format!("{w} grpc direct"),
                     &grpc,
@@ -113,20 +100,8 @@ impl Suite {
                 .await?;
             if workload == Workload::CreateOrder {
                 let served_after = stores::served(all.admin).await.ok();
-                self.stores.push(StoreRow {
-                    store: "SQLite".to_owned(),
-                    orders_per_s: report.throughput,
-                    p50_ms: report.latency_ms.p50,
-                    p99_ms: report.latency_ms.p99,
-                    service_cpu_us_per_order: report.server_cpu_us_per_req.unwrap_or(0.0),
-                    database_cpu_us_per_order: None,
-                    rpcs_per_order: served_before
-                        .zip(served_after)
-                        .and_then(|(before, after)| before.rpcs_per_order(after)),
-                    commits_per_order: None,
-                    rows_written_per_order: None,
-                    wal_bytes_per_order: None,
-                });
+                let served = served_before.zip(served_after);
+                self.stores.push(StoreRow::new("SQLite", &report, served));
             }
             closed.insert((w, "grpc"), report);
         }

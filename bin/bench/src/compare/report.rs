@@ -232,14 +232,11 @@ impl Suite {
                 format!("{:.2}", l.p999),
                 format!("{:.2}", l.max),
                 report.errors_text(),
-                report
-                    .server_cpu_us_per_req
-                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}")),
+                opt(report.server_cpu_us_per_req, 0),
                 versus.map_or_else(|| "".to_owned(), |v| ratio_text(Some(v))),
             ]);
         }
-        out.push_str("Closed loop (fixed concurrency):\n");
-        out.push_str(&runs.to_string());
+        out.push_str(&format!("Closed loop (fixed concurrency):\n{runs}"));
 
         if !self.searches.is_empty() {
             let mut searches = table(&[
@@ -270,8 +267,9 @@ impl Suite {
                     probes.join(", "),
                 ]);
             }
-            out.push_str("\n\nFixed rate (open loop), the highest rate within the p99 goal:\n");
-            out.push_str(&searches.to_string());
+            out.push_str(&format!(
+                "\n\nFixed rate (open loop), the highest rate within the p99 goal:\n{searches}"
+            ));
         }
 
         let mut stores = table(&[
@@ -286,9 +284,6 @@ impl Suite {
             "rows written/order",
             "WAL bytes/order",
         ]);
-        let opt = |v: Option<f64>, digits: usize| {
-            v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-        };
         for row in &self.stores {
             stores.add_row(vec![
                 row.store.clone(),
@@ -304,10 +299,9 @@ impl Suite {
             ]);
         }
         out.push_str(&format!(
-            "\n\ncreate-order over direct gRPC, closed loop c={}, by store:\n",
+            "\n\ncreate-order over direct gRPC, closed loop c={}, by store:\n{stores}",
             self.args.concurrency
         ));
-        out.push_str(&stores.to_string());
 
         let mut processes = table(&[
             "process",
@@ -320,12 +314,10 @@ impl Suite {
                 row.process.clone(),
                 format!("{:.0}", row.ready_ms),
                 format!("{:.1}", row.idle_rss_mib),
-                row.load_rss_mib
-                    .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}")),
+                opt(row.load_rss_mib, 1),
             ]);
         }
-        out.push_str("\n\nProcesses:\n");
-        out.push_str(&processes.to_string());
+        out.push_str(&format!("\n\nProcesses:\n{processes}"));
 
         let mut targets = table(&["target", "measured", "goal", "met"]);
         for goal in goals {
@@ -340,8 +332,7 @@ impl Suite {
                 },
             ]);
         }
-        out.push_str("\n\nTargets:\n");
-        out.push_str(&targets.to_string());
+        out.push_str(&format!("\n\nTargets:\n{targets}"));
         if !self.notes.is_empty() {
             out.push_str("\n\nNotes:\n");
             for note in &self.notes {
@@ -359,6 +350,11 @@ fn table(headers: &[&str]) -> Table {
         .load_preset(presets::ASCII_MARKDOWN)
         .set_header(headers.to_vec());
     table
+}
+
+/// `value` to `digits` decimals, or `-`.
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
 fn rate_text(rate: Option<f64>) -> String {

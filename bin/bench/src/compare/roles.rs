@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Suite;
-use crate::load::Mode;
 use crate::procs::{self, Server};
 use crate::targets::{Protocol, Workload};
 
@@ -130,20 +129,12 @@ impl Suite {
         let addr = |i: usize| started[i].process.addr(ROLES[i]);
         let (inventory, order, gateway) = (addr(0), addr(2), addr(3));
 
-        let gateway_target = self.target(
-            Protocol::Rest,
-            format!("http://{gateway}"),
-            Some(format!("http://{inventory}")),
-        );
+        let gateway_target = self.target(Protocol::Rest, gateway, Some(inventory));
         let (_, peaks) = self
-            .measure(
+            .closed(
                 "mixed rest gateway (one process per role)",
                 &gateway_target,
                 Workload::Mixed,
-                Mode::Closed {
-                    concurrency: self.args.concurrency,
-                },
-                self.args.duration,
                 &role_pids,
             )
             .await?;
@@ -162,22 +153,14 @@ impl Suite {
             .await?
         {
             let row = self.processes.len() - 1;
-            let target = self.target(
-                Protocol::Rest,
-                format!("http://{addr}"),
-                Some(format!("http://{inventory}")),
-            );
+            let target = self.target(Protocol::Rest, addr, Some(inventory));
             let mut pids = vec![envoy.pid];
             pids.extend(&role_pids);
             let (_, peaks) = self
-                .measure(
+                .closed(
                     "mixed rest envoy (one process per role)",
                     &target,
                     Workload::Mixed,
-                    Mode::Closed {
-                        concurrency: self.args.concurrency,
-                    },
-                    self.args.duration,
                     &pids,
                 )
                 .await?;

@@ -12,9 +12,8 @@ use sqlx::{Connection, Row};
 use url::Url;
 
 use super::Suite;
-use crate::load::Mode;
 use crate::procs::{self, http_get};
-use crate::stats::ratio;
+use crate::stats::{Report, ratio};
 use crate::targets::{self, Protocol, Workload};
 
 /// What placing one order costs on one store.
@@ -41,6 +40,25 @@ pub struct StoreRow {
     /// WAL bytes per order (the whole cluster's WAL).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal_bytes_per_order: Option<f64>,
+}
+
+impl StoreRow {
+    /// The row of `report`'s create-order run on `store`, with the calls
+    /// served around it; the database's own figures left out.
+    pub(super) fn new(store: &str, report: &Report, served: Option<(Served, Served)>) -> Self {
+        Self {
+            store: store.to_owned(),
+            orders_per_s: report.throughput,
+            p50_ms: report.latency_ms.p50,
+            p99_ms: report.latency_ms.p99,
+            service_cpu_us_per_order: report.server_cpu_us_per_req.unwrap_or(0.0),
+            database_cpu_us_per_order: None,
+            rpcs_per_order: served.and_then(|(before, after)| before.rpcs_per_order(after)),
+            commits_per_order: None,
+            rows_written_per_order: None,
+            wal_bytes_per_order: None,
+        }
+    }
 }
 
 impl Suite {
@@ -85,11 +103,7 @@ impl Suite {
         let all = self
             .start_all("ordermesh all (PostgreSQL)", Some(url))
             .await?;
-        let grpc = self.target(
-            Protocol::Grpc,
-            format!("http://{}", all.order),
-            Some(format!("http://{}", all.inventory)),
-        );
+        let grpc = self.target(Protocol::Grpc, all.order, Some(all.inventory));
         // Everything before the run is flushed to the statistics by the
         // time the run ends... except what the backends still hold; that is
         // the start-up's few dozen statements, next to thousands per run.
@@ -105,14 +119,10 @@ impl Suite {
         };
         let db_cpu_before = backend_cpu();
         let (report, _) = self
-            .measure(
+            .closed(
                 "create-order grpc direct (PostgreSQL)",
                 &grpc,
                 Workload::CreateOrder,
-                Mode::Closed {
-                    concurrency: self.args.concurrency,
-                },
-                self.args.duration,
                 &[all.server.pid],
             )
             .await?;
@@ -140,20 +150,13 @@ impl Suite {
             |value: i64| (orders_total > 0.0).then(|| value as f64 / orders_total);
         let ok = report.ok.max(1) as f64;
         self.stores.push(StoreRow {
-            store: "PostgreSQL".to_owned(),
-            orders_per_s: report.throughput,
-            p50_ms: report.latency_ms.p50,
-            p99_ms: report.latency_ms.p99,
-            service_cpu_us_per_order: report.server_cpu_us_per_req.unwrap_or(0.0),
             database_cpu_us_per_order: Some(db_cpu.as_secs_f64() * 1e6 / ok),
-            rpcs_per_order: served_before
-                .zip(served_after)
-                .and_then(|(before, after)| before.rpcs_per_order(after)),
             commits_per_order: per_order_total(after_stats.commits - before_stats.commits),
             rows_written_per_order: per_order_total(
                 after_stats.rows_written - before_stats.rows_written,
             ),
             wal_bytes_per_order: per_order_total(after_stats.wal_bytes - before_stats.wal_bytes),
+            ..StoreRow::new("PostgreSQL", &report, served_before.zip(served_after))
         });
         Ok(())
     }

@@ -71,6 +71,16 @@ pub enum Protocol {
     Echo,
 }
 
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::Echo => "echo",
+        }
+    }
+}
+
 /// Stock kept available before a run that creates orders, so no order
 /// fails for want of it (the seeded catalog has a few hundred units).
 const STOCK_FLOOR: i32 = 5_000_000;

@@ -9,7 +9,7 @@ use crate::procs::Server;
 use crate::targets::{Protocol, Workload};
 
 impl Suite {
-    /// Section 3: the bare echo server, the most this machine serves.
+    /// The bare echo server, the most this machine serves.
     pub(super) async fn echo_ceiling(&mut self) -> anyhow::Result<()> {
         println!("\n== The ceiling: a bare tonic echo server ==");
         let exe = std::env::current_exe().context("locating ordermesh-bench")?;

@@ -34,9 +34,8 @@ pub struct Probe {
 }
 
 impl Suite {
-    /// Section 1 and 2: `ordermesh all` on SQLite, Envoy's transcoder in
-    /// front of its order and inventory services, REST through both and
-    /// direct gRPC.
+    /// `ordermesh all` on SQLite, Envoy's transcoder in front of its order
+    /// and inventory services, REST through both and direct gRPC.
     pub(super) async fn sqlite_paths(&mut self) -> anyhow::Result<()> {
         println!("\n== REST through the gateway and through Envoy, and direct gRPC (SQLite) ==");
         let all = self.start_all("ordermesh all (SQLite)", None).await?;

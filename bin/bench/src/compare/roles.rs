@@ -87,8 +87,8 @@ impl Suite {
         Ok(())
     }
 
-    /// Section 5: each role as its own process, as in a mesh, and an Envoy
-    /// in front of two of them: start to ready, idle and loaded memory.
+    /// Each role as its own process, as in a mesh, and an Envoy in front of
+    /// two of them: start to ready, idle and loaded memory.
     pub(super) async fn separate_roles(&mut self) -> anyhow::Result<()> {
         println!("\n== Each role as its own process: start to ready, memory ==");
         let data = self.scratch("roles", "");

@@ -62,8 +62,8 @@ impl StoreRow {
 }
 
 impl Suite {
-    /// Section 4, PostgreSQL's half: create-order on a throwaway database,
-    /// with what each order costs the database.
+    /// The PostgreSQL half (SQLite's is measured with the paths):
+    /// create-order on a throwaway database, with what each order costs it.
     pub(super) async fn postgres(&mut self) -> anyhow::Result<()> {
         println!("\n== create-order on PostgreSQL ==");
         let admin_url = self.args.postgres_url.clone();

@@ -136,26 +136,14 @@ struct Suite {
     root: PathBuf,
     ordermesh: PathBuf,
     envoy: Option<PathBuf>,
-    work: WorkDir,
+    /// Scratch: every process's data, kept logs, the Envoy configs.
+    work: tempfile::TempDir,
     runs: Vec<Report>,
     processes: Vec<ProcessRow>,
     stores: Vec<StoreRow>,
     searches: Vec<Search>,
     notes: Vec<String>,
     run_counter: u32,
-}
-
-/// A scratch directory, removed when dropped unless kept.
-struct WorkDir(PathBuf, bool);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if self.1 {
-            println!("logs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
@@ -173,8 +161,13 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         )
     })?;
     let envoy = envoy::find(args.envoy.as_deref(), &root);
-    let work = std::env::temp_dir().join(format!("ordermesh-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
+    let work = tempfile::Builder::new()
+        .prefix("ordermesh-bench-")
+        .disable_cleanup(args.keep_logs)
+        .tempdir()?;
+    if args.keep_logs {
+        println!("logs kept in {}", work.path().display());
+    }
     let machine = machine::machine(envoy.as_deref(), &args).await;
     println!(
         "machine: {} × {} cores, {:.1} GiB, load average {}",
@@ -184,7 +177,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         root,
         ordermesh,
         envoy,
-        work: WorkDir(work, args.keep_logs),
+        work,
         runs: Vec::new(),
         processes: Vec::new(),
         stores: Vec::new(),
@@ -233,7 +226,7 @@ impl Suite {
     /// `label` as a file name in the scratch directory, with `extension`.
     fn scratch(&self, label: &str, extension: &str) -> PathBuf {
         let name = label.replace([' ', '(', ')', ','], "_");
-        self.work.0.join(format!("{name}{extension}"))
+        self.work.path().join(format!("{name}{extension}"))
     }
 
     /// Stops `server`, its output kept in the scratch directory when asked.

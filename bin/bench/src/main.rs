@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::load::{Mode, Spec};
@@ -123,15 +124,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) if path.as_os_str() == "-" => {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-        }
+        Some(path) => write_json(path, &report)?,
         None => {}
     }
     Ok(())
+}
+
+/// `value` as pretty JSON in the file `path`, its directory made if need be.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

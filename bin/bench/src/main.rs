@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::load::{Mode, Spec};
@@ -61,10 +62,10 @@ struct RunArgs {
     /// loop; the default, with 16, when no --rate).
     #[arg(long)]
     concurrency: Option<usize>,
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// A request not answered within this counts as `timeout`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
     /// Open loop: at most this many requests in flight; the rest are dropped.
     #[arg(long, default_value_t = 10_000)]
@@ -80,29 +81,6 @@ struct RunArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     no_progress: bool,
-}
-
-/// `5s`, `500ms`, `2m`, or plain seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?} (try 5s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (ms, s or m)")),
-    };
-    if !(seconds.is_finite() && seconds >= 0.0) {
-        return Err(format!("not a duration: {text:?}"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[tokio::main]
@@ -133,15 +111,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let driver = targets::prepare(&target, args.workload).await?;
     let spec = Spec {
-        name: format!(
-            "{} {}",
-            args.workload.name(),
-            match args.target {
-                Protocol::Rest => "rest",
-                Protocol::Grpc => "grpc",
-                Protocol::Echo => "echo",
-            }
-        ),
+        name: format!("{} {}", args.workload.name(), args.target.name()),
         mode,
         duration: args.duration,
         timeout: args.timeout,
@@ -154,15 +124,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) if path.as_os_str() == "-" => {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
-        }
+        Some(path) => write_json(path, &report)?,
         None => {}
     }
     Ok(())
+}
+
+/// `value` as pretty JSON in the file `path`, its directory made if need be.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -170,14 +144,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("5h").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn durations_as_humantime_reads_them() {
+        let run = |duration: &str| {
+            Cli::try_parse_from([
+                "b",
+                "run",
+                "--target",
+                "grpc",
+                "--url",
+                "u",
+                "--duration",
+                duration,
+            ])
+            .map(|cli| match cli.command {
+                Command::Run(args) => args.duration,
+                _ => unreachable!(),
+            })
+        };
+        assert_eq!(run("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(run("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(run("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(run("1s 500ms").unwrap(), Duration::from_millis(1500));
+        assert!(run("fast").is_err());
+        assert!(run("-1s").is_err());
     }
 
     #[test]

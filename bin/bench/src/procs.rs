@@ -1,11 +1,9 @@
-//! The processes a comparison starts: spawned with their output in a file,
-//! ready when they say so, measured through /proc, and stopped (SIGTERM,
-//! then SIGKILL) before the suite moves on. Dropping one kills it.
+//! The processes a comparison starts, and what it reads of them. They are
+//! real child processes (the test harness's `ChildProcess`): each binds
+//! port 0 and says which port it got, so nothing races for a port. Their
+//! CPU time and resident memory come from /proc, through procfs.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,133 +11,43 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::process::{Child, Command};
+use ordermesh_testkit::process::{ChildProcess, Launch};
 use tokio::time::Instant;
 
-pub struct Process {
+/// Longest wait for a process to be ready.
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Longest wait for a clean exit after SIGTERM; it is killed past that.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// A started server: its process, and the time from spawn to ready.
+pub struct Server {
     pub name: String,
-    child: Child,
+    pub process: ChildProcess,
     pub pid: u32,
-    spawned: Instant,
-    log: PathBuf,
+    pub ready: Duration,
 }
 
-impl Process {
-    /// Starts `program args` in `cwd` with `env` added, stdout and stderr
-    /// written to `log`.
-    pub fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        env: &[(String, String)],
-        cwd: &Path,
-        log: PathBuf,
-    ) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating the log {}", log.display()))?;
-        let err = out.try_clone()?;
+impl Server {
+    /// Starts `launch` and waits for the `listening` lines it names.
+    pub async fn start(name: &str, launch: Launch) -> anyhow::Result<Self> {
         let spawned = Instant::now();
-        let child = Command::new(program)
-            .args(args)
-            // Nothing of the caller's configuration leaks in: the suite's
-            // DATABASE_URL is the PostgreSQL admin URL, not a store.
-            .env_remove("DATABASE_URL")
-            .env_remove("RUST_LOG")
-            .env_remove("LOG_LEVEL")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let pid = child
-            .id()
+        let process = ChildProcess::start(launch.timeout(READY_LIMIT))
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        Self::ready(name, process, spawned)
+    }
+
+    /// A process that is ready now, spawned at `spawned`.
+    pub fn ready(name: &str, process: ChildProcess, spawned: Instant) -> anyhow::Result<Self> {
+        let pid = process
+            .pid()
             .with_context(|| format!("{name} exited at once"))?;
         Ok(Self {
             name: name.to_owned(),
-            child,
+            process,
             pid,
-            spawned,
-            log,
+            ready: spawned.elapsed(),
         })
-    }
-
-    /// Waits until the process has logged `{"msg":"listening","role":R}`
-    /// for every role in `roles`; returns their addresses and the time from
-    /// spawn to the last of them (start to ready).
-    pub async fn wait_listening(
-        &mut self,
-        roles: &[&str],
-        limit: Duration,
-    ) -> anyhow::Result<(HashMap<String, SocketAddr>, Duration)> {
-        let mut addrs = HashMap::new();
-        let mut ready_at = Duration::ZERO;
-        let mut offset = 0usize;
-        let mut pending = String::new();
-        let deadline = Instant::now() + limit;
-        loop {
-            let content = std::fs::read(&self.log).unwrap_or_default();
-            if content.len() > offset {
-                pending.push_str(&String::from_utf8_lossy(&content[offset..]));
-                offset = content.len();
-                while let Some(end) = pending.find('\n') {
-                    let line: String = pending.drain(..=end).collect();
-                    if let Some((role, addr)) = listening(&line)
-                        && roles.contains(&role.as_str())
-                        && !addrs.contains_key(&role)
-                    {
-                        ready_at = self.spawned.elapsed();
-                        addrs.insert(role, addr);
-                    }
-                }
-            }
-            if roles.iter().all(|role| addrs.contains_key(*role)) {
-                return Ok((addrs, ready_at));
-            }
-            self.still_starting(deadline, limit)?;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    /// An error once the process has exited or `deadline` (spawn + `limit`)
-    /// has passed without it being ready.
-    fn still_starting(&mut self, deadline: Instant, limit: Duration) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            anyhow::bail!(
-                "{} exited ({status}) before it was ready:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "{} not ready within {limit:?}:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-        Ok(())
-    }
-
-    /// Waits until `url` answers 200; returns the time from spawn.
-    pub async fn wait_http_ok(&mut self, url: &str, limit: Duration) -> anyhow::Result<Duration> {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let uri: http::Uri = url.parse().with_context(|| format!("invalid URL {url}"))?;
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(response) = client.get(uri.clone()).await {
-                let ok = response.status().is_success();
-                let _ = response.into_body().collect().await;
-                if ok {
-                    return Ok(self.spawned.elapsed());
-                }
-            }
-            self.still_starting(deadline, limit)?;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
     }
 
     /// Resident memory now (VmRSS), in KiB.
@@ -147,90 +55,76 @@ impl Process {
         rss_kib(self.pid)
     }
 
-    /// The last lines of the process's output.
-    pub fn log_tail(&self) -> String {
-        let content = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = content.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// SIGTERM, a bounded wait for a clean exit, then SIGKILL.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
+    /// SIGTERM and a bounded wait for the exit (killed past it); then its
+    /// output goes to `log`, when given.
+    pub async fn stop(mut self, log: Option<&Path>) -> anyhow::Result<()> {
+        if let Err(error) = self.process.terminate(STOP_LIMIT).await {
+            println!("note: {}: {error:#}; killed", self.name);
         }
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            self.child.kill().await?;
+        if let Some(log) = log {
+            std::fs::write(log, self.process.logs().join("\n") + "\n")
+                .with_context(|| format!("writing {}", log.display()))?;
         }
         Ok(())
     }
 }
 
-/// The (role, address) of a `listening` log line.
-pub fn listening(line: &str) -> Option<(String, SocketAddr)> {
-    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-    if value.get("msg")?.as_str()? != "listening" {
-        return None;
-    }
-    let role = value.get("role")?.as_str()?.to_owned();
-    let addr = value.get("addr")?.as_str()?.parse().ok()?;
-    Some((role, addr))
+/// `ordermesh ARGS`, ready once every role of `roles` is listening, as
+/// shipped: JSON logs at the default level, no trace export. None of the
+/// caller's configuration leaks in: the suite's DATABASE_URL is the
+/// PostgreSQL admin URL, not a store.
+pub fn ordermesh(program: &Path, args: &[String], roles: &[&str]) -> Launch {
+    Launch::new(program)
+        .args(args.iter().cloned())
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env_remove("LOG_LEVEL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("ORDERMESH_LOG_FORMAT", "json")
+        .wait_for(roles.iter().copied())
 }
 
+/// The status and body of a GET of `url` (an admin endpoint).
+pub async fn http_get(url: &str) -> anyhow::Result<(http::StatusCode, Bytes)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = url.parse().with_context(|| format!("invalid URL {url}"))?;
+    let response = client
+        .get(uri)
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("reading {url}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+fn process(pid: u32) -> anyhow::Result<procfs::process::Process> {
+    let pid = i32::try_from(pid).context("a pid beyond i32")?;
+    procfs::process::Process::new(pid).with_context(|| format!("process {pid}"))
+}
+
+/// Resident memory of process `pid` now (VmRSS), in KiB.
 pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    parse_vm_rss(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-}
-
-/// Clock ticks per second of /proc/PID/stat's times (`getconf CLK_TCK`).
-fn ticks_per_second() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .filter(|ticks| *ticks > 0)
-            .unwrap_or(100)
-    })
+    process(pid)?
+        .status()
+        .with_context(|| format!("/proc/{pid}/status"))?
+        .vmrss
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
 /// User plus system CPU time of process `pid` (every thread).
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let ticks = parse_cpu_ticks(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))?;
+    let stat = process(pid)?
+        .stat()
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    let ticks = (stat.utime + stat.stime) as f64;
     Ok(Duration::from_secs_f64(
-        ticks as f64 / ticks_per_second() as f64,
+        ticks / procfs::ticks_per_second() as f64,
     ))
-}
-
-/// utime + stime (fields 14 and 15), counted after the `(comm)` field,
-/// which may itself hold spaces.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // after_comm starts at field 3 (state): utime is field 14 → index 11.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 /// CPU time of this process (the load generator).
@@ -239,26 +133,19 @@ pub fn own_cpu() -> anyhow::Result<Duration> {
 }
 
 /// Pids of the processes whose command line contains `needle` (e.g. the
-/// PostgreSQL backends serving one database).
+/// PostgreSQL backends serving one database, whose title names it).
 pub fn pids_matching(needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    entries
+    processes
         .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
-                .unwrap_or(false)
+        .filter(|p| {
+            p.cmdline()
+                .is_ok_and(|args| args.join(" ").contains(needle))
         })
+        .filter_map(|p| u32::try_from(p.pid()).ok())
         .collect()
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Samples the resident memory of `pids` every 100 ms until stopped; the
@@ -299,33 +186,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_vm_rss() {
-        let status = "Name:\tordermesh\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(12345));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-    }
-
-    #[test]
-    fn reads_cpu_ticks_past_a_command_with_spaces() {
-        let stat =
-            "1234 (tokio rt) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(325));
-    }
-
-    #[test]
     fn own_process_is_measurable() {
         assert!(rss_kib(std::process::id()).unwrap() > 0);
         own_cpu().unwrap();
+        assert!(pids_matching("ordermesh_bench").contains(&std::process::id()));
     }
 
-    #[test]
-    fn listening_lines() {
-        let line =
-            r#"{"ts":"x","level":"INFO","msg":"listening","role":"order","addr":"127.0.0.1:5051"}"#;
-        let (role, addr) = listening(line).unwrap();
-        assert_eq!(role, "order");
-        assert_eq!(addr.port(), 5051);
-        assert!(listening(r#"{"msg":"stopped","role":"order"}"#).is_none());
-        assert!(listening("not json").is_none());
+    #[tokio::test]
+    async fn a_server_is_ready_at_its_listening_line_and_stops_on_sigterm() {
+        let script =
+            r#"echo '{"msg":"listening","role":"echo","addr":"127.0.0.1:7"}'; exec sleep 30"#;
+        let launch = Launch::new("sh").args(["-c", script]).wait_for(["echo"]);
+        let server = Server::start("sleeper", launch).await.unwrap();
+        assert_eq!(server.process.addr("echo").port(), 7);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sleeper.log");
+        server.stop(Some(&log)).await.unwrap();
+        assert!(std::fs::read_to_string(log).unwrap().contains("listening"));
     }
 }

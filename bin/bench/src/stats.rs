@@ -1,5 +1,5 @@
 //! What one measurement produced: an HDR histogram of latencies, the
-//! outcomes by status, and the report and table made from them.
+//! outcomes by status, and the report made from them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -263,56 +263,6 @@ impl Bisection {
     }
 }
 
-/// A plain-text table with aligned columns.
-#[derive(Clone, Debug, Default)]
-pub struct Table {
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    pub fn new(headers: &[&str]) -> Self {
-        Self {
-            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    /// Markdown-compatible: `| a | b |` lines, the header underlined.
-    pub fn render(&self) -> String {
-        let columns = self.headers.len();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate().take(columns) {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[String]| {
-            let padded: Vec<String> = (0..columns)
-                .map(|i| {
-                    let cell = cells.get(i).map_or("", String::as_str);
-                    let pad = widths[i].saturating_sub(cell.chars().count());
-                    format!("{cell}{}", " ".repeat(pad))
-                })
-                .collect();
-            format!("| {} |", padded.join(" | "))
-        };
-        let mut out = line(&self.headers);
-        out.push('\n');
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-        out.push_str(&format!("| {} |", rule.join(" | ")));
-        for row in &self.rows {
-            out.push('\n');
-            out.push_str(&line(row));
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,16 +385,5 @@ mod tests {
     fn bisection_above_the_range_ends_near_the_top() {
         let (best, _) = search(5000.0, 6);
         assert!(best.unwrap() > 1000.0 - 900.0 / 16.0);
-    }
-
-    #[test]
-    fn tables_align() {
-        let mut table = Table::new(&["what", "rps"]);
-        table.row(vec!["get-order".into(), "12345".into()]);
-        table.row(vec!["x".into(), "1".into()]);
-        assert_eq!(
-            table.render(),
-            "| what      | rps   |\n| --------- | ----- |\n| get-order | 12345 |\n| x         | 1     |"
-        );
     }
 }

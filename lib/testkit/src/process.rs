@@ -214,6 +214,14 @@ impl ChildProcess {
             .context("waiting for the process")
     }
 
+    /// The exit status if the process has exited, None while it runs: for a
+    /// caller that waits for readiness some other way (an HTTP probe, a
+    /// file) and should stop waiting on a process that died.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        let child = self.child.as_mut().context("the process is not running")?;
+        child.try_wait().context("polling the process")
+    }
+
     /// Waits for the process to exit by itself.
     pub async fn wait(&mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("the process is not running")?;
@@ -275,6 +283,28 @@ mod tests {
             .wait_for(["order"]);
         let error = ChildProcess::start(launch).await.err().expect("fails");
         assert!(format!("{error:#}").contains("boom"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn try_wait_tells_a_running_process_from_an_exited_one() {
+        let mut running = ChildProcess::start(Launch::new("sleep").args(["5"]))
+            .await
+            .expect("starts");
+        assert!(running.try_wait().expect("polls").is_none());
+        let mut exited = ChildProcess::start(Launch::new("true"))
+            .await
+            .expect("starts");
+        let status = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(status) = exited.try_wait().expect("polls") {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("exits");
+        assert!(status.success());
     }
 
     #[tokio::test]

@@ -3,14 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ordermesh_gateway::template::PathTemplate;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let (template, path) = text.split_once('\n').unwrap_or((text, "/"));
-    if let Ok(template) = PathTemplate::parse(template) {
-        let _ = template.matches(path);
-    }
+    ordermesh_gateway::fuzzing::path_template(template, path);
 });

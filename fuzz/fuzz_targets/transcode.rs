@@ -4,15 +4,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ordermesh_gateway::routes::RouteTable;
-use std::sync::OnceLock;
-
-fn routes() -> &'static RouteTable {
-    static ROUTES: OnceLock<RouteTable> = OnceLock::new();
-    ROUTES.get_or_init(|| {
-        RouteTable::from_pool(ordermesh_gateway::descriptors()).expect("the built-in routes")
-    })
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.splitn(3, |b| *b == b'\n');
@@ -30,16 +21,5 @@ fuzz_target!(|data: &[u8]| {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    if let Ok((route, bindings)) = routes().find(&method, path) {
-        for ignore_unknown in [false, true] {
-            let _ = ordermesh_gateway::transcode::request_message(
-                route,
-                bindings.clone(),
-                query,
-                body,
-                Some("application/json"),
-                ignore_unknown,
-            );
-        }
-    }
+    ordermesh_gateway::fuzzing::transcode(&method, path, query, body);
 });

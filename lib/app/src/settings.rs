@@ -108,6 +108,7 @@ impl AppSettings {
         }
         if let Some(addr) = addrs.payment {
             self.order.payment_url = url(addr);
+            self.gateway.gateway_payment_url = url(addr);
         }
         if let Some(addr) = addrs.order {
             self.gateway.gateway_order_url = url(addr);

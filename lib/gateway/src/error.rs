@@ -1,13 +1,15 @@
 //! Every way a REST call can fail, as an HTTP status and a JSON body shaped
-//! like google.rpc.Status: `{"code", "message", "details"}`. The gRPC code
-//! maps to HTTP by grpc-gateway's table.
+//! like google.rpc.Status: `{"code", "message", "details"}`. Each error
+//! describes itself as every ordermesh error does (`ordermesh_domain::error`);
+//! the kind maps to HTTP by grpc-gateway's table, in [`http_status`].
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use ordermesh_domain::{Describe, ErrorDescription, ErrorKind};
+use ordermesh_runtime::status::{code, describe_status};
 use prost_reflect::DynamicMessage;
 use serde_json::{Value, json};
-use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -22,6 +24,11 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// Shed at capacity: retry soon, elsewhere or here.
+    #[error("the gateway is at capacity; retry in a second")]
+    Overloaded,
+    #[error("the request took longer than the gateway's limit of {0}")]
+    Timeout(String),
     /// The service answered with an error.
     #[error("{}", .0.message())]
     Upstream(tonic::Status),
@@ -30,58 +37,68 @@ pub enum GatewayError {
     Internal(String),
 }
 
+impl Describe for GatewayError {
+    fn describe(&self) -> ErrorDescription {
+        let kind = match self {
+            GatewayError::BadRequest(_) => ErrorKind::InvalidArgument,
+            GatewayError::NotFound(_) => ErrorKind::NotFound,
+            GatewayError::MethodNotAllowed { .. } => ErrorKind::Unimplemented,
+            GatewayError::UnsupportedMediaType(_) => ErrorKind::InvalidArgument,
+            GatewayError::PayloadTooLarge { .. } => ErrorKind::ResourceExhausted,
+            GatewayError::Overloaded => ErrorKind::Unavailable,
+            GatewayError::Timeout(_) => ErrorKind::DeadlineExceeded,
+            GatewayError::Upstream(status) => return describe_status(status),
+            GatewayError::Internal(_) => ErrorKind::Internal,
+        };
+        ErrorDescription::new(kind, self.to_string())
+    }
+}
+
 /// grpc-gateway's mapping of gRPC codes to HTTP statuses.
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorKind::Unknown | ErrorKind::Internal | ErrorKind::DataLoss => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition | ErrorKind::OutOfRange => {
             StatusCode::BAD_REQUEST
         }
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Aborted => StatusCode::CONFLICT,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
 impl GatewayError {
-    /// The gRPC code and HTTP status this error answers with.
-    fn codes(&self) -> (Code, StatusCode) {
+    /// The HTTP status this error answers with: the kind's, but for the
+    /// errors HTTP has a closer word for.
+    pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadRequest(_) => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
-            GatewayError::NotFound(_) => (Code::NotFound, StatusCode::NOT_FOUND),
-            GatewayError::MethodNotAllowed { .. } => {
-                (Code::Unimplemented, StatusCode::METHOD_NOT_ALLOWED)
-            }
-            GatewayError::UnsupportedMediaType(_) => {
-                (Code::InvalidArgument, StatusCode::UNSUPPORTED_MEDIA_TYPE)
-            }
-            GatewayError::PayloadTooLarge { .. } => {
-                (Code::ResourceExhausted, StatusCode::PAYLOAD_TOO_LARGE)
-            }
-            GatewayError::Upstream(status) => (status.code(), http_status(status.code())),
-            GatewayError::Internal(_) => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            other => http_status(other.describe().kind),
         }
     }
 
     /// The google.rpc.Status-shaped body.
     pub fn body(&self) -> Value {
-        let (code, _) = self.codes();
+        let described = self.describe();
         let details = match self {
             GatewayError::Upstream(status) => details(status),
             _ => Vec::new(),
         };
-        json!({ "code": code as i32, "message": self.to_string(), "details": details })
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.codes().1
+        json!({
+            "code": code(described.kind) as i32,
+            "message": self.to_string(),
+            "details": details,
+        })
     }
 }
 
@@ -119,10 +136,20 @@ impl IntoResponse for GatewayError {
         }
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
-        if let GatewayError::MethodNotAllowed { allowed, .. } = &self
-            && let Ok(value) = allowed.parse()
-        {
-            response.headers_mut().insert(http::header::ALLOW, value);
+        let headers = response.headers_mut();
+        match &self {
+            GatewayError::MethodNotAllowed { allowed, .. } => {
+                if let Ok(value) = allowed.parse() {
+                    headers.insert(http::header::ALLOW, value);
+                }
+            }
+            GatewayError::Overloaded => {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -131,6 +158,8 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ordermesh_runtime::status::{described, kind};
+    use tonic::Code;
 
     #[test]
     fn grpc_gateway_table() {
@@ -153,17 +182,18 @@ mod tests {
             (Code::DataLoss, 500),
         ];
         for (code, http) in table {
-            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
+            let kind = kind(code).expect("a failure");
+            assert_eq!(http_status(kind).as_u16(), http, "{code:?}");
+            let error = GatewayError::Upstream(tonic::Status::new(code, "x"));
+            assert_eq!(error.status().as_u16(), http, "{code:?}");
         }
     }
 
     #[test]
     fn upstream_errors_keep_their_reason() {
-        let status = ordermesh_runtime::status::with_reason(
-            Code::FailedPrecondition,
-            "OUT_OF_STOCK",
-            "out of stock: sku-scale",
-            [],
+        let status = described(
+            &ErrorDescription::new(ErrorKind::FailedPrecondition, "out of stock: sku-scale")
+                .with_reason("OUT_OF_STOCK"),
         );
         let error = GatewayError::Upstream(status);
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
@@ -171,5 +201,25 @@ mod tests {
         assert_eq!(body["code"], 9);
         assert_eq!(body["message"], "out of stock: sku-scale");
         assert_eq!(body["details"][0]["reason"], "OUT_OF_STOCK");
+    }
+
+    #[test]
+    fn the_gateways_own_errors_have_bodies_and_their_headers() {
+        let shed = GatewayError::Overloaded.into_response();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[http::header::RETRY_AFTER], "1");
+        assert_eq!(GatewayError::Overloaded.body()["code"], 14);
+        let late = GatewayError::Timeout("15s".into());
+        assert_eq!(late.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(late.body()["code"], 4);
+        let wrong = GatewayError::MethodNotAllowed {
+            method: "PUT".into(),
+            allowed: "GET, POST".into(),
+        };
+        assert_eq!(wrong.body()["code"], 12);
+        assert_eq!(
+            wrong.into_response().headers()[http::header::ALLOW],
+            "GET, POST"
+        );
     }
 }

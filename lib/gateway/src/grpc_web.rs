@@ -1,23 +1,32 @@
 //! grpc-web for browsers: tonic-web turns grpc-web (binary or text) into
-//! gRPC, and this service passes the call through to the order service
-//! untouched, whatever its method.
+//! gRPC, and this service passes the call through untouched to the fronted
+//! service it names, if the method is one the gateway exposes (annotated);
+//! any other method of a fronted service answers UNIMPLEMENTED.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use ordermesh_runtime::client::PeerChannel;
 use tonic::body::Body;
-use tonic::transport::Channel;
-use tower::Service;
+use tower::{Layer, Service, ServiceExt};
 
 #[derive(Clone, Debug)]
 pub struct GrpcProxy {
-    channel: Channel,
+    /// The service's channel; None for a method that is not exposed.
+    channel: Option<PeerChannel>,
 }
 
-impl GrpcProxy {
-    pub fn new(channel: Channel) -> Self {
-        Self { channel }
+/// Serves one grpc-web request: to `channel`, or UNIMPLEMENTED without one.
+pub async fn serve(
+    channel: Option<PeerChannel>,
+    request: http::Request<axum::body::Body>,
+) -> axum::response::Response {
+    let service = tonic_web::GrpcWebLayer::new().layer(GrpcProxy { channel });
+    let request = request.map(Body::new);
+    match service.oneshot(request).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(never) => match never {},
     }
 }
 
@@ -41,7 +50,15 @@ impl Service<http::Request<Body>> for GrpcProxy {
             let stream = axum::body::Body::new(body).into_data_stream();
             Body::new(axum::body::Body::from_stream(stream))
         });
-        let mut channel = self.channel.clone();
+        let Some(mut channel) = self.channel.clone() else {
+            let path = request.uri().path().to_owned();
+            return Box::pin(async move {
+                Ok(
+                    tonic::Status::unimplemented(format!("{path} is not exposed by the gateway"))
+                        .into_http(),
+                )
+            });
+        };
         Box::pin(async move {
             let result = async {
                 futures::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
@@ -49,7 +66,7 @@ impl Service<http::Request<Body>> for GrpcProxy {
             }
             .await;
             Ok(result.unwrap_or_else(|error| {
-                tonic::Status::unavailable(format!("the order service is unavailable: {error}"))
+                tonic::Status::unavailable(format!("the service is unavailable: {error}"))
                     .into_http()
             }))
         })

@@ -1,12 +1,11 @@
-//! The one handler behind every annotated route: find the route, build the
-//! request message, call the service, answer JSON (or Server-Sent Events for
-//! a server stream).
+//! The one handler behind every annotated route: build the request message
+//! for the route the routing layer matched, call the service, answer JSON
+//! (or Server-Sent Events for a server stream).
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -14,42 +13,47 @@ use http::header::CONTENT_TYPE;
 
 use crate::Gateway;
 use crate::error::GatewayError;
-use crate::observe::MatchedRoute;
-use crate::routes::NoRoute;
+use crate::metadata::{headers_from, metadata_from, timeout_from};
+use crate::routes::{NoRoute, Route};
+use crate::template::PathBindings;
 use crate::transcode::{request_message, to_json};
-use crate::upstream::{headers_from, metadata_from, timeout_from};
 
-pub async fn transcode(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
-    match handle(&gateway, request).await {
+pub async fn transcode(
+    gateway: &Gateway,
+    route: &Route,
+    bindings: PathBindings,
+    request: Request,
+) -> Response {
+    match handle(gateway, route, bindings, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle(gateway: &Gateway, request: Request) -> Result<Response, GatewayError> {
-    let (mut parts, body) = request.into_parts();
-    // Usually matched already by the observing layer.
-    let matched = parts
-        .extensions
-        .remove::<MatchedRoute>()
-        .and_then(|matched| Some((gateway.routes.get(matched.index)?, matched.bindings)));
-    let (route, bindings) = match matched {
-        Some(found) => Ok(found),
-        None => gateway.routes.find(&parts.method, parts.uri.path()),
-    }
-    .map_err(|no_route| match no_route {
-        NoRoute::NotFound => {
-            GatewayError::NotFound(format!("{} {}", parts.method, parts.uri.path()))
-        }
+/// The answer to a request no route matched.
+pub fn unrouted(no_route: &NoRoute, request: &Request) -> Response {
+    let (method, path) = (request.method(), request.uri().path());
+    match no_route {
+        NoRoute::NotFound => GatewayError::NotFound(format!("{method} {path}")),
         NoRoute::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed {
-            method: parts.method.to_string(),
+            method: method.to_string(),
             allowed: allowed
                 .iter()
                 .map(|m| m.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
         },
-    })?;
+    }
+    .into_response()
+}
+
+async fn handle(
+    gateway: &Gateway,
+    route: &Route,
+    bindings: PathBindings,
+    request: Request,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = request.into_parts();
     let limit = gateway.settings.body_limit;
     let body = axum::body::to_bytes(body, limit)
         .await

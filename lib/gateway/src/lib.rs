@@ -1,121 +1,62 @@
 //! The edge gateway: `curl` JSON and browser grpc-web into gRPC calls to the
-//! order service (and the inventory's product reads).
+//! services it fronts, driven only by descriptors.
 //!
-//! REST routes come from the `google.api.http` annotations (see [`routes`]);
-//! server streams are Server-Sent Events; `/openapi.json` is generated from
-//! the same descriptors; `/` serves a small page that uses the REST API.
+//! Which services it fronts and where they are is configuration (an
+//! upstream registry, see [`settings`]); what it exposes of them is their
+//! `google.api.http` annotations (see [`routes`]), from the built-in
+//! descriptor set plus any `--descriptor-set` file. Server streams are
+//! Server-Sent Events; `/openapi.json` is generated from the same
+//! descriptors; `/` serves a small page that uses the REST API. Fronting a
+//! new annotated service takes configuration, not code here.
 
-pub mod codec;
-pub mod error;
+mod codec;
+mod error;
+pub mod fuzzing;
 mod grpc_web;
 mod handler;
+mod metadata;
 mod observe;
-pub mod openapi;
+mod openapi;
 mod page;
-pub mod routes;
-pub mod template;
-pub mod transcode;
-pub mod upstream;
+mod routes;
+mod routing;
+mod settings;
+mod template;
+mod transcode;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode};
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
-use opentelemetry_sdk::trace::Tracer;
+use axum::response::{IntoResponse, Json, Response};
 use ordermesh_runtime::AppContext;
-use ordermesh_runtime::client::{GrpcClientSettings, channel};
-use ordermesh_runtime::metrics::Metrics;
+use ordermesh_runtime::client::GrpcClientSettings;
+use ordermesh_runtime::instrument::Instruments;
 use ordermesh_runtime::shutdown::Shutdown;
 use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tower::Layer;
+use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 
+pub use crate::error::GatewayError;
 use crate::routes::RouteTable;
-use crate::upstream::Upstreams;
-
-/// The gateway's flags. Its peer URLs are named apart from the order
-/// service's own `--inventory-url`, since `all` takes both sets of flags.
-#[derive(Clone, Debug, clap::Args)]
-pub struct GatewaySettings {
-    /// Where the gateway listens for HTTP (REST, grpc-web, the web page).
-    #[arg(
-        id = "gateway_addr",
-        long = "gateway-addr",
-        env = "ORDERMESH_GATEWAY_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub listen: std::net::SocketAddr,
-    /// The order service the gateway forwards to.
-    #[arg(
-        long,
-        env = "ORDERMESH_GATEWAY_ORDER_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub gateway_order_url: String,
-    /// The inventory service, for the product reads.
-    #[arg(
-        long,
-        env = "ORDERMESH_GATEWAY_INVENTORY_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub gateway_inventory_url: String,
-    /// Longest a REST call may take (a shorter `Grpc-Timeout` header wins).
-    #[arg(long, env = "ORDERMESH_GATEWAY_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub request_timeout: Duration,
-    /// Largest request body, in bytes; larger ones get 413.
-    #[arg(long, env = "ORDERMESH_GATEWAY_BODY_LIMIT", default_value_t = 64 * 1024)]
-    pub body_limit: usize,
-    /// Requests handled at once; beyond it the gateway answers 503 with
-    /// Retry-After at once instead of queueing (load shedding).
-    #[arg(long, env = "ORDERMESH_GATEWAY_MAX_IN_FLIGHT", default_value_t = 1024)]
-    pub gateway_max_in_flight: usize,
-    /// Ignore unknown JSON fields instead of refusing them.
-    #[arg(long, env = "ORDERMESH_GATEWAY_IGNORE_UNKNOWN_FIELDS")]
-    pub ignore_unknown_fields: bool,
-    /// Other request headers passed on as gRPC metadata (lower case).
-    #[arg(
-        long = "forward-header",
-        env = "ORDERMESH_GATEWAY_FORWARD_HEADERS",
-        value_delimiter = ','
-    )]
-    pub forward_headers: Vec<String>,
-    /// Origins allowed by CORS (grpc-web and fetch from other sites); none
-    /// given allows any origin, fine on a laptop, not on the internet.
-    #[arg(
-        long = "cors-allowed-origin",
-        env = "ORDERMESH_GATEWAY_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
-    pub cors_allowed_origins: Vec<String>,
-}
-
-impl Default for GatewaySettings {
-    fn default() -> Self {
-        ordermesh_runtime::settings::defaults()
-    }
-}
+use crate::routing::{Matched, Page};
+pub use crate::settings::GatewaySettings;
+use crate::upstreams::Upstreams;
 
 /// What every request handler shares.
 pub struct Gateway {
     settings: GatewaySettings,
     routes: RouteTable,
     upstreams: Upstreams,
-    order_channel: tonic::transport::Channel,
     openapi: serde_json::Value,
-    tracer: Tracer,
-    metrics: Arc<Metrics>,
+    instruments: Instruments,
     shutdown: Shutdown,
 }
 
@@ -125,21 +66,24 @@ impl Gateway {
         client: &GrpcClientSettings,
         context: &AppContext,
     ) -> anyhow::Result<Self> {
-        let routes = RouteTable::from_pool(descriptors())?;
+        let pool = pool(&settings)?;
+        let upstreams = Upstreams::connect(&settings.upstream_urls(), client, context)?;
+        let routes = RouteTable::from_pool(&pool, |service| upstreams.get(service).is_some())?;
+        for service in upstreams.services() {
+            if pool.get_service_by_name(service).is_none() {
+                tracing::warn!(
+                    service,
+                    "an upstream's service is in no descriptor set; nothing of it is routed"
+                );
+            }
+        }
         let openapi = openapi::document(&routes);
         Ok(Self {
-            upstreams: Upstreams::connect(
-                &settings.gateway_order_url,
-                &settings.gateway_inventory_url,
-                client,
-                context,
-            )?,
-            order_channel: channel(&settings.gateway_order_url, client)?,
             settings,
             routes,
+            upstreams,
             openapi,
-            tracer: context.tracer("gateway"),
-            metrics: context.metrics().clone(),
+            instruments: Instruments::new("gateway", context),
             shutdown: context.shutdown().clone(),
         })
     }
@@ -155,45 +99,40 @@ pub fn descriptors() -> &'static DescriptorPool {
     })
 }
 
-/// Every route of the gateway, with its edge layers.
+/// The built-in descriptors and those of `--descriptor-set` files.
+fn pool(settings: &GatewaySettings) -> anyhow::Result<DescriptorPool> {
+    let mut pool = descriptors().clone();
+    for path in &settings.descriptor_sets {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the descriptor set {}", path.display()))?;
+        pool.decode_file_descriptor_set(bytes.as_slice())
+            .with_context(|| format!("decoding the descriptor set {}", path.display()))?;
+    }
+    Ok(pool)
+}
+
+/// Every route of the gateway, with its edge layers. The routing layer is
+/// outermost but for CORS and request ids: it matches once, and everything
+/// inside (metrics, shedding, the handlers) reads its match.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let cors = {
-        let layer = CorsLayer::new()
-            .allow_methods(Any)
-            .allow_headers(Any)
-            .expose_headers([
-                HeaderName::from_static("grpc-status"),
-                HeaderName::from_static("grpc-message"),
-                HeaderName::from_static("grpc-status-details-bin"),
-                HeaderName::from_static("x-request-id"),
-            ]);
-        if gateway.settings.cors_allowed_origins.is_empty() {
-            layer.allow_origin(Any)
-        } else {
-            let origins = gateway
-                .settings
-                .cors_allowed_origins
-                .iter()
-                .filter_map(|origin| origin.parse().ok())
-                .collect::<Vec<_>>();
-            layer.allow_origin(AllowOrigin::list(origins))
-        }
-    };
-    let grpc_web = tonic_web::GrpcWebLayer::new()
-        .layer(grpc_web::GrpcProxy::new(gateway.order_channel.clone()));
     let request_id = HeaderName::from_static("x-request-id");
+    let timeout = gateway.settings.request_timeout + Duration::from_secs(1);
     Router::new()
-        .route("/", get(page::index))
-        .route("/openapi.json", get(openapi_document))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route_service("/ordermesh.order.v1.OrderService/{method}", grpc_web)
-        .fallback(handler::transcode)
-        // Innermost, so the metrics and logs below see the 503s it sends.
-        // Streams hold a slot only until their headers are sent.
+        .fallback(dispatch)
+        // Innermost, so the metrics and logs below see the 503s and 504s
+        // they send. Streams hold a slot only until their headers are sent.
         .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+            ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    move |error: tower::BoxError| async move {
+                        if error.is::<tower::timeout::error::Elapsed>() {
+                            GatewayError::Timeout(humantime::format_duration(timeout).to_string())
+                        } else {
+                            GatewayError::Overloaded
+                        }
+                    },
+                ))
+                .timeout(timeout)
                 .load_shed()
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                     gateway.settings.gateway_max_in_flight,
@@ -203,56 +142,85 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             gateway.clone(),
             observe::observe,
         ))
-        .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            gateway.settings.request_timeout + Duration::from_secs(1),
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            routing::route,
         ))
-        .layer(cors)
+        .layer(CompressionLayer::new())
+        .layer(cors(&gateway.settings))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(gateway)
 }
 
-/// The answer to a request shed at capacity: retry soon, elsewhere or here.
-async fn overloaded(_: tower::BoxError) -> axum::response::Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(http::header::RETRY_AFTER, "1")],
-        Json(serde_json::json!({
-            "code": 14,
-            "message": "the gateway is at capacity; retry in a second",
-            "details": [],
-        })),
-    )
-        .into_response()
+fn cors(settings: &GatewaySettings) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([
+            HeaderName::from_static("grpc-status"),
+            HeaderName::from_static("grpc-message"),
+            HeaderName::from_static("grpc-status-details-bin"),
+            HeaderName::from_static("x-request-id"),
+        ]);
+    if settings.cors_allowed_origins.is_empty() {
+        layer.allow_origin(Any)
+    } else {
+        let origins = settings
+            .cors_allowed_origins
+            .iter()
+            .filter_map(|origin| origin.parse().ok())
+            .collect::<Vec<_>>();
+        layer.allow_origin(AllowOrigin::list(origins))
+    }
 }
 
-async fn openapi_document(State(gateway): State<Arc<Gateway>>) -> Json<serde_json::Value> {
-    Json(gateway.openapi.clone())
-}
-
-/// Ready only while the order service answers its health check.
-async fn ready(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
-    let mut health = HealthClient::new(gateway.order_channel.clone());
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: "ordermesh.order.v1.OrderService".into(),
-    });
-    request.set_timeout(Duration::from_secs(1));
-    match health.check(request).await {
-        Ok(response) if response.get_ref().status() == ServingStatus::Serving => {
-            (StatusCode::OK, "ready\n").into_response()
+/// Sends each request where the routing layer matched it.
+async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
+    let Some(matched) = request.extensions_mut().remove::<Matched>() else {
+        return GatewayError::Internal("a request reached the handlers unrouted".into())
+            .into_response();
+    };
+    match matched {
+        Matched::Page { page, .. } => match page {
+            Page::Index => page::index().await.into_response(),
+            Page::OpenApi => Json(gateway.openapi.clone()).into_response(),
+            Page::Healthz => "ok\n".into_response(),
+            Page::Readyz => ready(&gateway).await,
+        },
+        Matched::Rest { index, bindings } => match gateway.routes.get(index) {
+            Some(route) => handler::transcode(&gateway, route, bindings, request).await,
+            None => GatewayError::Internal("a matched route vanished".into()).into_response(),
+        },
+        Matched::GrpcWeb { service, exposed } => {
+            let channel = exposed
+                .then(|| gateway.upstreams.get(&service).map(|u| u.channel()))
+                .flatten();
+            grpc_web::serve(channel, request).await
         }
-        Ok(_) => (
+        Matched::Unrouted(no_route) => handler::unrouted(&no_route, &request),
+    }
+}
+
+/// Ready only while every service that has routes answers its health check.
+async fn ready(gateway: &Gateway) -> Response {
+    let checks = gateway.routes.services().into_iter().filter_map(|service| {
+        let upstream = gateway.upstreams.get(service)?;
+        Some(async move { upstream.serving().await })
+    });
+    let problems: Vec<String> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the order service is not serving\n",
+            format!("{}\n", problems.join("\n")),
         )
-            .into_response(),
-        Err(status) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the order service does not answer: {}\n", status.message()),
-        )
-            .into_response(),
+            .into_response()
     }
 }
 

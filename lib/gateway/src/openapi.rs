@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn every_route_is_documented_with_its_schemas() {
         let pool = DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
-        let routes = RouteTable::from_pool(&pool).unwrap();
+        let routes = RouteTable::from_pool(&pool, |_| true).unwrap();
         let document = document(&routes);
         for route in routes.routes() {
             let path = route.template.openapi_path();

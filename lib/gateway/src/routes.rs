@@ -1,28 +1,12 @@
 //! The REST routes, read at start from the `google.api.http` annotations in
-//! the descriptor set: annotate an RPC and it is exposed, with no route
-//! written by hand.
+//! the descriptor set: annotate an RPC of a fronted service and it is
+//! exposed, with no route written by hand. The annotated RPCs are also the
+//! methods grpc-web may call: the annotations are the edge's whole API.
 
 use http::Method;
 use prost_reflect::{DescriptorPool, FieldDescriptor, MethodDescriptor, Value};
 
 use crate::template::{PathBindings, PathTemplate};
-
-/// Which backend serves a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Upstream {
-    Order,
-    Inventory,
-}
-
-impl Upstream {
-    fn of_service(full_name: &str) -> Option<Self> {
-        match full_name {
-            "ordermesh.order.v1.OrderService" => Some(Upstream::Order),
-            "ordermesh.inventory.v1.InventoryService" => Some(Upstream::Inventory),
-            _ => None,
-        }
-    }
-}
 
 /// Where the request message comes from besides the path.
 #[derive(Clone, Debug)]
@@ -41,7 +25,8 @@ pub struct Route {
     pub http_method: Method,
     pub template: PathTemplate,
     pub body: BodyRule,
-    pub upstream: Upstream,
+    /// The full name of the service that serves it.
+    pub service: String,
     /// The gRPC path, e.g. `/ordermesh.order.v1.OrderService/CreateOrder`.
     pub grpc_path: String,
     /// How metrics and spans name it, e.g. `GET /v1/orders/{order_id}`.
@@ -60,7 +45,7 @@ pub struct RouteTable {
 }
 
 /// Why no route answered a request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoRoute {
     NotFound,
     /// The path exists for these other methods.
@@ -68,8 +53,11 @@ pub enum NoRoute {
 }
 
 impl RouteTable {
-    /// Every annotated RPC of the services the gateway fronts.
-    pub fn from_pool(pool: &DescriptorPool) -> anyhow::Result<Self> {
+    /// Every annotated RPC of the services `fronted` says the gateway fronts.
+    pub fn from_pool(
+        pool: &DescriptorPool,
+        fronted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Self> {
         let http = pool
             .get_extension_by_name("google.api.http")
             .ok_or_else(|| {
@@ -77,9 +65,9 @@ impl RouteTable {
             })?;
         let mut routes = Vec::new();
         for service in pool.services() {
-            let Some(upstream) = Upstream::of_service(service.full_name()) else {
+            if !fronted(service.full_name()) {
                 continue;
-            };
+            }
             for rpc in service.methods() {
                 let options = rpc.options();
                 if !options.has_extension(&http) {
@@ -99,7 +87,7 @@ impl RouteTable {
                     }));
                 }
                 for rule in rules {
-                    routes.push(route(&rpc, &rule, upstream)?);
+                    routes.push(route(&rpc, &rule)?);
                 }
             }
         }
@@ -119,9 +107,23 @@ impl RouteTable {
         Ok((&self.routes[matched], bindings))
     }
 
-    /// The route found by [`RouteTable::find`], by its index.
+    /// The route found by [`RouteTable::find_index`], by its index.
     pub fn get(&self, index: usize) -> Option<&Route> {
         self.routes.get(index)
+    }
+
+    /// Whether `grpc_path` (`/pkg.Service/Method`) is an annotated RPC,
+    /// which grpc-web may call.
+    pub fn exposes(&self, grpc_path: &str) -> bool {
+        self.routes.iter().any(|route| route.grpc_path == grpc_path)
+    }
+
+    /// The fronted services that have at least one route.
+    pub fn services(&self) -> Vec<&str> {
+        let mut services: Vec<&str> = self.routes.iter().map(|r| r.service.as_str()).collect();
+        services.sort_unstable();
+        services.dedup();
+        services
     }
 
     /// [`RouteTable::find`], answering the route's index.
@@ -149,11 +151,7 @@ impl RouteTable {
     }
 }
 
-fn route(
-    rpc: &MethodDescriptor,
-    rule: &prost_reflect::DynamicMessage,
-    upstream: Upstream,
-) -> anyhow::Result<Route> {
+fn route(rpc: &MethodDescriptor, rule: &prost_reflect::DynamicMessage) -> anyhow::Result<Route> {
     let text = |name: &str| {
         rule.get_field_by_name(name)
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -191,7 +189,7 @@ fn route(
         http_method,
         template,
         body,
-        upstream,
+        service: rpc.parent_service().full_name().to_owned(),
     })
 }
 
@@ -201,7 +199,7 @@ mod tests {
 
     fn table() -> RouteTable {
         let pool = DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
-        RouteTable::from_pool(&pool).unwrap()
+        RouteTable::from_pool(&pool, |_| true).unwrap()
     }
 
     #[test]
@@ -249,12 +247,35 @@ mod tests {
             table.find(&Method::DELETE, "/v1/orders").unwrap_err(),
             NoRoute::MethodNotAllowed(vec![Method::GET, Method::POST])
         );
-        // Inventory writes carry no annotation, so they are not reachable.
+        // Inventory writes carry no annotation, so they are not reachable,
+        // by REST or by grpc-web.
         assert!(
             table
                 .routes()
                 .iter()
                 .all(|r| r.rpc.name() != "ReserveStock")
         );
+        assert!(table.exposes("/ordermesh.inventory.v1.InventoryService/GetProduct"));
+        assert!(!table.exposes("/ordermesh.inventory.v1.InventoryService/AdjustStock"));
+        assert_eq!(
+            table.services(),
+            [
+                "ordermesh.inventory.v1.InventoryService",
+                "ordermesh.order.v1.OrderService"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_fronted_services_are_routed() {
+        let pool = DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let table = RouteTable::from_pool(&pool, |s| s.ends_with("OrderService")).unwrap();
+        assert!(
+            table
+                .routes()
+                .iter()
+                .all(|r| r.service == "ordermesh.order.v1.OrderService")
+        );
+        assert!(!table.exposes("/ordermesh.inventory.v1.InventoryService/GetProduct"));
     }
 }

@@ -203,6 +203,7 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable::from_pool(
             &DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap(),
+            |_| true,
         )
         .unwrap()
     }

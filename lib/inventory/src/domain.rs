@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use ordermesh_domain::Money;
 use ordermesh_domain::limits::{MAX_ITEMS, MAX_QUANTITY, check_id};
+use ordermesh_domain::{Describe, ErrorDescription, ErrorKind, reasons};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Product {
@@ -105,6 +106,46 @@ pub enum InventoryError {
     },
     #[error("stock of {0} would exceed the largest count this service keeps")]
     StockOverflow(String),
+}
+
+impl Describe for InventoryError {
+    fn describe(&self) -> ErrorDescription {
+        let described = |kind| ErrorDescription::new(kind, self.to_string());
+        match self {
+            InventoryError::Invalid(_) => described(ErrorKind::InvalidArgument),
+            InventoryError::ProductNotFound(product_id) => described(ErrorKind::NotFound)
+                .with_reason(reasons::PRODUCT_NOT_FOUND)
+                .with("product_id", product_id),
+            InventoryError::OutOfStock {
+                product_id,
+                requested,
+                available,
+            } => described(ErrorKind::FailedPrecondition)
+                .with_reason(reasons::OUT_OF_STOCK)
+                .with("product_id", product_id)
+                .with("requested", requested.to_string())
+                .with("available", available.to_string()),
+            InventoryError::ReservationConflict(reservation_id) => {
+                described(ErrorKind::AlreadyExists)
+                    .with_reason(reasons::RESERVATION_CONFLICT)
+                    .with("reservation_id", reservation_id)
+            }
+            InventoryError::ReservationReleased { reservation_id, .. } => {
+                described(ErrorKind::FailedPrecondition)
+                    .with_reason(reasons::RESERVATION_RELEASED)
+                    .with("reservation_id", reservation_id)
+            }
+            InventoryError::ReservationNotFound(reservation_id) => described(ErrorKind::NotFound)
+                .with_reason(reasons::RESERVATION_NOT_FOUND)
+                .with("reservation_id", reservation_id),
+            InventoryError::StockNegative { product_id, .. } => {
+                described(ErrorKind::FailedPrecondition)
+                    .with_reason(reasons::STOCK_NEGATIVE)
+                    .with("product_id", product_id)
+            }
+            InventoryError::StockOverflow(_) => described(ErrorKind::OutOfRange),
+        }
+    }
 }
 
 impl ReserveRequest {

@@ -1,11 +1,11 @@
-//! The gRPC face of the inventory: translates and delegates; every error
-//! becomes a status in [`to_status`].
+//! The gRPC face of the inventory: translates and delegates; errors
+//! describe themselves and become statuses in `status::to_status`.
 
 use std::pin::Pin;
 
 use futures::Stream;
-use ordermesh_domain::Money;
-use ordermesh_proto::common::v1::Money as ProtoMoney;
+use ordermesh_domain::{ErrorDescription, ErrorKind, reasons};
+use ordermesh_proto::convert::timestamp;
 use ordermesh_proto::inventory::v1::inventory_service_server::InventoryService;
 use ordermesh_proto::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetProductRequest, ListProductsRequest,
@@ -14,12 +14,12 @@ use ordermesh_proto::inventory::v1::{
     ReserveStockRequest, WatchStockRequest,
 };
 use ordermesh_runtime::shutdown::Shutdown;
-use ordermesh_runtime::status::{database_error, with_reason};
+use ordermesh_runtime::status::{described, to_status};
 use tokio::sync::broadcast::error::RecvError;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::domain::{InventoryError, Product, Reservation, ReservationStatus, ReserveRequest};
-use crate::service::{Inventory, ServiceError};
+use crate::domain::{Product, Reservation, ReservationStatus, ReserveRequest};
+use crate::service::Inventory;
 
 pub struct InventoryGrpc {
     inventory: Inventory,
@@ -83,8 +83,7 @@ impl InventoryService for InventoryGrpc {
             .into_iter()
             .map(|item| (item.product_id, item.quantity))
             .collect();
-        let request = ReserveRequest::parse(message.reservation_id, items)
-            .map_err(|e| to_status(e.into()))?;
+        let request = ReserveRequest::parse(message.reservation_id, items).map_err(to_status)?;
         let reservation = self.inventory.reserve(request).await.map_err(to_status)?;
         Ok(Response::new(reservation_to_proto(&reservation)))
     }
@@ -149,12 +148,10 @@ impl InventoryService for InventoryGrpc {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = &mut ends => {
-                        yield Err(with_reason(
-                            Code::DeadlineExceeded,
-                            "STREAM_LIFETIME",
+                        yield Err(described(&ErrorDescription::new(
+                            ErrorKind::DeadlineExceeded,
                             format!("the stream reached its longest life ({}); watch again to go on", humantime::format_duration(lifetime)),
-                            [],
-                        ));
+                        ).with_reason(reasons::STREAM_LIFETIME)));
                         return;
                     }
                     change = changes.recv() => match change {
@@ -193,74 +190,11 @@ async fn snapshot(inventory: &Inventory, only: &[String]) -> Result<Vec<ProtoPro
     }
 }
 
-/// The one place an inventory error becomes a gRPC status.
-pub fn to_status(error: ServiceError) -> Status {
-    let message = error.to_string();
-    match error {
-        ServiceError::Rule(rule) => match rule {
-            InventoryError::Invalid(_) => Status::invalid_argument(message),
-            InventoryError::ProductNotFound(product_id) => with_reason(
-                Code::NotFound,
-                "PRODUCT_NOT_FOUND",
-                message,
-                [("product_id".to_owned(), product_id)],
-            ),
-            InventoryError::OutOfStock {
-                product_id,
-                requested,
-                available,
-            } => with_reason(
-                Code::FailedPrecondition,
-                "OUT_OF_STOCK",
-                message,
-                [
-                    ("product_id".to_owned(), product_id),
-                    ("requested".to_owned(), requested.to_string()),
-                    ("available".to_owned(), available.to_string()),
-                ],
-            ),
-            InventoryError::ReservationConflict(reservation_id) => with_reason(
-                Code::AlreadyExists,
-                "RESERVATION_CONFLICT",
-                message,
-                [("reservation_id".to_owned(), reservation_id)],
-            ),
-            InventoryError::ReservationReleased { reservation_id, .. } => with_reason(
-                Code::FailedPrecondition,
-                "RESERVATION_RELEASED",
-                message,
-                [("reservation_id".to_owned(), reservation_id)],
-            ),
-            InventoryError::ReservationNotFound(reservation_id) => with_reason(
-                Code::NotFound,
-                "RESERVATION_NOT_FOUND",
-                message,
-                [("reservation_id".to_owned(), reservation_id)],
-            ),
-            InventoryError::StockNegative { product_id, .. } => with_reason(
-                Code::FailedPrecondition,
-                "STOCK_NEGATIVE",
-                message,
-                [("product_id".to_owned(), product_id)],
-            ),
-            InventoryError::StockOverflow(_) => Status::out_of_range(message),
-        },
-        ServiceError::Store { context, source } => database_error(context, &source),
-    }
-}
-
-fn money_to_proto(money: Money) -> ProtoMoney {
-    ProtoMoney {
-        currency_code: money.currency.as_str().to_owned(),
-        minor_units: money.minor_units,
-    }
-}
-
 pub fn product_to_proto(product: &Product) -> ProtoProduct {
     ProtoProduct {
         product_id: product.product_id.clone(),
         name: product.name.clone(),
-        price: Some(money_to_proto(product.price)),
+        price: Some(product.price.into()),
         available: product.available,
     }
 }
@@ -281,13 +215,9 @@ pub fn reservation_to_proto(reservation: &Reservation) -> ProtoReservation {
             .map(|item| ReservationItem {
                 product_id: item.product_id.clone(),
                 quantity: item.quantity,
-                unit_price: Some(money_to_proto(item.unit_price)),
+                unit_price: Some(item.unit_price.into()),
             })
             .collect(),
-        expire_time: (reservation.expires_at_ms > 0).then(|| prost_types::Timestamp {
-            seconds: reservation.expires_at_ms.div_euclid(1000),
-            nanos: i32::try_from(reservation.expires_at_ms.rem_euclid(1000) * 1_000_000)
-                .unwrap_or(0),
-        }),
+        expire_time: (reservation.expires_at_ms > 0).then(|| timestamp(reservation.expires_at_ms)),
     }
 }

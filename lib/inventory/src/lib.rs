@@ -14,13 +14,10 @@ use crate::store::InventoryStore;
 use std::time::Duration;
 
 use ordermesh_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use ordermesh_runtime::AppContext;
 use ordermesh_runtime::grpc::{BackgroundTask, RoleServices};
 use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_runtime::{AppContext, grpc_service};
 use ordermesh_storage::{Database, DatabaseSettings, now_millis};
-use tonic::codec::CompressionEncoding;
-use tonic::server::NamedService;
-use tonic::service::Routes;
 
 use crate::grpc::InventoryGrpc;
 use crate::service::Inventory;
@@ -57,8 +54,6 @@ impl Default for InventorySettings {
     }
 }
 
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 /// Opens the inventory database, seeds the demo catalog into an empty one,
 /// starts the expiry sweeper, and returns the gRPC services to serve.
 pub async fn build(
@@ -78,20 +73,9 @@ pub async fn build(
         settings.reservation_sweep_interval,
         shutdown.clone(),
     );
-    let server = InventoryServiceServer::new(InventoryGrpc::new(
-        inventory,
-        shutdown,
-        settings.max_stream_lifetime,
-    ))
-    .accept_compressed(CompressionEncoding::Gzip)
-    .send_compressed(CompressionEncoding::Gzip)
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Ok(RoleServices {
-        role: "inventory",
-        routes: Routes::new(server),
-        service_names: vec![<InventoryServiceServer<InventoryGrpc> as NamedService>::NAME],
-        background: vec![sweeper],
-    })
+    let grpc = InventoryGrpc::new(inventory, shutdown, settings.max_stream_lifetime);
+    let server = grpc_service!(InventoryServiceServer::new(grpc));
+    Ok(RoleServices::new("inventory", server).with_background(sweeper))
 }
 
 /// The inventory database, migrated, for tools that read it (the invariant

@@ -3,40 +3,48 @@
 
 use std::time::Duration;
 
-use ordermesh_domain::limits::{MAX_ITEMS, MAX_PAGE_SIZE, check_id};
+use ordermesh_domain::limits::{
+    self as limits, FOREIGN_PAGE_TOKEN, MAX_ITEMS, MAX_PAGE_SIZE, check_id, split_page,
+};
 use std::sync::Arc;
 
+use ordermesh_domain::{Describe, ErrorDescription};
 use ordermesh_runtime::metrics::Metrics;
-use ordermesh_storage::now_millis;
+use ordermesh_storage::{StoreError, now_millis};
 use tokio::sync::broadcast;
 
 use crate::domain::{self, InventoryError, Product, Reservation, ReserveRequest};
-use crate::store::{InventoryStore, Reserved, StoreError};
+use crate::store::{InventoryStore, Reserved, StoreFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
     Rule(#[from] InventoryError),
-    #[error("inventory store failed while {context}")]
-    Store {
-        context: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn failed(context: &'static str) -> impl Fn(StoreError) -> ServiceError {
+impl Describe for ServiceError {
+    fn describe(&self) -> ErrorDescription {
+        match self {
+            ServiceError::Rule(rule) => rule.describe(),
+            ServiceError::Store(error) => error.describe(),
+        }
+    }
+}
+
+fn failed(context: &'static str) -> impl Fn(StoreFailure) -> ServiceError {
     move |error| match error {
-        StoreError::Rule(rule) => ServiceError::Rule(rule),
-        StoreError::Database(source) => ServiceError::Store { context, source },
+        StoreFailure::Rule(rule) => ServiceError::Rule(rule),
+        StoreFailure::Database(source) => StoreError { context, source }.into(),
     }
 }
 
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ServiceError {
-    move |source| ServiceError::Store { context, source }
+    move |source| StoreError { context, source }.into()
 }
 
-const DEFAULT_PAGE_SIZE: i32 = 50;
+const DEFAULT_PAGE_SIZE: usize = 50;
 
 #[derive(Clone, Debug)]
 pub struct Inventory {
@@ -202,16 +210,8 @@ impl Inventory {
         page_token: &str,
         only: &[String],
     ) -> Result<(Vec<Product>, String), ServiceError> {
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            1.. => page_size.min(MAX_PAGE_SIZE),
-            _ => {
-                return Err(InventoryError::Invalid(format!(
-                    "page_size must not be negative, got {page_size}"
-                ))
-                .into());
-            }
-        };
+        let page_size = limits::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            .map_err(InventoryError::Invalid)?;
         if only.len() > MAX_ITEMS {
             return Err(InventoryError::Invalid(format!(
                 "product_ids may name at most {MAX_ITEMS} products"
@@ -224,28 +224,17 @@ impl Inventory {
         let after = if page_token.is_empty() {
             None
         } else {
-            check_id("page_token", page_token).map_err(|_| {
-                InventoryError::Invalid(
-                    "page_token is not one this service issued; start again without it".into(),
-                )
-            })?;
+            check_id("page_token", page_token)
+                .map_err(|_| InventoryError::Invalid(FOREIGN_PAGE_TOKEN.into()))?;
             Some(page_token)
         };
-        let mut products = self
+        // One extra row tells whether another page follows.
+        let products = self
             .store
-            .products(after, i64::from(page_size) + 1, only)
+            .products(after, page_size as i64 + 1, only)
             .await
             .map_err(db("listing products"))?;
-        let next = if products.len() > page_size as usize {
-            products.truncate(page_size as usize);
-            products
-                .last()
-                .map(|p| p.product_id.clone())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((products, next))
+        Ok(split_page(products, page_size, |p| p.product_id.clone()))
     }
 
     /// Sets `current_stock` for every product from the database, so the

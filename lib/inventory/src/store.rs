@@ -20,7 +20,7 @@ pub struct InventoryStore {
 
 /// A store call's result: a rule was broken, or the database failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum StoreFailure {
     #[error(transparent)]
     Rule(#[from] InventoryError),
     #[error(transparent)]
@@ -120,7 +120,7 @@ impl InventoryStore {
         request: &ReserveRequest,
         now_ms: i64,
         ttl: Duration,
-    ) -> Result<Reserved, StoreError> {
+    ) -> Result<Reserved, StoreFailure> {
         let expires_at = now_ms + millis(ttl);
         let mut tx = self.db.pool().begin().await?;
         // The first statement writes, so SQLite takes its write lock at once.
@@ -194,7 +194,7 @@ impl InventoryStore {
         &self,
         reservation_id: &str,
         now_ms: i64,
-    ) -> Result<Changed<Reservation>, StoreError> {
+    ) -> Result<Changed<Reservation>, StoreFailure> {
         let committed = sqlx::query(
             "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
              WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at >= $1",
@@ -225,7 +225,7 @@ impl InventoryStore {
         &self,
         reservation_id: &str,
         now_ms: i64,
-    ) -> Result<Changed<Reservation>, StoreError> {
+    ) -> Result<Changed<Reservation>, StoreFailure> {
         let products = self.give_back(reservation_id, now_ms).await?;
         sqlx::query(
             "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
@@ -322,7 +322,7 @@ impl InventoryStore {
         product_id: &str,
         delta: i32,
         now_ms: i64,
-    ) -> Result<Product, StoreError> {
+    ) -> Result<Product, StoreFailure> {
         let adjusted = sqlx::query(&format!(
             "UPDATE inventory_products SET available = available + $1, \
              stock_total = stock_total + $1, updated_at = $2 \

@@ -1,18 +1,19 @@
 //! The gRPC face of the order service: translates messages and delegates to
-//! [`Orders`]; every error becomes a status in [`to_status`].
+//! [`Orders`]; errors describe themselves and become statuses in
+//! `status::to_status`.
 
 use futures::StreamExt;
+use ordermesh_proto::convert::timestamp;
 use ordermesh_proto::order::v1::order_service_server::OrderService;
 use ordermesh_proto::order::v1::{
     CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse,
     Order, OrderItem, OrderStatus as ProtoStatus, WatchOrderRequest,
 };
 use ordermesh_runtime::deadline::Deadline;
-use ordermesh_runtime::status::{database_error, with_reason};
-use tonic::{Code, Request, Response, Status};
+use ordermesh_runtime::status::to_status;
+use tonic::{Request, Response, Status};
 
 use crate::domain::{NewOrder, OrderStatus, OrderView};
-use crate::peers::money_to_proto;
 use crate::service::{OrderError, Orders};
 
 /// The gRPC metadata key of a client's idempotency key.
@@ -60,7 +61,7 @@ impl OrderService for OrderGrpc {
             &message.payment_method,
             idempotency_key,
         )
-        .map_err(|e| to_status(e.into()))?;
+        .map_err(|e| to_status(OrderError::from(e)))?;
         let order = self
             .orders
             .create(new_order, deadline)
@@ -126,56 +127,6 @@ impl OrderService for OrderGrpc {
     }
 }
 
-/// The one place an order error becomes a gRPC status.
-pub fn to_status(error: OrderError) -> Status {
-    let message = error.to_string();
-    match error {
-        OrderError::InvalidRequest(_) | OrderError::InvalidArgument(_) => {
-            Status::invalid_argument(message)
-        }
-        OrderError::Pricing(_) => Status::invalid_argument(message),
-        OrderError::UnknownProducts(ids) => with_reason(
-            Code::NotFound,
-            "PRODUCT_NOT_FOUND",
-            message,
-            [("product_ids".to_owned(), ids.join(","))],
-        ),
-        OrderError::NotFound(order_id) => with_reason(
-            Code::NotFound,
-            "ORDER_NOT_FOUND",
-            message,
-            [("order_id".to_owned(), order_id)],
-        ),
-        OrderError::IdempotencyKeyReused { order_id } => with_reason(
-            Code::AlreadyExists,
-            "IDEMPOTENCY_KEY_REUSED",
-            message,
-            [("order_id".to_owned(), order_id)],
-        ),
-        OrderError::NotCancellable { order_id, .. } => with_reason(
-            Code::FailedPrecondition,
-            "ORDER_NOT_CANCELLABLE",
-            message,
-            [("order_id".to_owned(), order_id)],
-        ),
-        OrderError::Inventory(status) => match status.code() {
-            Code::DeadlineExceeded => Status::deadline_exceeded(
-                "the deadline passed while pricing the order; nothing was ordered",
-            ),
-            Code::Cancelled => Status::cancelled("the request was cancelled; nothing was ordered"),
-            code => {
-                tracing::warn!(
-                    ?code,
-                    upstream = status.message(),
-                    "inventory could not price an order"
-                );
-                Status::unavailable(message)
-            }
-        },
-        OrderError::Store { context, source } => database_error(context, &source),
-    }
-}
-
 pub fn to_proto(order: &OrderView) -> Order {
     let status = match order.status {
         OrderStatus::Pending => ProtoStatus::Pending,
@@ -192,10 +143,10 @@ pub fn to_proto(order: &OrderView) -> Order {
             .map(|line| OrderItem {
                 product_id: line.product_id.clone(),
                 quantity: line.quantity,
-                unit_price: Some(money_to_proto(line.unit_price)),
+                unit_price: Some(line.unit_price.into()),
             })
             .collect(),
-        total: Some(money_to_proto(order.total)),
+        total: Some(order.total.into()),
         status: status.into(),
         failure_reason: order
             .failure_reason
@@ -203,12 +154,5 @@ pub fn to_proto(order: &OrderView) -> Order {
             .unwrap_or_default(),
         create_time: Some(timestamp(order.created_at_ms)),
         update_time: Some(timestamp(order.updated_at_ms)),
-    }
-}
-
-fn timestamp(millis: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: millis.div_euclid(1000),
-        nanos: i32::try_from(millis.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
 }

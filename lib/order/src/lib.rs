@@ -16,13 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ordermesh_proto::order::v1::order_service_server::OrderServiceServer;
-use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::GrpcClientSettings;
 use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::{AppContext, grpc_service};
 use ordermesh_storage::{Database, DatabaseSettings};
-use tonic::codec::CompressionEncoding;
-use tonic::server::NamedService;
-use tonic::service::Routes;
 
 use crate::grpc::OrderGrpc;
 use crate::hub::OrderHub;
@@ -75,9 +72,6 @@ impl Default for OrderSettings {
     }
 }
 
-/// Largest request message the service decodes.
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 /// Opens the order database, starts the recovery loop (which first resumes
 /// whatever a previous run left mid-saga), and returns the gRPC services.
 pub async fn build(
@@ -110,16 +104,8 @@ pub async fn build(
         watch_poll: Duration::from_secs(1),
     };
     let orders = Orders::new(store, peers, hub, runner, limits, shutdown);
-    let server = OrderServiceServer::new(OrderGrpc::new(orders))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Ok(RoleServices {
-        role: "order",
-        routes: Routes::new(server),
-        service_names: vec![<OrderServiceServer<OrderGrpc> as NamedService>::NAME],
-        background: vec![recovery],
-    })
+    let server = grpc_service!(OrderServiceServer::new(OrderGrpc::new(orders)));
+    Ok(RoleServices::new("order", server).with_background(recovery))
 }
 
 /// The order database, migrated, for tools that read it (the invariant

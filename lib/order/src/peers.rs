@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use ordermesh_domain::{Currency, Money};
-use ordermesh_proto::common::v1::Money as ProtoMoney;
+use ordermesh_domain::{ErrorDescription, ErrorKind, Money, reasons};
 use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use ordermesh_proto::inventory::v1::{
     CommitReservationRequest, ListProductsRequest, ReleaseReservationRequest, ReservationItem,
@@ -16,8 +15,8 @@ use ordermesh_proto::payment::v1::{PaymentStatus, ProcessPaymentRequest, RefundP
 use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
 use ordermesh_runtime::deadline::Deadline;
-use ordermesh_runtime::status::reason;
-use tonic::{Code, Request, Status};
+use ordermesh_runtime::status::describe_status;
+use tonic::{Request, Status};
 
 use crate::domain::{FailureReason, Outcome};
 use crate::store::StoredOrder;
@@ -85,7 +84,7 @@ impl Peers {
         products
             .into_iter()
             .map(|product| {
-                let unit_price = money_from_proto(product.price.as_ref()).ok_or_else(|| {
+                let unit_price = product.price.as_ref().and_then(|price| Money::try_from(price).ok()).ok_or_else(|| {
                     tracing::error!(product_id = %product.product_id, "inventory returned a product without a valid price");
                     Status::internal("the inventory returned a product without a valid price")
                 })?;
@@ -118,21 +117,21 @@ impl Peers {
         match self.inventory.clone().reserve_stock(request).await {
             Ok(_) => Outcome::Reserved,
             Err(status) => {
-                log_failure("reserve stock", &order.view.order_id, &status);
-                let reason = match (status.code(), reason(&status).as_deref()) {
-                    (Code::FailedPrecondition, Some("OUT_OF_STOCK")) => {
+                let failure = failure("reserve stock", &order.view.order_id, &status);
+                let reason = match (failure.kind, failure.reason.as_deref()) {
+                    (ErrorKind::FailedPrecondition, Some(reasons::OUT_OF_STOCK)) => {
                         return Outcome::ReserveFailed {
                             reason: FailureReason::OutOfStock,
                             maybe_reserved: false,
                         };
                     }
-                    (Code::NotFound, _) => {
+                    (ErrorKind::NotFound, _) => {
                         return Outcome::ReserveFailed {
                             reason: FailureReason::ProductUnavailable,
                             maybe_reserved: false,
                         };
                     }
-                    (code, _) if outcome_unknown(code) => FailureReason::InventoryUnavailable,
+                    (kind, _) if kind.outcome_unknown() => FailureReason::InventoryUnavailable,
                     _ => FailureReason::InventoryRejected,
                 };
                 // Stock may be held: release it (idempotently) while failing.
@@ -148,7 +147,7 @@ impl Peers {
         let request = self.request(
             ProcessPaymentRequest {
                 order_id: order.view.order_id.clone(),
-                amount: Some(money_to_proto(order.view.total)),
+                amount: Some(order.view.total.into()),
                 payment_method: order.payment_method.clone(),
             },
             None,
@@ -172,14 +171,16 @@ impl Peers {
                 }
             }
             Err(status) => {
-                log_failure("charge payment", &order.view.order_id, &status);
-                match (status.code(), reason(&status).as_deref()) {
+                let failure = failure("charge payment", &order.view.order_id, &status);
+                match (failure.kind, failure.reason.as_deref()) {
                     // The processor failed and said nothing was charged.
-                    (Code::Unavailable, Some("PROCESSOR_UNAVAILABLE")) => Outcome::ChargeFailed {
-                        reason: FailureReason::PaymentProcessingError,
-                        maybe_charged: false,
-                    },
-                    (code, _) if outcome_unknown(code) => Outcome::ChargeFailed {
+                    (ErrorKind::Unavailable, Some(reasons::PROCESSOR_UNAVAILABLE)) => {
+                        Outcome::ChargeFailed {
+                            reason: FailureReason::PaymentProcessingError,
+                            maybe_charged: false,
+                        }
+                    }
+                    (kind, _) if kind.outcome_unknown() => Outcome::ChargeFailed {
                         reason: FailureReason::PaymentUnavailable,
                         maybe_charged: true,
                     },
@@ -208,9 +209,9 @@ impl Peers {
                 Outcome::CommitRefused
             }
             Err(status) => {
-                log_failure("commit reservation", &order.view.order_id, &status);
-                match status.code() {
-                    Code::FailedPrecondition | Code::NotFound => Outcome::CommitRefused,
+                let failure = failure("commit reservation", &order.view.order_id, &status);
+                match failure.kind {
+                    ErrorKind::FailedPrecondition | ErrorKind::NotFound => Outcome::CommitRefused,
                     _ => Outcome::RetryLater,
                 }
             }
@@ -234,7 +235,7 @@ impl Peers {
             match self.inventory.clone().release_reservation(request).await {
                 Ok(_) => true,
                 Err(status) => {
-                    log_failure("release reservation", order_id, &status);
+                    failure("release reservation", order_id, &status);
                     false
                 }
             }
@@ -252,7 +253,7 @@ impl Peers {
             match self.payment.clone().refund_payment(request).await {
                 Ok(_) => true,
                 Err(status) => {
-                    log_failure("refund payment", order_id, &status);
+                    failure("refund payment", order_id, &status);
                     false
                 }
             }
@@ -265,40 +266,16 @@ impl Peers {
     }
 }
 
-/// Codes after which the call may or may not have taken effect.
-fn outcome_unknown(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Internal
-            | Code::ResourceExhausted
-            | Code::Aborted
-            | Code::DataLoss
-    )
-}
-
-fn log_failure(call: &str, order_id: &str, status: &Status) {
+/// What a peer's failed answer says, logged for the operator.
+fn failure(call: &str, order_id: &str, status: &Status) -> ErrorDescription {
+    let failure = describe_status(status);
     tracing::warn!(
         order_id,
         call,
         code = ?status.code(),
+        reason = failure.reason.as_deref(),
         message = status.message(),
         "downstream call failed"
     );
-}
-
-pub fn money_to_proto(money: Money) -> ProtoMoney {
-    ProtoMoney {
-        currency_code: money.currency.as_str().to_owned(),
-        minor_units: money.minor_units,
-    }
-}
-
-pub fn money_from_proto(money: Option<&ProtoMoney>) -> Option<Money> {
-    let money = money?;
-    let currency = Currency::parse(&money.currency_code).ok()?;
-    Some(Money::new(currency, money.minor_units))
+    failure
 }

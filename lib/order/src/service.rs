@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use ordermesh_domain::limits::check_id;
+use ordermesh_domain::limits::{self as limits, FOREIGN_PAGE_TOKEN, check_id, split_page};
+use ordermesh_domain::{Describe, ErrorDescription, ErrorKind, reasons};
 use ordermesh_domain::{Money, MoneyError};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::shutdown::Shutdown;
-use ordermesh_storage::now_millis;
+use ordermesh_runtime::status::describe_status;
+use ordermesh_storage::{StoreError, now_millis};
 
 use crate::domain::saga::{self, CancelError};
 use crate::domain::{NewOrder, OrderLine, OrderView, RequestError, Step};
@@ -43,18 +45,52 @@ pub enum OrderError {
         order_id: String,
         reason: CancelError,
     },
+    /// Pricing failed: what the inventory said.
     #[error("the inventory service could not price the order; nothing was ordered")]
-    Inventory(#[source] tonic::Status),
-    #[error("order store failed while {context}")]
-    Store {
-        context: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    Inventory(ErrorDescription),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn store_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> OrderError {
-    move |source| OrderError::Store { context, source }
+impl Describe for OrderError {
+    fn describe(&self) -> ErrorDescription {
+        let described = |kind| ErrorDescription::new(kind, self.to_string());
+        match self {
+            OrderError::InvalidRequest(_)
+            | OrderError::InvalidArgument(_)
+            | OrderError::Pricing(_) => described(ErrorKind::InvalidArgument),
+            OrderError::UnknownProducts(ids) => described(ErrorKind::NotFound)
+                .with_reason(reasons::PRODUCT_NOT_FOUND)
+                .with("product_ids", ids.join(",")),
+            OrderError::NotFound(order_id) => described(ErrorKind::NotFound)
+                .with_reason(reasons::ORDER_NOT_FOUND)
+                .with("order_id", order_id),
+            OrderError::IdempotencyKeyReused { order_id } => described(ErrorKind::AlreadyExists)
+                .with_reason(reasons::IDEMPOTENCY_KEY_REUSED)
+                .with("order_id", order_id),
+            OrderError::NotCancellable { order_id, .. } => described(ErrorKind::FailedPrecondition)
+                .with_reason(reasons::ORDER_NOT_CANCELLABLE)
+                .with("order_id", order_id),
+            // The caller's own deadline or cancel passes through as it is;
+            // anything else the inventory said is an outage of pricing.
+            OrderError::Inventory(upstream) => match upstream.kind {
+                ErrorKind::DeadlineExceeded => ErrorDescription::new(
+                    ErrorKind::DeadlineExceeded,
+                    "the deadline passed while pricing the order; nothing was ordered",
+                ),
+                ErrorKind::Cancelled => ErrorDescription::new(
+                    ErrorKind::Cancelled,
+                    "the request was cancelled; nothing was ordered",
+                ),
+                _ => described(ErrorKind::Unavailable),
+            },
+            OrderError::Store(error) => error.describe(),
+        }
+    }
+}
+
+fn store_error(context: &'static str) -> impl Fn(sqlx::Error) -> OrderError {
+    move |source| StoreError { context, source }.into()
 }
 
 /// Tunables of the use cases.
@@ -80,6 +116,10 @@ pub struct Orders {
     limits: Limits,
     shutdown: Shutdown,
 }
+
+/// Orders in a page when the caller does not say, and at most.
+const DEFAULT_PAGE_SIZE: usize = 20;
+const MAX_PAGE_SIZE: usize = 100;
 
 /// How much of the caller's deadline to leave for the answer's trip back.
 const ANSWER_MARGIN: Duration = Duration::from_millis(50);
@@ -185,7 +225,13 @@ impl Orders {
             .peers
             .quote(&product_ids, deadline)
             .await
-            .map_err(OrderError::Inventory)?
+            .map_err(|status| {
+                let upstream = describe_status(&status);
+                if !matches!(upstream.kind, ErrorKind::DeadlineExceeded | ErrorKind::Cancelled) {
+                    tracing::warn!(code = ?status.code(), upstream = status.message(), "inventory could not price an order");
+                }
+                OrderError::Inventory(upstream)
+            })?
             .into_iter()
             .map(|quote| (quote.product_id, quote.unit_price))
             .collect();
@@ -238,38 +284,23 @@ impl Orders {
         page_token: &str,
     ) -> Result<(Vec<OrderView>, String), OrderError> {
         check_id("customer_id", customer_id).map_err(OrderError::InvalidArgument)?;
-        let page_size = match page_size {
-            0 => 20,
-            1..=100 => page_size,
-            101.. => 100,
-            _ => {
-                return Err(OrderError::InvalidArgument(format!(
-                    "page_size must not be negative, got {page_size}"
-                )));
-            }
-        };
+        let page_size = limits::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            .map_err(OrderError::InvalidArgument)?;
         let cursor = if page_token.is_empty() {
             None
         } else {
-            Some(decode_page_token(page_token).ok_or_else(|| {
-                OrderError::InvalidArgument(
-                    "page_token is not one this service issued; start again without it".into(),
-                )
-            })?)
+            Some(
+                decode_page_token(page_token)
+                    .ok_or_else(|| OrderError::InvalidArgument(FOREIGN_PAGE_TOKEN.into()))?,
+            )
         };
         // One extra row tells whether another page follows.
-        let mut orders = self
+        let orders = self
             .store
-            .list_by_customer(customer_id, i64::from(page_size) + 1, cursor.as_ref())
+            .list_by_customer(customer_id, page_size as i64 + 1, cursor.as_ref())
             .await
             .map_err(store_error("listing orders"))?;
-        let next_page_token = if orders.len() > page_size as usize {
-            orders.truncate(page_size as usize);
-            orders.last().map(encode_page_token).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((orders, next_page_token))
+        Ok(split_page(orders, page_size, encode_page_token))
     }
 
     /// Cancels a CONFIRMED order: it turns CANCELLED at once, and the refund

@@ -2,7 +2,10 @@
 //! does, and how a payment's status may change.
 
 use ordermesh_domain::limits::check_id;
-use ordermesh_domain::{Money, PaymentMethod, SimulatedOutcome};
+use ordermesh_domain::reasons;
+use ordermesh_domain::{
+    Describe, ErrorDescription, ErrorKind, Money, PaymentMethod, SimulatedOutcome,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PaymentStatus {
@@ -74,6 +77,27 @@ pub enum PaymentError {
     Voided(String),
     #[error("no payment for order {0}")]
     NotFound(String),
+}
+
+impl Describe for PaymentError {
+    fn describe(&self) -> ErrorDescription {
+        let described = |kind| ErrorDescription::new(kind, self.to_string());
+        match self {
+            PaymentError::Invalid(_) => described(ErrorKind::InvalidArgument),
+            PaymentError::ProcessorUnavailable => {
+                described(ErrorKind::Unavailable).with_reason(reasons::PROCESSOR_UNAVAILABLE)
+            }
+            PaymentError::Conflict { order_id, .. } => described(ErrorKind::AlreadyExists)
+                .with_reason(reasons::PAYMENT_CONFLICT)
+                .with("order_id", order_id),
+            PaymentError::Voided(order_id) => described(ErrorKind::FailedPrecondition)
+                .with_reason(reasons::PAYMENT_VOIDED)
+                .with("order_id", order_id),
+            PaymentError::NotFound(order_id) => described(ErrorKind::NotFound)
+                .with_reason(reasons::PAYMENT_NOT_FOUND)
+                .with("order_id", order_id),
+        }
+    }
 }
 
 impl Charge {

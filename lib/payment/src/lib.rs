@@ -10,12 +10,9 @@ mod store;
 use crate::store::PaymentStore;
 
 use ordermesh_proto::payment::v1::payment_service_server::PaymentServiceServer;
-use ordermesh_runtime::AppContext;
 use ordermesh_runtime::grpc::RoleServices;
+use ordermesh_runtime::{AppContext, grpc_service};
 use ordermesh_storage::{Database, DatabaseSettings};
-use tonic::codec::CompressionEncoding;
-use tonic::server::NamedService;
-use tonic::service::Routes;
 
 use crate::grpc::PaymentGrpc;
 use crate::service::Payments;
@@ -55,8 +52,6 @@ fn parse_rate(value: &str) -> Result<f64, String> {
     }
 }
 
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
-
 /// Opens the payment database and returns the gRPC services to serve.
 pub async fn build(
     settings: &PaymentSettings,
@@ -68,16 +63,8 @@ pub async fn build(
         settings.decline_rate,
         context.metrics().clone(),
     );
-    let server = PaymentServiceServer::new(PaymentGrpc::new(payments))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Ok(RoleServices {
-        role: "payment",
-        routes: Routes::new(server),
-        service_names: vec![<PaymentServiceServer<PaymentGrpc> as NamedService>::NAME],
-        background: Vec::new(),
-    })
+    let server = grpc_service!(PaymentServiceServer::new(PaymentGrpc::new(payments)));
+    Ok(RoleServices::new("payment", server))
 }
 
 /// The payment database, migrated, for tools that read it (the invariant

@@ -3,8 +3,9 @@
 use ordermesh_domain::{Currency, Money};
 use std::sync::Arc;
 
+use ordermesh_domain::{Describe, ErrorDescription};
 use ordermesh_runtime::metrics::Metrics;
-use ordermesh_storage::now_millis;
+use ordermesh_storage::{StoreError, failed as store_error, now_millis};
 
 use crate::domain::{self, Charge, Payment, PaymentError, PaymentStatus};
 use crate::store::{PaymentStore, Stored};
@@ -13,16 +14,17 @@ use crate::store::{PaymentStore, Stored};
 pub enum ServiceError {
     #[error(transparent)]
     Payment(#[from] PaymentError),
-    #[error("payment store failed while {context}")]
-    Store {
-        context: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn store_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> ServiceError {
-    move |source| ServiceError::Store { context, source }
+impl Describe for ServiceError {
+    fn describe(&self) -> ErrorDescription {
+        match self {
+            ServiceError::Payment(error) => error.describe(),
+            ServiceError::Store(error) => error.describe(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

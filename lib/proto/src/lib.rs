@@ -4,6 +4,8 @@
 //! (including `google/api/http.proto`), so it serves reflection and HTTP
 //! transcoding alike.
 
+pub mod convert;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of all ordermesh protos.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ordermesh_descriptor.bin"));

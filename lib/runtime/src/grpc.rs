@@ -66,6 +66,50 @@ pub struct RoleServices {
 /// A role's background loop; it returns once the App's shutdown fires.
 pub type BackgroundTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// Largest request message a service decodes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A generated tonic server with what every role's services share: gzip
+/// both ways, and the largest message a service decodes. (The generated
+/// servers have these as inherent methods, with no trait to be generic over.)
+#[macro_export]
+macro_rules! grpc_service {
+    ($server:expr) => {
+        $server
+            .accept_compressed(::tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(::tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size($crate::grpc::MAX_MESSAGE_BYTES)
+    };
+}
+
+impl RoleServices {
+    /// One gRPC service of `role` (see [`grpc_service!`]).
+    pub fn new<S>(role: &'static str, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        Self {
+            role,
+            routes: Routes::new(service),
+            service_names: vec![S::NAME],
+            background: Vec::new(),
+        }
+    }
+
+    /// Adds background work that runs while the role serves.
+    pub fn with_background(mut self, task: BackgroundTask) -> Self {
+        self.background.push(task);
+        self
+    }
+}
+
 /// Serves `services` plus the gRPC health service and server reflection (v1
 /// and v1alpha) on `listener` until `shutdown` fires; then reports
 /// NOT_SERVING, waits `shutdown_delay`, and drains in-flight calls for at most

@@ -1,7 +1,11 @@
-//! The one tower layer every role's gRPC server gets, and the one every
-//! outgoing channel gets: a span per call (extracting or injecting the trace
-//! context), the request metrics, and a tracing span that puts `service`,
-//! `trace_id`, `span_id` and `request_id` on every log line of the call.
+//! Instrumentation, written once: [`Instruments::serve`] and
+//! [`Instruments::call`] open the span of a served or a made call, and
+//! [`Observation::finish`] records its metrics and ends the span. The layer
+//! every role's gRPC server gets ([`ServerLayer`]), the one every outgoing
+//! channel gets ([`ClientLayer`]) and the gateway's HTTP layer all use them,
+//! so a request costs the same and is named the same way everywhere; a
+//! tracing span puts `service`, `trace_id`, `span_id` and `request_id` on
+//! every log line of a served call.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,29 +82,143 @@ fn rpc_attributes(path: &str) -> Vec<KeyValue> {
     ]
 }
 
-fn finish(cx: &Context, code: tonic::Code) {
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
-    if code != tonic::Code::Ok {
-        span.set_status(Status::error(code_name(code)));
-    }
-    span.end();
-}
-
-/// Instruments a role's gRPC server.
+/// One role's instruments: its name, tracer and metrics.
 #[derive(Clone)]
-pub struct ServerLayer {
+pub struct Instruments {
     role: &'static str,
     tracer: Tracer,
     metrics: Arc<Metrics>,
 }
 
-impl ServerLayer {
+impl Instruments {
     pub fn new(role: &'static str, context: &AppContext) -> Self {
         Self {
             role,
             tracer: context.tracer(role),
             metrics: context.metrics().clone(),
+        }
+    }
+
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+
+    /// Starts observing a request this role serves, in the caller's trace.
+    pub fn serve(&self, label: &str, parent: &Context, attributes: Vec<KeyValue>) -> Observation {
+        self.start(Side::Served, label, parent, attributes)
+    }
+
+    /// Starts observing a call this role makes to a peer.
+    pub fn call(&self, label: &str, parent: &Context, attributes: Vec<KeyValue>) -> Observation {
+        self.start(Side::Called, label, parent, attributes)
+    }
+
+    fn start(
+        &self,
+        side: Side,
+        label: &str,
+        parent: &Context,
+        attributes: Vec<KeyValue>,
+    ) -> Observation {
+        let kind = match side {
+            Side::Served => SpanKind::Server,
+            Side::Called => SpanKind::Client,
+        };
+        let span = self
+            .tracer
+            .span_builder(label.to_owned())
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, parent);
+        Observation {
+            side,
+            role: self.role,
+            metrics: self.metrics.clone(),
+            label: label.to_owned(),
+            cx: parent.with_span(span),
+            started: Instant::now(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Served,
+    Called,
+}
+
+/// A call under observation, until [`Observation::finish`].
+pub struct Observation {
+    side: Side,
+    role: &'static str,
+    metrics: Arc<Metrics>,
+    label: String,
+    cx: Context,
+    started: Instant,
+}
+
+impl Observation {
+    /// The context the call runs in: its span, under the caller's.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// Adds a value (e.g. the request id) to the call's context.
+    pub fn with_value<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.cx = self.cx.with_value(value);
+        self
+    }
+
+    /// The log span of a served call (see [`request_span`]).
+    pub fn log_span(&self, request_id: &str) -> tracing::Span {
+        request_span(self.role, &self.label, &self.cx, request_id)
+    }
+
+    /// Counts the call under `code` (a gRPC code name or an HTTP status),
+    /// records its latency, and ends its span; `failed` marks the span an
+    /// error; `status` is the span's status-code attribute.
+    pub fn finish(self, code: &str, failed: bool, status: KeyValue) {
+        let (count, latency) = match self.side {
+            Side::Served => (
+                &self.metrics.requests_total,
+                &self.metrics.request_duration_seconds,
+            ),
+            Side::Called => (
+                &self.metrics.client_requests_total,
+                &self.metrics.client_request_duration_seconds,
+            ),
+        };
+        count
+            .with_label_values(&[self.role, &self.label, code])
+            .inc();
+        latency
+            .with_label_values(&[self.role, &self.label])
+            .observe(self.started.elapsed().as_secs_f64());
+        let span = self.cx.span();
+        span.set_attribute(status);
+        if failed {
+            span.set_status(Status::error(code.to_owned()));
+        }
+        span.end();
+    }
+
+    /// [`Observation::finish`] for a gRPC call that ended with `code`.
+    pub fn finish_grpc(self, code: tonic::Code) {
+        let attribute = KeyValue::new("rpc.grpc.status_code", code as i64);
+        self.finish(code_name(code), code != tonic::Code::Ok, attribute);
+    }
+}
+
+/// Instruments a role's gRPC server.
+#[derive(Clone)]
+pub struct ServerLayer {
+    instruments: Instruments,
+}
+
+impl ServerLayer {
+    pub fn new(role: &'static str, context: &AppContext) -> Self {
+        Self {
+            instruments: Instruments::new(role, context),
         }
     }
 }
@@ -110,7 +228,7 @@ impl<S> Layer<S> for ServerLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Server {
             inner,
-            layer: self.clone(),
+            instruments: self.instruments.clone(),
         }
     }
 }
@@ -118,7 +236,7 @@ impl<S> Layer<S> for ServerLayer {
 #[derive(Clone)]
 pub struct Server<S> {
     inner: S,
-    layer: ServerLayer,
+    instruments: Instruments,
 }
 
 impl<S, B, R> Service<http::Request<B>> for Server<S>
@@ -140,45 +258,27 @@ where
         // The clone is ready only after its own poll_ready; keep the ready one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let role = self.layer.role;
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         let parent = extract(request.headers());
         let request_id = parent.get::<RequestId>().map_or_else(
             || format!("om-{}", uuid::Uuid::now_v7().simple()),
             |id| id.0.clone(),
         );
-        let span = self
-            .layer
-            .tracer
-            .span_builder(path.clone())
-            .with_kind(SpanKind::Server)
-            .with_attributes(rpc_attributes(&path))
-            .start_with_context(&self.layer.tracer, &parent);
-        let cx = parent
-            .with_span(span)
+        let observation = self
+            .instruments
+            .serve(method_label(path), &parent, rpc_attributes(path))
             .with_value(RequestId(request_id.clone()));
-        let log_span = request_span(role, &path, &cx, &request_id);
-        let metrics = self.layer.metrics.clone();
-        let started = Instant::now();
+        let log_span = observation.log_span(&request_id);
         let call = inner
             .call(request)
-            .with_context(cx.clone())
+            .with_context(observation.context().clone())
             .instrument(log_span);
         Box::pin(call.map(move |result| {
             let code = match &result {
                 Ok(response) => grpc_code(response),
                 Err(_) => tonic::Code::Unknown,
             };
-            let method = method_label(&path);
-            metrics
-                .requests_total
-                .with_label_values(&[role, method, code_name(code)])
-                .inc();
-            metrics
-                .request_duration_seconds
-                .with_label_values(&[role, method])
-                .observe(started.elapsed().as_secs_f64());
-            finish(&cx, code);
+            observation.finish_grpc(code);
             result
         }))
     }
@@ -187,17 +287,13 @@ where
 /// Instruments a role's calls to its peers.
 #[derive(Clone)]
 pub struct ClientLayer {
-    role: &'static str,
-    tracer: Tracer,
-    metrics: Arc<Metrics>,
+    instruments: Instruments,
 }
 
 impl ClientLayer {
     pub fn new(role: &'static str, context: &AppContext) -> Self {
         Self {
-            role,
-            tracer: context.tracer(role),
-            metrics: context.metrics().clone(),
+            instruments: Instruments::new(role, context),
         }
     }
 }
@@ -207,7 +303,7 @@ impl<S> Layer<S> for ClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Client {
             inner,
-            layer: self.clone(),
+            instruments: self.instruments.clone(),
         }
     }
 }
@@ -215,13 +311,13 @@ impl<S> Layer<S> for ClientLayer {
 #[derive(Clone)]
 pub struct Client<S> {
     inner: S,
-    layer: ClientLayer,
+    instruments: Instruments,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Client<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("role", &self.layer.role)
+            .field("role", &self.instruments.role)
             .field("inner", &self.inner)
             .finish()
     }
@@ -245,35 +341,19 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let role = self.layer.role;
-        let path = request.uri().path().to_owned();
-        let parent = Context::current();
-        let span = self
-            .layer
-            .tracer
-            .span_builder(path.clone())
-            .with_kind(SpanKind::Client)
-            .with_attributes(rpc_attributes(&path))
-            .start_with_context(&self.layer.tracer, &parent);
-        let cx = parent.with_span(span);
-        inject(&cx, request.headers_mut());
-        let metrics = self.layer.metrics.clone();
-        let started = Instant::now();
+        let path = request.uri().path();
+        let observation = self.instruments.call(
+            method_label(path),
+            &Context::current(),
+            rpc_attributes(path),
+        );
+        inject(observation.context(), request.headers_mut());
         Box::pin(inner.call(request).map(move |result| {
             let code = match &result {
                 Ok(response) => grpc_code(response),
                 Err(_) => tonic::Code::Unavailable,
             };
-            let method = method_label(&path);
-            metrics
-                .client_requests_total
-                .with_label_values(&[role, method, code_name(code)])
-                .inc();
-            metrics
-                .client_request_duration_seconds
-                .with_label_values(&[role, method])
-                .observe(started.elapsed().as_secs_f64());
-            finish(&cx, code);
+            observation.finish_grpc(code);
             result
         }))
     }

@@ -1,68 +1,119 @@
-//! Building and reading gRPC statuses the same way in every service: a
-//! message a person can act on, plus a machine-readable `google.rpc.ErrorInfo`
-//! reason that callers (the order saga, the gateway) branch on.
+//! Domain failures into gRPC statuses, and back: one generic [`to_status`]
+//! for every service's errors (each describes itself, see
+//! `ordermesh_domain::error`), and [`describe_status`] for callers that read
+//! a peer's answer (the saga, the gateway). A status carries the message for
+//! people and a `google.rpc.ErrorInfo` reason for programs.
 
+use std::collections::HashMap;
+use std::fmt;
+
+use ordermesh_domain::reasons::DOMAIN;
+use ordermesh_domain::{Describe, ErrorDescription, ErrorKind};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The ErrorInfo domain of every ordermesh error.
-pub const ERROR_DOMAIN: &str = "ordermesh.dev";
+/// The one way a failure becomes a status. A server fault's cause (the
+/// error and its sources) goes to the log for the operator, never to the
+/// caller; so does the cause of an outage.
+pub fn to_status<E: Describe>(error: E) -> Status {
+    let description = error.describe();
+    if description.kind.is_server_fault() {
+        tracing::error!(error = %Chain(&error), "request failed");
+    } else if std::error::Error::source(&error).is_some() {
+        tracing::warn!(error = %Chain(&error), "request failed");
+    }
+    described(&description)
+}
 
-/// A status with `message` for people and `reason` (SCREAMING_SNAKE_CASE)
-/// for programs, with optional key/value metadata.
-pub fn with_reason(
-    code: Code,
-    reason: &str,
-    message: impl Into<String>,
-    metadata: impl IntoIterator<Item = (String, String)>,
-) -> Status {
-    let details = ErrorDetails::with_error_info(
-        reason,
-        ERROR_DOMAIN,
-        metadata
-            .into_iter()
-            .collect::<std::collections::HashMap<_, _>>(),
-    );
-    Status::with_error_details(code, message, details)
+/// The status of a description.
+pub fn described(description: &ErrorDescription) -> Status {
+    let code = code(description.kind);
+    let Some(reason) = &description.reason else {
+        return Status::new(code, description.message.clone());
+    };
+    let metadata: HashMap<String, String> = description.metadata.iter().cloned().collect();
+    let details = ErrorDetails::with_error_info(reason.clone(), DOMAIN, metadata);
+    Status::with_error_details(code, description.message.clone(), details)
+}
+
+/// What a peer's status says: its kind, message, reason and facts. An OK
+/// status is not a failure; it reads as `Unknown`, which no caller gets.
+pub fn describe_status(status: &Status) -> ErrorDescription {
+    let kind = kind(status.code()).unwrap_or(ErrorKind::Unknown);
+    let mut description = ErrorDescription::new(kind, status.message());
+    if let Some(info) = status.get_details_error_info() {
+        if !info.reason.is_empty() {
+            description.reason = Some(info.reason);
+        }
+        let mut metadata: Vec<(String, String)> = info.metadata.into_iter().collect();
+        metadata.sort();
+        description.metadata = metadata;
+    }
+    description
 }
 
 /// The ErrorInfo reason of `status`, if it carries one.
 pub fn reason(status: &Status) -> Option<String> {
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
-        .filter(|reason| !reason.is_empty())
+    describe_status(status).reason
 }
 
-/// A status for a failed database call: UNAVAILABLE when the database cannot
-/// be reached (callers may retry), INTERNAL otherwise. The cause goes to the
-/// log with `context`, never to the caller.
-pub fn database_error(context: &str, error: &sqlx::Error) -> Status {
-    let unreachable = matches!(
-        error,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-    ) || is_connection_failure(error);
-    if unreachable {
-        tracing::warn!(%error, context, "database unavailable");
-        Status::unavailable("the service's database is unavailable; retry later")
-    } else {
-        tracing::error!(%error, context, "database error");
-        Status::internal("internal error; it has been logged")
+/// The gRPC code of a kind of failure.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Unknown => Code::Unknown,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Internal => Code::Internal,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
     }
 }
 
-/// PostgreSQL reports a server going away as a database error with an
-/// SQLSTATE of class 08 (connection exception) or 57P01..57P03 (shutdown).
-fn is_connection_failure(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
-        _ => false,
+/// The kind of a gRPC code; None for OK.
+pub fn kind(code: Code) -> Option<ErrorKind> {
+    Some(match code {
+        Code::Ok => return None,
+        Code::Cancelled => ErrorKind::Cancelled,
+        Code::Unknown => ErrorKind::Unknown,
+        Code::InvalidArgument => ErrorKind::InvalidArgument,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::NotFound => ErrorKind::NotFound,
+        Code::AlreadyExists => ErrorKind::AlreadyExists,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::Aborted => ErrorKind::Aborted,
+        Code::OutOfRange => ErrorKind::OutOfRange,
+        Code::Unimplemented => ErrorKind::Unimplemented,
+        Code::Internal => ErrorKind::Internal,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::DataLoss => ErrorKind::DataLoss,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
+    })
+}
+
+/// An error and its sources, `outer: inner: innermost`.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 
@@ -70,29 +121,38 @@ fn is_connection_failure(error: &sqlx::Error) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reason_round_trips() {
-        let status = with_reason(
-            Code::FailedPrecondition,
-            "OUT_OF_STOCK",
-            "not enough stock",
-            [("product_id".to_owned(), "sku-1".to_owned())],
-        );
-        assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(status.message(), "not enough stock");
-        assert_eq!(reason(&status).as_deref(), Some("OUT_OF_STOCK"));
-        assert_eq!(reason(&Status::internal("x")), None);
+    #[derive(Debug, thiserror::Error)]
+    #[error("not enough stock")]
+    struct OutOfStock;
+
+    impl Describe for OutOfStock {
+        fn describe(&self) -> ErrorDescription {
+            ErrorDescription::new(ErrorKind::FailedPrecondition, self.to_string())
+                .with_reason("OUT_OF_STOCK")
+                .with("product_id", "sku-1")
+        }
     }
 
     #[test]
-    fn unreachable_database_is_unavailable() {
+    fn descriptions_round_trip_through_a_status() {
+        let status = to_status(OutOfStock);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "not enough stock");
+        let read = describe_status(&status);
+        assert_eq!(read, OutOfStock.describe());
+        assert_eq!(reason(&Status::internal("x")), None);
         assert_eq!(
-            database_error("t", &sqlx::Error::PoolTimedOut).code(),
-            Code::Unavailable
+            describe_status(&Status::internal("x")).kind,
+            ErrorKind::Internal
         );
-        assert_eq!(
-            database_error("t", &sqlx::Error::RowNotFound).code(),
-            Code::Internal
-        );
+    }
+
+    #[test]
+    fn every_code_has_its_kind() {
+        for n in 1..=16 {
+            let code = Code::from(n);
+            assert_eq!(kind(code).map(self::code), Some(code), "{code:?}");
+        }
+        assert_eq!(kind(Code::Ok), None);
     }
 }

@@ -11,6 +11,7 @@
 //! caller's thread ([`Database::query_rows`], see [`sqlite_reads`]).
 
 pub mod columns;
+mod error;
 mod query;
 mod sqlite_reads;
 
@@ -26,6 +27,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor};
 
 pub use crate::columns::Columns;
+pub use crate::error::{StoreError, failed};
 pub use crate::query::Param;
 use crate::sqlite_reads::SqliteReads;
 

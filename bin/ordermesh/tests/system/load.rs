@@ -133,7 +133,9 @@ async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
             request
                 .metadata_mut()
                 .insert("idempotency-key", key.parse().expect("ASCII"));
-            request.set_timeout(Duration::from_secs(5));
+            // Longer than the server's wait for a database connection (5 s),
+            // so an outage answers UNAVAILABLE rather than the deadline.
+            request.set_timeout(Duration::from_secs(8));
             match orders.create_order(request).await {
                 Ok(order) => {
                     let order = order.into_inner();

@@ -1,108 +1,15 @@
-//! Calls to the services behind the gateway, forwarding raw messages for
-//! any annotated RPC, and the mapping of HTTP headers to gRPC metadata and
-//! back (as grpc-gateway does: `Grpc-Metadata-*` both ways).
+//! HTTP headers into gRPC metadata and back, as grpc-gateway does:
+//! `Grpc-Metadata-*` both ways.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::uri::PathAndQuery;
-use ordermesh_runtime::AppContext;
-use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
-use prost_reflect::DynamicMessage;
-use tonic::client::Grpc;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::{Extensions, Request, Status, Streaming};
-
-use crate::codec::DynamicCodec;
-use crate::routes::{Route, Upstream};
 
 const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
 /// Headers every call forwards as they are.
 const ALWAYS_FORWARDED: &[&str] = &["idempotency-key", "x-request-id"];
-
-#[derive(Clone, Debug)]
-pub struct Upstreams {
-    order: Grpc<PeerChannel>,
-    inventory: Grpc<PeerChannel>,
-}
-
-impl Upstreams {
-    pub fn connect(
-        order_url: &str,
-        inventory_url: &str,
-        settings: &GrpcClientSettings,
-        context: &AppContext,
-    ) -> anyhow::Result<Self> {
-        let channel = |url| peer_channel("gateway", url, settings, context);
-        Ok(Self {
-            order: Grpc::new(channel(order_url)?),
-            inventory: Grpc::new(channel(inventory_url)?),
-        })
-    }
-
-    fn client(&self, upstream: Upstream) -> Grpc<PeerChannel> {
-        match upstream {
-            Upstream::Order => self.order.clone(),
-            Upstream::Inventory => self.inventory.clone(),
-        }
-    }
-
-    fn request(
-        message: DynamicMessage,
-        metadata: MetadataMap,
-        timeout: Duration,
-    ) -> Request<DynamicMessage> {
-        let mut request = Request::from_parts(metadata, Extensions::default(), message);
-        request.set_timeout(timeout);
-        request
-    }
-
-    pub async fn unary(
-        &self,
-        route: &Route,
-        message: DynamicMessage,
-        metadata: MetadataMap,
-        timeout: Duration,
-    ) -> Result<tonic::Response<DynamicMessage>, Status> {
-        let mut client = self.client(route.upstream);
-        client
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("the service is unavailable: {e}")))?;
-        let path = PathAndQuery::from_str(&route.grpc_path)
-            .map_err(|e| Status::internal(format!("bad gRPC path: {e}")))?;
-        client
-            .unary(
-                Self::request(message, metadata, timeout),
-                path,
-                DynamicCodec::new(route.rpc.output()),
-            )
-            .await
-    }
-
-    pub async fn server_streaming(
-        &self,
-        route: &Route,
-        message: DynamicMessage,
-        metadata: MetadataMap,
-    ) -> Result<Streaming<DynamicMessage>, Status> {
-        let mut client = self.client(route.upstream);
-        client
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("the service is unavailable: {e}")))?;
-        let path = PathAndQuery::from_str(&route.grpc_path)
-            .map_err(|e| Status::internal(format!("bad gRPC path: {e}")))?;
-        let mut request = Request::from_parts(metadata, Extensions::default(), message);
-        // A stream lives as long as the order takes; no deadline here.
-        request.metadata_mut().remove("grpc-timeout");
-        Ok(client
-            .server_streaming(request, path, DynamicCodec::new(route.rpc.output()))
-            .await?
-            .into_inner())
-    }
-}
 
 /// The metadata a request forwards: the always-forwarded headers, the
 /// operator's allow-list, and `Grpc-Metadata-*` headers without the prefix.

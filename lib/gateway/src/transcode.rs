@@ -178,15 +178,18 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     })
 }
 
-/// The canonical proto3 JSON of a message, fields in declaration order as
-/// protojson (grpc-gateway) and Envoy's transcoder print them: written
-/// straight out, since a `serde_json::Value` would sort the keys.
+/// The proto3 JSON of a message, fields in declaration order as protojson
+/// (grpc-gateway) and Envoy's transcoder print them: written straight out,
+/// since a `serde_json::Value` would sort the keys. Every field without
+/// presence is printed, zeros and empty lists included (a sold-out product
+/// says `"available": 0`), as grpc-gateway v2 does by default and Envoy with
+/// `always_print_primitive_fields`; unset message fields are left out.
 pub fn to_json(message: &DynamicMessage) -> Result<String, GatewayError> {
     let mut out = Vec::new();
     message
         .serialize_with_options(
             &mut serde_json::Serializer::new(&mut out),
-            &SerializeOptions::new(),
+            &SerializeOptions::new().skip_default_fields(false),
         )
         .map_err(|e| GatewayError::Internal(format!("cannot render a response as JSON: {e}")))?;
     String::from_utf8(out)

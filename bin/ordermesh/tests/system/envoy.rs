@@ -168,10 +168,28 @@ async fn edge_and_transcoder_serve_the_same_api() {
     let transcoder: std::net::SocketAddr = format!("127.0.0.1:{transcoder_port}").parse().unwrap();
     let direct = system.gateway_addr();
 
+    // A sold-out product: every primitive field is printed, zeros too.
+    let mut inventory = system.inventory().await;
+    let scale = crate::harness::available(&mut inventory, "sku-scale").await;
+    inventory
+        .adjust_stock(ordermesh_proto::inventory::v1::AdjustStockRequest {
+            product_id: "sku-scale".into(),
+            delta: -scale,
+        })
+        .await
+        .expect("sell out sku-scale");
+    let sold_out = curl(&[&url(direct, "/v1/products/sku-scale")]);
+    assert!(
+        sold_out.text().contains(r#""available":0"#),
+        "{}",
+        sold_out.text()
+    );
+
     // Reads: byte for byte the same JSON on all three paths.
     for path in [
         "/v1/products",
         "/v1/products/sku-kettle",
+        "/v1/products/sku-scale",
         "/v1/orders/ord_missing",
     ] {
         let bodies: Vec<Response> = [direct, edge, transcoder]
@@ -203,6 +221,12 @@ async fn edge_and_transcoder_serve_the_same_api() {
     let via_transcoder = curl(&[&url(transcoder, &format!("/v1/orders/{order_id}"))]);
     let via_edge = curl(&[&url(edge, &format!("/v1/orders/{order_id}"))]);
     assert_eq!(via_transcoder.text(), via_edge.text());
+    // A confirmed order has no failure reason: printed empty, not left out.
+    assert!(
+        via_edge.text().contains(r#""failureReason":"","#),
+        "{}",
+        via_edge.text()
+    );
 
     // Refusals: an unknown query parameter, an unknown path.
     for path in ["/v1/orders?customerId=envoy&colour=red", "/v1/nothing"] {

@@ -21,6 +21,7 @@ mod logs;
 mod observability;
 mod orderctl;
 mod orders;
+mod otlp;
 mod overload;
 mod validation;
 mod workflow;

@@ -6,14 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use ordermesh_testkit::{TestDatabase, tool};
-use prost::Message;
 
 use crate::harness::{
     Endpoints, System, TestApp, eventually, free_port, order_request, workspace_root,
@@ -197,55 +190,9 @@ async fn dashboards_query_only_exported_metrics() {
     assert!(checked >= 10, "only {checked} metric references found");
 }
 
-/// Spans an OTLP/HTTP endpoint received: (service.name, span).
-type Received = Arc<Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>;
-
-async fn otlp_receiver() -> (std::net::SocketAddr, Received) {
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                if let Ok(request) = ExportTraceServiceRequest::decode(body) {
-                    let mut sink = sink.lock().unwrap();
-                    for resource_spans in request.resource_spans {
-                        let service = resource_spans
-                            .resource
-                            .iter()
-                            .flat_map(|r| r.attributes.iter())
-                            .find(|kv| kv.key == "service.name")
-                            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                                AnyValue::StringValue(name) => Some(name.clone()),
-                                _ => None,
-                            })
-                            .unwrap_or_default();
-                        for scope in resource_spans.scope_spans {
-                            for span in scope.spans {
-                                sink.push((service.clone(), span));
-                            }
-                        }
-                    }
-                }
-                (
-                    [("content-type", "application/x-protobuf")],
-                    ExportTraceServiceResponse::default().encode_to_vec(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, received)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn one_order_is_one_trace_across_every_role() {
-    let (collector, received) = otlp_receiver().await;
+    let (collector, received) = crate::otlp::http_receiver().await;
     let endpoint = format!("http://{collector}");
     let system = System::start_with_env(
         Arc::new(TestDatabase::sqlite()),

@@ -14,6 +14,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`Verifier::verify`] is async (an unknown `kid` may mean a fetch), so in
+//! tonic it belongs in an async tower layer or the handler, not in a (sync)
+//! `Interceptor`; a repeated token costs a SHA-256 and a map lookup. Call
+//! [`Verifier::refresh_keys`] at start to load a URL's or file's keys early
+//! and log a bad configuration before the first customer meets it.
+//!
 //! # Why this is safe
 //!
 //! - Only RS256, ES256 and EdDSA are accepted, and the header's `alg` is

@@ -23,8 +23,12 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Smallest RSA modulus accepted, in bits (NIST SP 800-131A).
+/// RSA moduli accepted, in bits: NIST SP 800-131A's least, the `rsa`
+/// crate's most (larger would fail at every verification instead of here).
 const MIN_RSA_BITS: usize = 2048;
+const MAX_RSA_BITS: usize = 8192;
+/// The `rsa` crate's largest public exponent.
+const MAX_RSA_EXPONENT: u64 = (1 << 33) - 1;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Key {
@@ -164,7 +168,11 @@ fn rsa(raw: &RawJwk) -> Option<DecodingKey> {
     let e = strip_leading_zeros(&e);
     let first = *n.first()?;
     let bits = n.len() * 8 - first.leading_zeros() as usize;
-    if bits < MIN_RSA_BITS || e.is_empty() || e.len() > 8 {
+    if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || e.is_empty() || e.len() > 8 {
+        return None;
+    }
+    let exponent = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if exponent < 3 || exponent % 2 == 0 || exponent > MAX_RSA_EXPONENT {
         return None;
     }
     Some(DecodingKey::from_rsa_raw_components(n, e))
@@ -252,12 +260,13 @@ mod tests {
         let set = parse(json!({"keys": [
             {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
             {"kty": "RSA", "kid": "small", "n": "AQAB", "e": "AQAB"},
+            {"kty": "RSA", "kid": "e-even", "n": TestKey::rsa("x").jwk()["n"], "e": "AAI"},
             {"kty": "WAT"},
             "not an object",
             wrong_alg, enc, short, p384, good,
         ]}));
         assert_eq!(set.len(), 1);
-        assert_eq!(set.skipped, 8);
+        assert_eq!(set.skipped, 9);
         assert!(set.find(Some("good"), Alg::EdDsa).is_some());
     }
 

@@ -227,27 +227,33 @@ impl KeyStore {
     }
 
     fn replace(&self, keys: KeySet, max_age: Option<Duration>, at: Instant) {
+        // Not `clamp`, which panics should the floor be set above the ceiling.
         let max_age = max_age
             .unwrap_or(self.options.default_max_age)
-            .clamp(self.options.max_age_floor, self.options.max_age_ceiling);
-        tracing::info!(
-            keys = keys.len(),
-            skipped = keys.skipped,
-            ?max_age,
-            "JWKS loaded"
-        );
-        let removed = {
+            .max(self.options.max_age_floor)
+            .min(self.options.max_age_ceiling);
+        let (count, skipped) = (keys.len(), keys.skipped);
+        let (changed, removed) = {
             let mut state = self.write();
-            let removed = state
-                .keys
-                .as_ref()
-                .is_some_and(|old| !old.kids().is_subset(&keys.kids()));
+            let (changed, removed) = match &state.keys {
+                None => (true, false),
+                Some(old) => {
+                    let (old, new) = (old.kids(), keys.kids());
+                    (old != new, !old.is_subset(&new))
+                }
+            };
             state.keys = Some(Arc::new(keys));
             state.loaded_at = Some(at);
             state.max_age = max_age;
             state.last_error = None;
-            removed
+            (changed, removed)
         };
+        // Loaded every few minutes: only a change is worth an info line.
+        if changed {
+            tracing::info!(keys = count, skipped, ?max_age, "JWKS loaded");
+        } else {
+            tracing::debug!(keys = count, skipped, ?max_age, "JWKS loaded, unchanged");
+        }
         if removed {
             tracing::info!("a signing key left the JWKS; forgetting verified tokens");
             self.cache.clear();

@@ -224,6 +224,13 @@ async fn the_servers_max_age_is_honoured_and_old_keys_outlive_a_failure() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(verifier.verify(&key.token(&claims("c-2"))).await.is_ok());
     assert_eq!(server.hits(), 2, "loaded again when stale");
+    // A new kid now cannot be looked for: unavailable, not unknown.
+    let newcomer = TestKey::ed25519("new");
+    let refused = verifier.verify(&newcomer.token(&claims("c-3"))).await;
+    assert!(
+        matches!(&refused, Err(e) if e.is_unavailable()),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -34,6 +34,9 @@ struct Inner {
     entries: HashMap<TokenHash, Entry>,
     /// (valid_until, hash) of every entry, soonest first.
     by_expiry: BTreeSet<(u64, TokenHash)>,
+    /// Counts [`TokenCache::clear`]s: a token checked against keys from
+    /// before one is not stored after it.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -61,11 +64,27 @@ impl TokenCache {
         inner.entries.get(key).map(|entry| entry.identity.clone())
     }
 
-    pub(crate) fn insert(&self, key: TokenHash, identity: Identity, valid_until: u64, now: u64) {
+    /// The generation to pass to [`TokenCache::insert`], read before the
+    /// token's key is looked up.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    pub(crate) fn insert(
+        &self,
+        key: TokenHash,
+        identity: Identity,
+        valid_until: u64,
+        now: u64,
+        generation: u64,
+    ) {
         if self.capacity == 0 || now >= valid_until {
             return;
         }
         let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
         if let Some(old) = inner.entries.get(&key).map(|e| e.valid_until) {
             inner.remove(&key, old);
         }
@@ -91,6 +110,7 @@ impl TokenCache {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.by_expiry.clear();
+        inner.generation += 1;
     }
 
     #[cfg(test)]
@@ -130,28 +150,28 @@ mod tests {
     fn answers_until_valid_until_and_never_after() {
         let cache = TokenCache::new(10);
         let key = hash("a.b.c");
-        cache.insert(key, identity("c-1"), 100, 50);
+        cache.insert(key, identity("c-1"), 100, 50, 0);
         assert_eq!(
             cache.get(&key, 99).map(|i| i.customer_id),
             Some("c-1".into())
         );
         assert_eq!(cache.get(&key, 100), None);
         assert_eq!(cache.len(), 0, "the expired entry is dropped");
-        cache.insert(key, identity("c-1"), 100, 100);
+        cache.insert(key, identity("c-1"), 100, 100, 0);
         assert_eq!(cache.len(), 0, "an expired token is never stored");
     }
 
     #[test]
     fn bounded_dropping_expired_then_soonest() {
         let cache = TokenCache::new(3);
-        cache.insert(hash("expired"), identity("e"), 10, 5);
-        cache.insert(hash("late"), identity("l"), 1000, 5);
-        cache.insert(hash("soon"), identity("s"), 200, 5);
-        cache.insert(hash("new"), identity("n"), 500, 20);
+        cache.insert(hash("expired"), identity("e"), 10, 5, 0);
+        cache.insert(hash("late"), identity("l"), 1000, 5, 0);
+        cache.insert(hash("soon"), identity("s"), 200, 5, 0);
+        cache.insert(hash("new"), identity("n"), 500, 20, 0);
         assert_eq!(cache.len(), 3);
         assert!(cache.get(&hash("expired"), 5).is_none());
         assert!(cache.get(&hash("soon"), 20).is_some());
-        cache.insert(hash("newer"), identity("w"), 600, 20);
+        cache.insert(hash("newer"), identity("w"), 600, 20, 0);
         assert_eq!(cache.len(), 3);
         assert!(
             cache.get(&hash("soon"), 20).is_none(),
@@ -166,7 +186,7 @@ mod tests {
     fn many_inserts_stay_bounded() {
         let cache = TokenCache::new(100);
         for i in 0..1000u64 {
-            cache.insert(hash(&i.to_string()), identity("c"), 10_000 + i, 0);
+            cache.insert(hash(&i.to_string()), identity("c"), 10_000 + i, 0, 0);
         }
         assert_eq!(cache.len(), 100);
         assert!(cache.get(&hash("999"), 0).is_some());
@@ -176,8 +196,8 @@ mod tests {
     #[test]
     fn reinserting_replaces() {
         let cache = TokenCache::new(2);
-        cache.insert(hash("t"), identity("a"), 100, 0);
-        cache.insert(hash("t"), identity("b"), 200, 0);
+        cache.insert(hash("t"), identity("a"), 100, 0, 0);
+        cache.insert(hash("t"), identity("b"), 200, 0, 0);
         assert_eq!(cache.len(), 1);
         assert_eq!(
             cache.get(&hash("t"), 150).map(|i| i.customer_id),
@@ -186,9 +206,20 @@ mod tests {
     }
 
     #[test]
+    fn nothing_checked_before_a_clear_is_stored_after_it() {
+        let cache = TokenCache::new(10);
+        let before = cache.generation();
+        cache.clear();
+        cache.insert(hash("t"), identity("a"), 100, 0, before);
+        assert!(cache.get(&hash("t"), 0).is_none());
+        cache.insert(hash("t"), identity("a"), 100, 0, cache.generation());
+        assert!(cache.get(&hash("t"), 0).is_some());
+    }
+
+    #[test]
     fn zero_capacity_stores_nothing() {
         let cache = TokenCache::new(0);
-        cache.insert(hash("t"), identity("a"), 100, 0);
+        cache.insert(hash("t"), identity("a"), 100, 0, 0);
         assert!(cache.get(&hash("t"), 0).is_none());
     }
 }

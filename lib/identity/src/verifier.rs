@@ -132,6 +132,9 @@ impl Verifier {
         if parts.signature.is_empty() {
             return Err(AuthError::Malformed("unsigned token"));
         }
+        // Read before the key: if a load withdraws keys meanwhile, the token
+        // is answered but not cached.
+        let generation = inner.cache.generation();
         let key = inner
             .keys
             .key_for(header.kid.as_deref(), header.alg)
@@ -140,9 +143,13 @@ impl Verifier {
         let claims = claims::parse(&token::decode_part(parts.payload)?)?;
         let now = inner.clock.now();
         let checked = inner.policy.check(&claims, now)?;
-        inner
-            .cache
-            .insert(hash, checked.identity.clone(), checked.valid_until, now);
+        inner.cache.insert(
+            hash,
+            checked.identity.clone(),
+            checked.valid_until,
+            now,
+            generation,
+        );
         Ok(checked.identity)
     }
 

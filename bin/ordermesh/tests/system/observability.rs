@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ordermesh_testkit::{TestDatabase, tool};

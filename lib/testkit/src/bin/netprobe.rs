@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! netprobe serve ADDR           TCP echo and UDP sink on ADDR (port 0: any);
-//!                               a "received" line per TCP read and a
+//!                               a "received" line per TCP read (with its
+//!                               text) and a
 //!                               "datagram" line per datagram
 //! netprobe connect ADDR MS      one TCP handshake within MS ms; exit 0 when
 //!                               it completed
@@ -94,7 +95,8 @@ fn echo(mut connection: TcpStream) {
         .unwrap_or_default();
     let mut buffer = [0; 2048];
     while let Ok(bytes @ 1..) = connection.read(&mut buffer) {
-        report(json!({"msg": "received", "from": from, "bytes": bytes}));
+        let data = String::from_utf8_lossy(&buffer[..bytes]);
+        report(json!({"msg": "received", "from": from, "data": data}));
         if connection.write_all(&buffer[..bytes]).is_err() {
             return;
         }

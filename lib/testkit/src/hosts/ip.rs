@@ -28,7 +28,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 pub(super) fn unavailable() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let Some(caps) = effective_capabilities(&status) else {
-        return Some("network namespaces (no CapEff in /proc/self/status)".to_owned());
+        return Some("CapEff in /proc/self/status, to check capabilities,".to_owned());
     };
     let lacking: Vec<&str> = [
         (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
@@ -40,7 +40,7 @@ pub(super) fn unavailable() -> Option<String> {
     .collect();
     if !lacking.is_empty() {
         return Some(format!(
-            "network namespaces ({} not in this process's effective capabilities)",
+            "{}, which the hosts' network namespaces need,",
             lacking.join(" and ")
         ));
     }
@@ -198,7 +198,7 @@ pub(super) fn root_routes_overlap(subnet: Ipv4Addr) -> anyhow::Result<bool> {
         .any(|(base, len)| overlaps(base, len, subnet)))
 }
 
-/// The operstate and whether the carrier is up (LOWER_UP) of a link.
+/// A link's operstate, and whether its carrier is up (LOWER_UP).
 fn link_state(netns: Option<&str>, link: &str) -> anyhow::Result<(String, bool)> {
     let shown: serde_json::Value =
         serde_json::from_str(&ip_in(netns, &["-j", "link", "show", "dev", link])?)
@@ -211,9 +211,10 @@ fn link_state(netns: Option<&str>, link: &str) -> anyhow::Result<(String, bool)>
     Ok((operstate, carrier))
 }
 
-/// Waits until both ends of a veth report `up` (operstate UP: the kernel
-/// has activated the queue, which it does asynchronously after a carrier
-/// change) or both have lost the carrier (`!up`, immediate on admin down).
+/// Waits until both ends of a veth pass packets (`up`), or have both lost
+/// the carrier (`!up`). The carrier changes at once, but until the kernel's
+/// link-watch work sets operstate UP and, in the same step, activates the
+/// transmit queue, packets sent are dropped: operstate is the signal.
 pub(super) fn wait_link(ends: [(Option<&str>, &str); 2], up: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod hosts;
 pub mod postgres;
 pub mod process;
 

@@ -2,20 +2,59 @@
 //! database or need it configured their way; the machine's shared server at
 //! `DATABASE_URL` is for everything else.
 
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::process::Command;
+
+use crate::hosts::Host;
 
 /// A PostgreSQL server of the test's own (initdb in a temporary folder), so
 /// the test can stop and start it. As root, it runs as the `postgres` user,
 /// since PostgreSQL refuses to run as root.
 pub struct PrivatePostgres {
     dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
+    bin: PathBuf,
+    addr: IpAddr,
     port: u16,
+    /// The host's namespace it runs in, if any.
+    netns: Option<String>,
 }
 
 impl PrivatePostgres {
-    /// A new cluster, started; None (skip) when PostgreSQL is not installed.
+    /// A new cluster on 127.0.0.1, started; None (skip) when PostgreSQL is
+    /// not installed.
     pub fn start() -> Option<Self> {
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), free_port(), None, None)
+    }
+
+    /// A new cluster inside `host`, listening on the host's address (port
+    /// 5432: the address is the host's alone), open to the whole subnet;
+    /// None (skip) when PostgreSQL is not installed.
+    pub fn start_in(host: &Host) -> Option<Self> {
+        let port = match host.netns() {
+            Some(_) => 5432,
+            // The runner's address is the root namespace's, shared with
+            // whatever else runs on this machine.
+            None => free_port(),
+        };
+        let subnet = host.subnet().to_string();
+        Self::start_on(
+            host.addr().into(),
+            port,
+            host.netns().map(str::to_owned),
+            Some(&subnet),
+        )
+    }
+
+    /// `trusted`: a network (CIDR) whose clients may connect without a
+    /// password, besides loopback (initdb's default).
+    fn start_on(
+        addr: IpAddr,
+        port: u16,
+        netns: Option<String>,
+        trusted: Option<&str>,
+    ) -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .or_else(|| crate::missing("PostgreSQL (/usr/lib/postgresql)"))?
@@ -37,12 +76,19 @@ impl PrivatePostgres {
         let server = Self {
             dir,
             bin,
-            port: free_port(),
+            addr,
+            port,
+            netns,
         };
         server.pg(
             "initdb",
             &["-D", &server.data(), "-U", "postgres", "--auth=trust"],
         );
+        if let Some(trusted) = trusted {
+            let hba = std::path::Path::new(&server.data()).join("pg_hba.conf");
+            let mut file = std::fs::OpenOptions::new().append(true).open(&hba).unwrap();
+            writeln!(file, "host all all {trusted} trust").unwrap();
+        }
         server.up();
         Some(server)
     }
@@ -51,21 +97,36 @@ impl PrivatePostgres {
         self.dir.path().join("data").display().to_string()
     }
 
-    /// The URL of its `postgres` database.
+    /// The URL of its `postgres` database, at its address.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres@{}:{}/postgres", self.addr, self.port)
     }
 
-    /// Starts the server (again).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path of one of this PostgreSQL's programs (`psql`, `pg_isready`),
+    /// to run as a client, from a host for instance.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// Starts the server (again), in its host's namespace if it has one.
     pub fn up(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            "-p {} -k {} -c listen_addresses={} -c max_connections=200",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.addr
         );
         let log = self.dir.path().join("log").display().to_string();
-        self.pg(
-            "pg_ctl",
+        run(
+            self.in_netns("pg_ctl"),
             &[
                 "-D",
                 &self.data(),
@@ -79,35 +140,52 @@ impl PrivatePostgres {
         );
     }
 
-    /// Stops the server, as an outage would (fast shutdown).
+    /// Stops the server, as an outage would (fast shutdown). Stopping only
+    /// signals the pid in postmaster.pid, so it needs no namespace.
     pub fn down(&self) {
         self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
     /// A PostgreSQL tool, as the `postgres` user when running as root.
     fn tool(&self, program: &str) -> Command {
+        self.tool_in(None, program)
+    }
+
+    /// As [`PrivatePostgres::tool`], in the server's namespace.
+    fn in_netns(&self, program: &str) -> Command {
+        self.tool_in(self.netns.as_deref(), program)
+    }
+
+    fn tool_in(&self, netns: Option<&str>, program: &str) -> Command {
         let program = self.bin.join(program);
-        if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
+        let root = running_as_root();
+        let first = if root {
+            "runuser".into()
         } else {
-            Command::new(program)
+            program.clone()
+        };
+        let mut command = match netns {
+            Some(netns) => crate::process::netns_command(netns, first),
+            None => Command::new(first),
+        };
+        if root {
+            command.args(["-u", "postgres", "--"]).arg(program);
         }
+        command
     }
 
     fn pg(&self, program: &str, args: &[&str]) {
-        let output = self
-            .tool(program)
-            .args(args)
-            .output()
-            .expect("run a PostgreSQL tool");
-        assert!(
-            output.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run(self.tool(program), args);
     }
+}
+
+fn run(mut command: Command, args: &[&str]) {
+    let output = command.args(args).output().expect("run a PostgreSQL tool");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Drop for PrivatePostgres {

@@ -5,8 +5,13 @@
 //! A process reports each listener it bound with a `listening` log line
 //! (`{"msg":"listening","role":…,"addr":…}`); [`ChildProcess::start`] waits
 //! for the roles it is told to, so ports can be 0 and nothing races for them.
+//!
+//! A process can run inside a network namespace ([`Launch::netns`], used by
+//! the hosts of [`crate::hosts`]); [`netns_command`] does the same for a
+//! tool whose output is read at once.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -27,6 +32,7 @@ pub struct Launch {
     env_remove: Vec<String>,
     roles: Vec<String>,
     timeout: Duration,
+    netns: Option<String>,
 }
 
 impl Launch {
@@ -38,6 +44,7 @@ impl Launch {
             env_remove: Vec::new(),
             roles: Vec::new(),
             timeout: Duration::from_secs(60),
+            netns: None,
         }
     }
 
@@ -87,6 +94,40 @@ impl Launch {
         self.timeout = timeout;
         self
     }
+
+    /// Runs the program inside the named network namespace, through
+    /// `ip netns exec`, which execs it: the pid, signals and logs are the
+    /// program's own.
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
+        self
+    }
+
+    fn command(&self) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.netns {
+            Some(netns) => format!("{} (in {netns})", self.program.display()),
+            None => self.program.display().to_string(),
+        }
+    }
+}
+
+/// A command that runs `program` inside network namespace `netns` (`ip netns
+/// exec`), for tools whose output is read at once; add arguments as usual.
+pub fn netns_command(netns: &str, program: impl AsRef<OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new("ip");
+    command.args(["netns", "exec", netns]).arg(program);
+    command
 }
 
 /// Every line a process wrote, stdout and stderr, in arrival order.
@@ -109,7 +150,7 @@ impl ChildProcess {
     /// As [`ChildProcess::start`], appending to `logs` (to keep one log
     /// across restarts).
     pub async fn start_logging_to(launch: Launch, logs: Logs) -> anyhow::Result<Self> {
-        let mut command = Command::new(&launch.program);
+        let mut command = launch.command();
         command
             .args(&launch.args)
             .stdin(Stdio::null())
@@ -122,7 +163,7 @@ impl ChildProcess {
         command.envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut child = command
             .spawn()
-            .with_context(|| format!("starting {}", launch.program.display()))?;
+            .with_context(|| format!("starting {}", launch.describe()))?;
 
         let (addr_tx, mut addr_rx) = mpsc::unbounded_channel();
         let stdout = child.stdout.take().context("the child's stdout")?;
@@ -148,7 +189,7 @@ impl ChildProcess {
             let output = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
             bail!(
                 "{} did not start listening ({:?}); its output:\n{output}",
-                launch.program.display(),
+                launch.describe(),
                 launch.roles
             );
         }

@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(settings.payment.decline_rate, 0.0);
         assert_eq!(settings.gateway.body_limit, 64 * 1024);
         assert_eq!(settings.trace.export_target(), None);
-        assert!(settings.failpoints.lose_responses.is_none());
+        assert!(settings.failpoints.failpoints.is_empty());
     }
 
     #[test]

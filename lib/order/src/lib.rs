@@ -95,6 +95,7 @@ pub async fn build(
         peers.clone(),
         hub.clone(),
         context.metrics().clone(),
+        context.failpoints().clone(),
         settings.saga_lease,
     );
     let recovery = runner.recovery(settings.recovery_interval, shutdown.clone());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use opentelemetry::trace::FutureExt as _;
+use ordermesh_runtime::failpoint::Failpoints;
 use ordermesh_runtime::grpc::BackgroundTask;
 use ordermesh_runtime::metrics::Metrics;
 use ordermesh_runtime::shutdown::Shutdown;
@@ -23,6 +24,7 @@ pub struct SagaRunner {
     peers: Peers,
     hub: OrderHub,
     metrics: Arc<Metrics>,
+    failpoints: Failpoints,
     /// How long a driver may hold an order before another may take it over.
     lease: Duration,
 }
@@ -33,6 +35,7 @@ impl SagaRunner {
         peers: Peers,
         hub: OrderHub,
         metrics: Arc<Metrics>,
+        failpoints: Failpoints,
         lease: Duration,
     ) -> Self {
         Self {
@@ -40,6 +43,7 @@ impl SagaRunner {
             peers,
             hub,
             metrics,
+            failpoints,
             lease,
         }
     }
@@ -77,6 +81,13 @@ impl SagaRunner {
             return Ok(());
         };
         loop {
+            // A test may slow a step (failpoint `saga.<step>`, delay only).
+            if !self.failpoints.is_empty() {
+                let _ = self
+                    .failpoints
+                    .before(&format!("saga.{}", order.saga.step.as_str()))
+                    .await;
+            }
             let outcome = match order.saga.step {
                 Step::Reserve => self.peers.reserve(&order).await,
                 Step::Charge => self.peers.charge(&order).await,

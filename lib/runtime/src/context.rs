@@ -23,10 +23,11 @@ impl AppContext {
     /// A fresh context. `single_role` says whether the App runs one role
     /// (then `OTEL_SERVICE_NAME` may rename it) or several.
     pub fn new(trace: &TraceSettings, single_role: bool, failpoints: &FailpointSettings) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Self {
-            metrics: Arc::new(Metrics::new()),
+            failpoints: Failpoints::new(failpoints, metrics.failpoint_hits_total.clone()),
+            metrics,
             tracers: Tracers::new(trace.clone(), single_role),
-            failpoints: Failpoints::new(failpoints),
             shutdown: Shutdown::new(),
         }
     }

@@ -145,7 +145,7 @@ pub async fn serve(
 
     let mut server = Server::builder()
         .layer(ServerLayer::new(role, context))
-        .layer(context.failpoints().lose_responses_layer())
+        .layer(context.failpoints().layer())
         // Over the limit, refuse at once: tonic turns the shed call into
         // RESOURCE_EXHAUSTED, which callers and the mesh may retry elsewhere.
         .layer(tower::load_shed::LoadShedLayer::new())

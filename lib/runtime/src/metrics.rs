@@ -34,6 +34,8 @@ pub struct Metrics {
     pub inventory_reservations_total: IntCounterVec,
     /// Units available per product, as stored: {product_id}.
     pub current_stock: IntGaugeVec,
+    /// Times a test-only failpoint acted: {failpoint}.
+    pub failpoint_hits_total: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,6 +133,12 @@ impl Metrics {
                 "current_stock",
                 "Units available to reserve, by product.",
                 &["product_id"],
+            ),
+            failpoint_hits_total: counter(
+                &registry,
+                "failpoint_hits_total",
+                "Times a test-only failpoint acted, by failpoint.",
+                &["failpoint"],
             ),
             registry,
         }

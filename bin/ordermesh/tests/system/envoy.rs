@@ -643,7 +643,11 @@ async fn a_lost_payment_response_is_retried_and_charged_once() {
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
 
     // The payment service served the charge twice, the first answer lost...
-    assert!(mesh.log("payment").contains("failpoint: losing a response"));
+    let payment_log = mesh.log("payment");
+    assert!(
+        payment_log.contains("failpoint hit") && payment_log.contains("lose response"),
+        "the failpoint lost no response"
+    );
     let stats = mesh.sidecar_stats("order");
     assert!(
         stat(&stats, "cluster.payment.upstream_rq_retry") >= 1,

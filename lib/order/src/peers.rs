@@ -18,7 +18,7 @@ use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::status::describe_status;
 use tonic::{Request, Status};
 
-use crate::domain::{FailureReason, Outcome};
+use crate::domain::{FailureReason, Outcome, Step};
 use crate::store::StoredOrder;
 
 /// A product's price as the inventory quotes it.
@@ -116,30 +116,7 @@ impl Peers {
         );
         match self.inventory.clone().reserve_stock(request).await {
             Ok(_) => Outcome::Reserved,
-            Err(status) => {
-                let failure = failure("reserve stock", &order.view.order_id, &status);
-                let reason = match (failure.kind, failure.reason.as_deref()) {
-                    (ErrorKind::FailedPrecondition, Some(reasons::OUT_OF_STOCK)) => {
-                        return Outcome::ReserveFailed {
-                            reason: FailureReason::OutOfStock,
-                            maybe_reserved: false,
-                        };
-                    }
-                    (ErrorKind::NotFound, _) => {
-                        return Outcome::ReserveFailed {
-                            reason: FailureReason::ProductUnavailable,
-                            maybe_reserved: false,
-                        };
-                    }
-                    (kind, _) if kind.outcome_unknown() => FailureReason::InventoryUnavailable,
-                    _ => FailureReason::InventoryRejected,
-                };
-                // Stock may be held: release it (idempotently) while failing.
-                Outcome::ReserveFailed {
-                    reason,
-                    maybe_reserved: true,
-                }
-            }
+            Err(status) => reserve_failed(&order.view.order_id, &status),
         }
     }
 
@@ -170,26 +147,7 @@ impl Peers {
                     }
                 }
             }
-            Err(status) => {
-                let failure = failure("charge payment", &order.view.order_id, &status);
-                match (failure.kind, failure.reason.as_deref()) {
-                    // The processor failed and said nothing was charged.
-                    (ErrorKind::Unavailable, Some(reasons::PROCESSOR_UNAVAILABLE)) => {
-                        Outcome::ChargeFailed {
-                            reason: FailureReason::PaymentProcessingError,
-                            maybe_charged: false,
-                        }
-                    }
-                    (kind, _) if kind.outcome_unknown() => Outcome::ChargeFailed {
-                        reason: FailureReason::PaymentUnavailable,
-                        maybe_charged: true,
-                    },
-                    _ => Outcome::ChargeFailed {
-                        reason: FailureReason::PaymentRejected,
-                        maybe_charged: true,
-                    },
-                }
-            }
+            Err(status) => charge_failed(&order.view.order_id, &status),
         }
     }
 
@@ -208,13 +166,26 @@ impl Peers {
                 tracing::warn!(order_id = %order.view.order_id, status = ?response.get_ref().status(), "commit answered an unexpected status");
                 Outcome::CommitRefused
             }
-            Err(status) => {
-                let failure = failure("commit reservation", &order.view.order_id, &status);
-                match failure.kind {
-                    ErrorKind::FailedPrecondition | ErrorKind::NotFound => Outcome::CommitRefused,
-                    _ => Outcome::RetryLater,
+            Err(status) => commit_failed(&order.view.order_id, &status),
+        }
+    }
+
+    /// What the saga makes of `step` failing with `status` without being
+    /// called (a test's failpoint): the same as a real call failing so.
+    pub fn failed_step(&self, step: Step, order: &StoredOrder, status: &Status) -> Outcome {
+        let order_id = &order.view.order_id;
+        match step {
+            Step::Reserve => reserve_failed(order_id, status),
+            Step::Charge => charge_failed(order_id, status),
+            Step::Commit => commit_failed(order_id, status),
+            Step::Compensate => {
+                failure("compensate", order_id, status);
+                Outcome::Compensated {
+                    stock_released: !order.saga.compensate_stock,
+                    payment_refunded: !order.saga.compensate_payment,
                 }
             }
+            Step::Done => Outcome::RetryLater,
         }
     }
 
@@ -263,6 +234,58 @@ impl Peers {
             stock_released,
             payment_refunded,
         }
+    }
+}
+
+fn reserve_failed(order_id: &str, status: &Status) -> Outcome {
+    let failure = failure("reserve stock", order_id, status);
+    let reason = match (failure.kind, failure.reason.as_deref()) {
+        (ErrorKind::FailedPrecondition, Some(reasons::OUT_OF_STOCK)) => {
+            return Outcome::ReserveFailed {
+                reason: FailureReason::OutOfStock,
+                maybe_reserved: false,
+            };
+        }
+        (ErrorKind::NotFound, _) => {
+            return Outcome::ReserveFailed {
+                reason: FailureReason::ProductUnavailable,
+                maybe_reserved: false,
+            };
+        }
+        (kind, _) if kind.outcome_unknown() => FailureReason::InventoryUnavailable,
+        _ => FailureReason::InventoryRejected,
+    };
+    // Stock may be held: release it (idempotently) while failing.
+    Outcome::ReserveFailed {
+        reason,
+        maybe_reserved: true,
+    }
+}
+
+fn charge_failed(order_id: &str, status: &Status) -> Outcome {
+    let failure = failure("charge payment", order_id, status);
+    match (failure.kind, failure.reason.as_deref()) {
+        // The processor failed and said nothing was charged.
+        (ErrorKind::Unavailable, Some(reasons::PROCESSOR_UNAVAILABLE)) => Outcome::ChargeFailed {
+            reason: FailureReason::PaymentProcessingError,
+            maybe_charged: false,
+        },
+        (kind, _) if kind.outcome_unknown() => Outcome::ChargeFailed {
+            reason: FailureReason::PaymentUnavailable,
+            maybe_charged: true,
+        },
+        _ => Outcome::ChargeFailed {
+            reason: FailureReason::PaymentRejected,
+            maybe_charged: true,
+        },
+    }
+}
+
+fn commit_failed(order_id: &str, status: &Status) -> Outcome {
+    let failure = failure("commit reservation", order_id, status);
+    match failure.kind {
+        ErrorKind::FailedPrecondition | ErrorKind::NotFound => Outcome::CommitRefused,
+        _ => Outcome::RetryLater,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use opentelemetry::trace::FutureExt as _;
-use ordermesh_runtime::failpoint::Failpoints;
+use ordermesh_runtime::failpoint::{Failpoints, Hit};
 use ordermesh_runtime::grpc::BackgroundTask;
 use ordermesh_runtime::metrics::Metrics;
 use ordermesh_runtime::shutdown::Shutdown;
@@ -81,19 +81,20 @@ impl SagaRunner {
             return Ok(());
         };
         loop {
-            // A test may slow a step (failpoint `saga.<step>`, delay only).
-            if !self.failpoints.is_empty() {
-                let _ = self
-                    .failpoints
-                    .before(&format!("saga.{}", order.saga.step.as_str()))
-                    .await;
+            if order.saga.step == Step::Done {
+                return Ok(());
             }
-            let outcome = match order.saga.step {
-                Step::Reserve => self.peers.reserve(&order).await,
-                Step::Charge => self.peers.charge(&order).await,
-                Step::Commit => self.peers.commit(&order).await,
-                Step::Compensate => self.peers.compensate(&order).await,
-                Step::Done => return Ok(()),
+            let outcome = match self.failpoint(order.saga.step).await {
+                // A test's failpoint `saga.<step>`: the step fails as if its
+                // call had failed so.
+                Some(status) => self.peers.failed_step(order.saga.step, &order, &status),
+                None => match order.saga.step {
+                    Step::Reserve => self.peers.reserve(&order).await,
+                    Step::Charge => self.peers.charge(&order).await,
+                    Step::Commit => self.peers.commit(&order).await,
+                    Step::Compensate => self.peers.compensate(&order).await,
+                    Step::Done => return Ok(()),
+                },
             };
             let transition = saga::advance(order.saga, outcome);
             let Some(next) = self
@@ -131,6 +132,19 @@ impl SagaRunner {
             if transition.retry_in.is_some() {
                 return Ok(());
             }
+        }
+    }
+
+    /// A test's failpoint on `step` (`saga.reserve`, …): delays it, or says
+    /// what status it fails with.
+    async fn failpoint(&self, step: Step) -> Option<tonic::Status> {
+        if self.failpoints.is_empty() {
+            return None;
+        }
+        let name = format!("saga.{}", step.as_str());
+        match self.failpoints.before(&name).await {
+            Hit::Pass => None,
+            Hit::Fail(code) => Some(tonic::Status::new(code, format!("failpoint {name}"))),
         }
     }
 

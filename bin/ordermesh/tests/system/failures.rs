@@ -205,3 +205,43 @@ async fn an_expired_reservation_returns_its_stock() {
         .expect("adjust");
     assert_eq!(available(&mut inventory, "sku-mug").await, before + 5);
 }
+
+/// A failpoint that fails the charge step (as the canary gates' bad
+/// version does): the order fails as when payment is down, its stock comes
+/// back, and the failpoint counts its hit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_charge_step_fails_the_order_and_releases_the_stock() {
+    let system = TestApp::spawn(
+        std::sync::Arc::new(ordermesh_testkit::TestDatabase::sqlite()),
+        |settings| {
+            settings.failpoints.failpoints =
+                vec![ordermesh_runtime::failpoint::parse_failpoint("saga.charge=fail(1)").unwrap()];
+        },
+    )
+    .await;
+    let mut inventory = system.inventory().await;
+    let before = available(&mut inventory, "sku-kettle").await;
+    let order = system
+        .order()
+        .await
+        .create_order(order_request(
+            "cust-fp",
+            &[("sku-kettle", 1)],
+            "pm_card_visa",
+        ))
+        .await
+        .expect("taken")
+        .into_inner();
+    assert_eq!(order.failure_reason, "PAYMENT_UNAVAILABLE", "{order:?}");
+    eventually(Duration::from_secs(10), "stock released", || {
+        let mut inventory = inventory.clone();
+        async move { (available(&mut inventory, "sku-kettle").await == before).then_some(()) }
+    })
+    .await;
+    let hits = system
+        .metrics()
+        .failpoint_hits_total
+        .with_label_values(&["saga.charge"])
+        .get();
+    assert!(hits >= 1, "the failpoint never acted");
+}

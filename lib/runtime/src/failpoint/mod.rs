@@ -4,9 +4,9 @@
 //!
 //! A point is named by what it guards: a served gRPC method by its path
 //! (`/ordermesh.payment.v1.PaymentService/ProcessPayment`), a saga step by
-//! `saga.reserve`, `saga.charge`, `saga.commit` or `saga.compensate` (a step
-//! takes `delay` only: to fail one, fail the method it calls). Its action is
-//! one of:
+//! `saga.reserve`, `saga.charge`, `saga.commit` or `saga.compensate` (a
+//! failed step is one whose call failed with that code, without calling).
+//! Its action is one of:
 //! - `delay(DURATION)`: slow it, e.g. `delay(300ms)`;
 //! - `fail(SHARE)` or `fail(SHARE,CODE)`: fail that share of calls before
 //!   they run, with UNAVAILABLE or the gRPC code named (`fail(0.3)`,

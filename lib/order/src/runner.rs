@@ -124,7 +124,10 @@ impl SagaRunner {
             if !order.view.status.is_terminal() && next.view.status.is_terminal() {
                 self.metrics
                     .orders_created_total
-                    .with_label_values(&[next.view.status.as_str()])
+                    .with_label_values(&[
+                        next.view.status.as_str(),
+                        next.view.failure_reason.map_or("none", |r| r.as_str()),
+                    ])
                     .inc();
             }
             order = next;

@@ -26,7 +26,8 @@ pub struct Metrics {
     pub client_request_duration_seconds: HistogramVec,
     /// Open connections to a role's listener: {service}.
     pub active_connections: IntGaugeVec,
-    /// Orders by the status they settled in: {status}.
+    /// Orders by the status they settled in and why a failed one failed
+    /// (a `FailureReason`, or "none"): {status, reason}.
     pub orders_created_total: IntCounterVec,
     /// Charges by outcome: {status}.
     pub payments_processed_total: IntCounterVec,
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub current_stock: IntGaugeVec,
     /// Times a test-only failpoint acted: {failpoint}.
     pub failpoint_hits_total: IntCounterVec,
+    /// Always 1, labelled with the version built in: {version}.
+    pub build_info: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -113,8 +116,8 @@ impl Metrics {
             orders_created_total: counter(
                 &registry,
                 "orders_created_total",
-                "Orders placed, by the status their saga settled in.",
-                &["status"],
+                "Orders placed, by the status their saga settled in and the failure reason.",
+                &["status", "reason"],
             ),
             payments_processed_total: counter(
                 &registry,
@@ -140,6 +143,16 @@ impl Metrics {
                 "Times a test-only failpoint acted, by failpoint.",
                 &["failpoint"],
             ),
+            build_info: {
+                let info = gauge(
+                    &registry,
+                    "build_info",
+                    "Always 1; its label is the version of ordermesh this process runs.",
+                    &["version"],
+                );
+                info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                info
+            },
             registry,
         }
     }
@@ -178,5 +191,6 @@ mod tests {
             text.contains("current_stock{product_id=\"sku-mug\"} 7"),
             "{text}"
         );
+        assert!(text.contains("build_info{version=\""), "{text}");
     }
 }

@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let proto_root = manifest.join("proto");
+    // google/api/annotations.proto, which the echo RPC's annotation imports.
+    let contracts = manifest.join("../../proto");
     println!("cargo:rerun-if-changed={}", proto_root.display());
-    let mut compiler = protox::Compiler::new([&proto_root])?;
+    let mut compiler = protox::Compiler::new([&proto_root, &contracts])?;
     compiler.open_files(["echo.proto"])?;
     tonic_prost_build::configure()
         .build_client(true)

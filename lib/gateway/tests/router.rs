@@ -1,0 +1,264 @@
+//! The gateway's router driven in-process with tower's `oneshot`, no socket
+//! on its side: the error table, the routing rules and its own answers
+//! (shed, timeout, unready). Its upstreams are addresses nothing answers
+//! at, so what needs a service answers UNAVAILABLE. The real-curl tests in
+//! `bin/ordermesh/tests/system` are the outside view.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use ordermesh_gateway::GatewaySettings;
+use ordermesh_runtime::AppContext;
+use ordermesh_runtime::client::GrpcClientSettings;
+use tower::ServiceExt;
+
+const NOWHERE: &str = "http://127.0.0.1:1";
+
+fn settings() -> GatewaySettings {
+    GatewaySettings {
+        gateway_order_url: NOWHERE.into(),
+        gateway_inventory_url: NOWHERE.into(),
+        gateway_payment_url: NOWHERE.into(),
+        ..GatewaySettings::default()
+    }
+}
+
+fn router(settings: &GatewaySettings, context: &AppContext) -> axum::Router {
+    let client = GrpcClientSettings {
+        connect_timeout: Duration::from_millis(200),
+        ..GrpcClientSettings::default()
+    };
+    ordermesh_gateway::build(settings, &client, context).expect("the gateway builds")
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn send(router: axum::Router, request: Request<Body>) -> Answer {
+    let response = router.oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn request(
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+#[tokio::test]
+async fn every_refusal_is_its_status_with_the_json_body() {
+    let context = AppContext::for_tests();
+    let router = router(&settings(), &context);
+    let json = Some("application/json");
+    let order = r#"{"customerId":"c","items":[{"productId":"sku-mug","quantity":1}],"paymentMethod":"pm_card_visa"}"#;
+    let cases: Vec<(Request<Body>, u16, i64)> = vec![
+        (request(Method::GET, "/nope", None, Body::empty()), 404, 5),
+        (
+            request(Method::DELETE, "/v1/orders", None, Body::empty()),
+            405,
+            12,
+        ),
+        (
+            request(Method::POST, "/healthz", None, Body::empty()),
+            405,
+            12,
+        ),
+        (
+            request(Method::POST, "/v1/orders", Some("text/xml"), order),
+            415,
+            3,
+        ),
+        (
+            request(Method::POST, "/v1/orders", json, "{\"customerId\":"),
+            400,
+            3,
+        ),
+        (
+            request(Method::POST, "/v1/orders", json, r#"{"colour":"red"}"#),
+            400,
+            3,
+        ),
+        (
+            request(Method::GET, "/v1/orders?colour=red", None, Body::empty()),
+            400,
+            3,
+        ),
+        (
+            request(Method::POST, "/v1/orders", json, vec![b' '; 65 * 1024]),
+            413,
+            8,
+        ),
+        // Valid, but nothing answers at the order service.
+        (request(Method::POST, "/v1/orders", json, order), 503, 14),
+        (
+            request(Method::GET, "/v1/products/sku-mug", None, Body::empty()),
+            503,
+            14,
+        ),
+    ];
+    for (request, status, code) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let answer = send(router.clone(), request).await;
+        assert_eq!(
+            answer.status.as_u16(),
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let body = answer.json();
+        assert_eq!(body["code"], code, "{what}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+        assert!(body["details"].is_array(), "{what}: {body}");
+        if status == 405 {
+            assert!(answer.headers.contains_key("allow"), "{what}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pages_answer_and_readiness_follows_the_upstreams() {
+    let context = AppContext::for_tests();
+    let router = router(&settings(), &context);
+    let healthz = send(
+        router.clone(),
+        request(Method::GET, "/healthz", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(healthz.status, StatusCode::OK);
+    let openapi = send(
+        router.clone(),
+        request(Method::GET, "/openapi.json", None, Body::empty()),
+    )
+    .await;
+    assert!(openapi.json()["paths"]["/v1/orders"].is_object());
+    let page = send(
+        router.clone(),
+        request(Method::GET, "/", None, Body::empty()),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+    let ready = send(router, request(Method::GET, "/readyz", None, Body::empty())).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = String::from_utf8_lossy(&ready.body);
+    assert!(
+        text.contains("OrderService") && text.contains("InventoryService"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_web_reaches_only_annotated_methods_and_made_up_ones_share_a_label() {
+    let context = AppContext::for_tests();
+    let router = router(&settings(), &context);
+    let grpc_web = |path: &str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(Body::from(vec![0, 0, 0, 0, 0]))
+            .unwrap()
+    };
+    // Not annotated: refused by the gateway itself, in grpc-web's own form.
+    let hidden = send(
+        router.clone(),
+        grpc_web("/ordermesh.inventory.v1.InventoryService/AdjustStock"),
+    )
+    .await;
+    assert_eq!(hidden.status, StatusCode::OK);
+    assert_eq!(hidden.headers["grpc-status"], "12", "UNIMPLEMENTED");
+    // Annotated: passed on (and nothing answers there).
+    let passed = send(
+        router.clone(),
+        grpc_web("/ordermesh.order.v1.OrderService/GetOrder"),
+    )
+    .await;
+    assert_eq!(passed.headers["grpc-status"], "14", "UNAVAILABLE");
+    // Made-up methods: one label between them, whatever their names.
+    for n in 0..20 {
+        let _ = send(
+            router.clone(),
+            grpc_web(&format!("/ordermesh.order.v1.OrderService/X{n}")),
+        )
+        .await;
+    }
+    let metrics = context.metrics().render();
+    assert!(!metrics.contains("X1"), "a made-up method became a label");
+    let other = context
+        .metrics()
+        .requests_total
+        .with_label_values(&["gateway", "other", "200"])
+        .get();
+    assert_eq!(other, 21, "the hidden method and the 20 made-up ones");
+}
+
+#[tokio::test]
+async fn shed_and_timed_out_requests_get_the_json_body() {
+    // No room at all: every request is shed at once.
+    let context = AppContext::for_tests();
+    let full = GatewaySettings {
+        gateway_max_in_flight: 0,
+        ..settings()
+    };
+    let shed = send(
+        router(&full, &context),
+        request(Method::GET, "/v1/products", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(shed.json()["code"], 14);
+
+    // A body that never finishes outlives the request timeout (+1 s).
+    let hurried = GatewaySettings {
+        request_timeout: Duration::ZERO,
+        ..settings()
+    };
+    let never = Body::from_stream(futures::stream::pending::<
+        Result<bytes::Bytes, std::io::Error>,
+    >());
+    let late = send(
+        router(&hurried, &context),
+        request(Method::POST, "/v1/orders", Some("application/json"), never),
+    )
+    .await;
+    assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(late.json()["code"], 4);
+}

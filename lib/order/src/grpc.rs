@@ -10,7 +10,7 @@ use ordermesh_proto::order::v1::{
     Order, OrderItem, OrderStatus as ProtoStatus, WatchOrderRequest,
 };
 use ordermesh_runtime::deadline::Deadline;
-use ordermesh_runtime::status::to_status;
+use ordermesh_runtime::status::{reply, to_status};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{NewOrder, OrderStatus, OrderView};
@@ -62,24 +62,18 @@ impl OrderService for OrderGrpc {
             idempotency_key,
         )
         .map_err(|e| to_status(OrderError::from(e)))?;
-        let order = self
-            .orders
-            .create(new_order, deadline)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(to_proto(&order)))
+        reply(self.orders.create(new_order, deadline).await, |o| {
+            to_proto(&o)
+        })
     }
 
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        let order = self
-            .orders
-            .get(&request.get_ref().order_id)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(to_proto(&order)))
+        reply(self.orders.get(&request.get_ref().order_id).await, |o| {
+            to_proto(&o)
+        })
     }
 
     async fn list_orders(
@@ -87,15 +81,14 @@ impl OrderService for OrderGrpc {
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let message = request.into_inner();
-        let (orders, next_page_token) = self
+        let page = self
             .orders
             .list(&message.customer_id, message.page_size, &message.page_token)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(ListOrdersResponse {
+            .await;
+        reply(page, |(orders, next_page_token)| ListOrdersResponse {
             orders: orders.iter().map(to_proto).collect(),
             next_page_token,
-        }))
+        })
     }
 
     async fn cancel_order(
@@ -103,12 +96,11 @@ impl OrderService for OrderGrpc {
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
         let deadline = Deadline::from_metadata(request.metadata());
-        let order = self
+        let cancelled = self
             .orders
             .cancel(&request.get_ref().order_id, deadline)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(to_proto(&order)))
+            .await;
+        reply(cancelled, |o| to_proto(&o))
     }
 
     type WatchOrderStream = WatchStream;

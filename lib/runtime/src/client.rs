@@ -9,7 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 use tower::Layer;
 
 use crate::context::AppContext;
-use crate::instrument::{Client, ClientLayer};
+use crate::instrument::{InstrumentLayer, Instrumented};
 
 /// Settings of channels to peer services, the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub fn channel(url: &str, settings: &GrpcClientSettings) -> anyhow::Result<Chann
 }
 
 /// A channel from `role` to a peer service: traced and measured per call.
-pub type PeerChannel = Client<Channel>;
+pub type PeerChannel = Instrumented<Channel>;
 
 /// A lazily connecting, instrumented channel from `role` to `url`.
 pub fn peer_channel(
@@ -50,5 +50,5 @@ pub fn peer_channel(
     settings: &GrpcClientSettings,
     context: &AppContext,
 ) -> anyhow::Result<PeerChannel> {
-    Ok(ClientLayer::new(role, context).layer(channel(url, settings)?))
+    Ok(InstrumentLayer::client(role, context).layer(channel(url, settings)?))
 }

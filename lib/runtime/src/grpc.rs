@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use crate::connections::CountedStream;
 use crate::context::AppContext;
-use crate::instrument::ServerLayer;
+use crate::instrument::InstrumentLayer;
 
 /// Connection settings of a gRPC server, the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -144,7 +144,7 @@ pub async fn serve(
         .context("building reflection v1alpha")?;
 
     let mut server = Server::builder()
-        .layer(ServerLayer::new(role, context))
+        .layer(InstrumentLayer::server(role, context))
         .layer(context.failpoints().layer())
         // Over the limit, refuse at once: tonic turns the shed call into
         // RESOURCE_EXHAUSTED, which callers and the mesh may retry elsewhere.

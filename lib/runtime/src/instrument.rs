@@ -1,8 +1,8 @@
 //! Instrumentation, written once: [`Instruments::serve`] and
 //! [`Instruments::call`] open the span of a served or a made call, and
 //! [`Observation::finish`] records its metrics and ends the span. The layer
-//! every role's gRPC server gets ([`ServerLayer`]), the one every outgoing
-//! channel gets ([`ClientLayer`]) and the gateway's HTTP layer all use them,
+//! every role's gRPC server and every outgoing channel get
+//! ([`InstrumentLayer`]) and the gateway's HTTP layer all use them,
 //! so a request costs the same and is named the same way everywhere; a
 //! tracing span puts `service`, `trace_id`, `span_id` and `request_id` on
 //! every log line of a served call.
@@ -209,126 +209,64 @@ impl Observation {
     }
 }
 
-/// Instruments a role's gRPC server.
+/// Instruments a role's gRPC server ([`InstrumentLayer::server`]) or its
+/// channels to peers ([`InstrumentLayer::client`]).
 #[derive(Clone)]
-pub struct ServerLayer {
+pub struct InstrumentLayer {
     instruments: Instruments,
+    side: Side,
 }
 
-impl ServerLayer {
-    pub fn new(role: &'static str, context: &AppContext) -> Self {
+impl InstrumentLayer {
+    pub fn server(role: &'static str, context: &AppContext) -> Self {
         Self {
             instruments: Instruments::new(role, context),
+            side: Side::Served,
         }
     }
-}
 
-impl<S> Layer<S> for ServerLayer {
-    type Service = Server<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Server {
-            inner,
-            instruments: self.instruments.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Server<S> {
-    inner: S,
-    instruments: Instruments,
-}
-
-impl<S, B, R> Service<http::Request<B>> for Server<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // The clone is ready only after its own poll_ready; keep the ready one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path();
-        let parent = extract(request.headers());
-        let request_id = parent.get::<RequestId>().map_or_else(
-            || format!("om-{}", uuid::Uuid::now_v7().simple()),
-            |id| id.0.clone(),
-        );
-        let observation = self
-            .instruments
-            .serve(method_label(path), &parent, rpc_attributes(path))
-            .with_value(RequestId(request_id.clone()));
-        let log_span = observation.log_span(&request_id);
-        let call = inner
-            .call(request)
-            .with_context(observation.context().clone())
-            .instrument(log_span);
-        Box::pin(call.map(move |result| {
-            let code = match &result {
-                Ok(response) => grpc_code(response),
-                Err(_) => tonic::Code::Unknown,
-            };
-            observation.finish_grpc(code);
-            result
-        }))
-    }
-}
-
-/// Instruments a role's calls to its peers.
-#[derive(Clone)]
-pub struct ClientLayer {
-    instruments: Instruments,
-}
-
-impl ClientLayer {
-    pub fn new(role: &'static str, context: &AppContext) -> Self {
+    pub fn client(role: &'static str, context: &AppContext) -> Self {
         Self {
             instruments: Instruments::new(role, context),
+            side: Side::Called,
         }
     }
 }
 
-impl<S> Layer<S> for ClientLayer {
-    type Service = Client<S>;
+impl<S> Layer<S> for InstrumentLayer {
+    type Service = Instrumented<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Client {
+        Instrumented {
             inner,
-            instruments: self.instruments.clone(),
+            layer: self.clone(),
         }
     }
 }
 
+/// A gRPC service or channel with its calls observed.
 #[derive(Clone)]
-pub struct Client<S> {
+pub struct Instrumented<S> {
     inner: S,
-    instruments: Instruments,
+    layer: InstrumentLayer,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for Client<S> {
+impl<S: std::fmt::Debug> std::fmt::Debug for Instrumented<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("role", &self.instruments.role)
+        f.debug_struct("Instrumented")
+            .field("role", &self.layer.instruments.role)
+            .field("side", &self.layer.side)
             .field("inner", &self.inner)
             .finish()
     }
 }
 
-impl<S, B, R> Service<http::Request<B>> for Client<S>
+impl<S, B, R> Service<http::Request<B>> for Instrumented<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
+    R: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -339,19 +277,51 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone is ready only after its own poll_ready; keep the ready one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let instruments = &self.layer.instruments;
         let path = request.uri().path();
-        let observation = self.instruments.call(
-            method_label(path),
-            &Context::current(),
-            rpc_attributes(path),
-        );
-        inject(observation.context(), request.headers_mut());
-        Box::pin(inner.call(request).map(move |result| {
+        let (label, attributes) = (method_label(path), rpc_attributes(path));
+        let (observation, call, failed) = match self.layer.side {
+            // A served call joins the caller's trace, and its log lines
+            // carry the request id.
+            Side::Served => {
+                let parent = extract(request.headers());
+                let request_id = parent.get::<RequestId>().map_or_else(
+                    || format!("om-{}", uuid::Uuid::now_v7().simple()),
+                    |id| id.0.clone(),
+                );
+                let observation = instruments
+                    .serve(label, &parent, attributes)
+                    .with_value(RequestId(request_id.clone()));
+                let log_span = observation.log_span(&request_id);
+                let call = inner
+                    .call(request)
+                    .with_context(observation.context().clone())
+                    .instrument(log_span);
+                (
+                    observation,
+                    Box::pin(call) as BoxFuture<_>,
+                    tonic::Code::Unknown,
+                )
+            }
+            // A call to a peer carries the trace on; a transport error
+            // means the peer could not be reached.
+            Side::Called => {
+                let observation = instruments.call(label, &Context::current(), attributes);
+                inject(observation.context(), request.headers_mut());
+                (
+                    observation,
+                    Box::pin(inner.call(request)) as BoxFuture<_>,
+                    tonic::Code::Unavailable,
+                )
+            }
+        };
+        Box::pin(call.map(move |result| {
             let code = match &result {
                 Ok(response) => grpc_code(response),
-                Err(_) => tonic::Code::Unavailable,
+                Err(_) => failed,
             };
             observation.finish_grpc(code);
             result

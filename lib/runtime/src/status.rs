@@ -25,6 +25,17 @@ pub fn to_status<E: Describe>(error: E) -> Status {
     described(&description)
 }
 
+/// A handler's answer: its result converted for the wire, or its error as
+/// a status. Keeps each gRPC handler to the call it makes.
+pub fn reply<T, P, E: Describe>(
+    result: Result<T, E>,
+    convert: impl FnOnce(T) -> P,
+) -> Result<tonic::Response<P>, Status> {
+    result
+        .map(|value| tonic::Response::new(convert(value)))
+        .map_err(to_status)
+}
+
 /// The status of a description.
 pub fn described(description: &ErrorDescription) -> Status {
     let code = code(description.kind);

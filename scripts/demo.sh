@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # A scripted tour through orderctl against a running ordermesh (`make run` or
 # `make dev-run`): browse, order, a decline, a cancel, watch.
-# Environment: ORDERCTL (target/release/orderctl), ORDERCTL_ORDER_URL and
-# ORDERCTL_INVENTORY_URL (orderctl's defaults: 127.0.0.1:50051 / :50052).
+# Environment: ORDERCTL (target/release/orderctl), ORDERCTL_ORDER_URL,
+# ORDERCTL_INVENTORY_URL and ORDERCTL_GATEWAY_URL (orderctl's defaults:
+# 127.0.0.1:50051 / :50052 / :8080). It signs in with a scratch config
+# directory (ORDERCTL_CONFIG_DIR), leaving your own `orderctl login` alone.
 set -euo pipefail
 
 ORDERCTL=${ORDERCTL:-target/release/orderctl}
 customer=demo-$(date +%s)
+if [[ -z ${ORDERCTL_CONFIG_DIR:-} ]]; then
+  ORDERCTL_CONFIG_DIR=$(mktemp -d)
+  trap 'rm -rf "$ORDERCTL_CONFIG_DIR"' EXIT
+fi
+export ORDERCTL_CONFIG_DIR
 
 step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ orderctl %s\n' "$*" >&2; "$ORDERCTL" "$@"; }
+
+step "Sign in as $customer (the development issuer's token)"
+run login "$customer"
 
 step "Browse the catalog"
 run products

@@ -29,6 +29,21 @@ pub struct Cli {
     /// Print JSON (proto3 mapping) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The gateway, whose development issuer `login` asks for a token.
+    #[arg(
+        long,
+        env = "ORDERCTL_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub gateway_url: String,
+    /// The bearer token to send, instead of the one `login` kept.
+    #[arg(long, env = "ORDERCTL_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where `login` keeps the token [default: $XDG_CONFIG_HOME/orderctl or
+    /// ~/.config/orderctl].
+    #[arg(long, env = "ORDERCTL_CONFIG_DIR", global = true)]
+    pub config_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +58,18 @@ pub enum Command {
     /// Place, read, list, watch or cancel orders.
     #[command(subcommand)]
     Order(OrderCommand),
+    /// Sign in: a development token for CUSTOMER from the gateway (or the
+    /// one given with --token), kept for the commands that follow.
+    Login {
+        customer: Option<String>,
+        /// Ask for an operator's token (`orders:admin`).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Print the kept token, e.g. `TOKEN=$(orderctl token)` for curl.
+    Token,
+    /// Forget the kept token.
+    Logout,
     /// Probe a service: gRPC health for `http://HOST:PORT`, an HTTP GET
     /// that must answer 2xx for a URL with a path. Exits non-zero when not
     /// serving: a health check for Docker Compose and scripts.
@@ -72,9 +99,9 @@ pub enum OrderCommand {
     Create(CreateArgs),
     /// Show one order.
     Get { order_id: String },
-    /// A customer's orders, newest first.
+    /// Your orders, newest first (an operator: a customer's, or everyone's).
     List {
-        #[arg(long)]
+        #[arg(long, default_value = "")]
         customer: String,
         #[arg(long, default_value_t = 20)]
         page_size: i32,
@@ -90,7 +117,8 @@ pub enum OrderCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    #[arg(long)]
+    /// The signed-in customer, if given (the token decides).
+    #[arg(long, default_value = "")]
     pub customer: String,
     /// A line as SKU:QUANTITY; repeat for more lines.
     #[arg(long = "item", required = true, value_parser = parse_item)]

@@ -16,13 +16,15 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::cli::{Cli, Command, CreateArgs, OrderCommand, ProductCommand};
-use crate::render;
+use crate::{login, render};
 
 struct Session {
     cli_json: bool,
     timeout: std::time::Duration,
     order_url: String,
     inventory_url: String,
+    token: Option<String>,
+    config_dir: Option<std::path::PathBuf>,
 }
 
 impl Session {
@@ -30,6 +32,23 @@ impl Session {
         let mut request = Request::new(message);
         request.set_timeout(self.timeout);
         request
+    }
+
+    /// A request to the order service: with a deadline and the caller's token.
+    fn order_request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
+        let mut request = self.request(message);
+        self.sign(&mut request)?;
+        Ok(request)
+    }
+
+    fn sign<T>(&self, request: &mut Request<T>) -> anyhow::Result<()> {
+        let dir = login::config_dir(self.config_dir.as_deref())?;
+        let token = login::token(self.token.as_deref(), &dir)?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .context("the token is not printable ASCII")?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(())
     }
 
     fn orders(&self) -> anyhow::Result<OrderServiceClient<Channel>> {
@@ -69,8 +88,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         timeout: cli.timeout,
         order_url: cli.order_url,
         inventory_url: cli.inventory_url,
+        token: cli.token,
+        config_dir: cli.config_dir,
     };
     match cli.command {
+        Command::Login { customer, admin } => {
+            let dir = login::config_dir(context.config_dir.as_deref())?;
+            let (token, expires_in) = match (&context.token, customer) {
+                (Some(token), _) => (token.clone(), 0),
+                (None, Some(customer)) => {
+                    login::dev_token(&cli.gateway_url, &customer, admin).await?
+                }
+                (None, None) => {
+                    anyhow::bail!("name the customer (`orderctl login alice`), or give --token")
+                }
+            };
+            let path = login::save(&dir, &token)?;
+            if expires_in > 0 {
+                println!(
+                    "signed in; the token is in {} (valid {expires_in} s)",
+                    path.display()
+                );
+            } else {
+                println!("signed in; the token is in {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Token => {
+            let dir = login::config_dir(context.config_dir.as_deref())?;
+            println!("{}", login::token(context.token.as_deref(), &dir)?);
+            Ok(())
+        }
+        Command::Logout => login::forget(&login::config_dir(context.config_dir.as_deref())?),
         Command::Products => products(&context).await,
         Command::Product(ProductCommand::Get { product_id }) => {
             let product = context
@@ -142,7 +191,7 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
         }
         OrderCommand::Get { order_id } => {
             let order = orders
-                .get_order(context.request(GetOrderRequest { order_id }))
+                .get_order(context.order_request(GetOrderRequest { order_id })?)
                 .await
                 .map_err(fail)?;
             context.print_order(order.get_ref());
@@ -155,11 +204,11 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
             let mut page_token = String::new();
             loop {
                 let page = orders
-                    .list_orders(context.request(ListOrdersRequest {
+                    .list_orders(context.order_request(ListOrdersRequest {
                         customer_id: customer.clone(),
                         page_size,
                         page_token: page_token.clone(),
-                    }))
+                    })?)
                     .await
                     .map_err(fail)?
                     .into_inner();
@@ -177,18 +226,16 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
         }
         OrderCommand::Cancel { order_id } => {
             let order = orders
-                .cancel_order(context.request(CancelOrderRequest { order_id }))
+                .cancel_order(context.order_request(CancelOrderRequest { order_id })?)
                 .await
                 .map_err(fail)?;
             context.print_order(order.get_ref());
         }
         OrderCommand::Watch { order_id } => {
             // A watch lasts as long as the order takes: no deadline.
-            let mut updates = orders
-                .watch_order(WatchOrderRequest { order_id })
-                .await
-                .map_err(fail)?
-                .into_inner();
+            let mut watch = Request::new(WatchOrderRequest { order_id });
+            context.sign(&mut watch)?;
+            let mut updates = orders.watch_order(watch).await.map_err(fail)?.into_inner();
             while let Some(update) = updates.next().await {
                 context.print_order(&update.map_err(fail)?);
             }
@@ -201,7 +248,7 @@ fn create_request(
     context: &Session,
     args: CreateArgs,
 ) -> anyhow::Result<Request<CreateOrderRequest>> {
-    let mut request = context.request(CreateOrderRequest {
+    let mut request = context.order_request(CreateOrderRequest {
         customer_id: args.customer,
         items: args
             .items
@@ -213,7 +260,7 @@ fn create_request(
             })
             .collect(),
         payment_method: args.payment,
-    });
+    })?;
     if let Some(key) = args.idempotency_key {
         let value = key
             .parse()

@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod health;
+mod login;
 mod render;
 
 use std::process::ExitCode;

@@ -44,6 +44,8 @@ fn an_unreachable_server_is_explained() {
             "http://127.0.0.1:1",
             "--timeout",
             "2s",
+            "--token",
+            "some.jwt.token",
             "order",
             "get",
             "ord_x",
@@ -56,4 +58,18 @@ fn an_unreachable_server_is_explained() {
         stderr.contains("cannot reach the order service"),
         "{stderr}"
     );
+}
+
+#[test]
+fn order_commands_need_a_sign_in_first() {
+    let config = tempfile::tempdir().unwrap();
+    let output = Command::new(ORDERCTL)
+        .env("ORDERCTL_CONFIG_DIR", config.path())
+        .env_remove("ORDERCTL_TOKEN")
+        .args(["--order-url", "http://127.0.0.1:1", "order", "get", "ord_x"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("orderctl login"), "{stderr}");
 }

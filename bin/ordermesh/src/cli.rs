@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 use ordermesh_app::{AppSettings, Role};
 use ordermesh_gateway::GatewaySettings;
+use ordermesh_identity::IdentitySettings;
 use ordermesh_inventory::InventorySettings;
 use ordermesh_order::OrderSettings;
 use ordermesh_payment::PaymentSettings;
@@ -83,6 +84,8 @@ pub struct Common {
     trace: TraceSettings,
     #[command(flatten)]
     failpoints: FailpointSettings,
+    #[command(flatten)]
+    identity: IdentitySettings,
 }
 
 impl Common {
@@ -93,6 +96,7 @@ impl Common {
         settings.client = self.client;
         settings.trace = self.trace;
         settings.failpoints = self.failpoints;
+        settings.identity = self.identity;
         settings
     }
 }

@@ -81,6 +81,12 @@ impl App {
             background: Vec::new(),
         };
         let database = &settings.database;
+        // Only the roles that read customers' tokens need to know who issues them.
+        let identity = if listeners.order.is_some() || listeners.gateway.is_some() {
+            Some(identity(&settings).await?)
+        } else {
+            None
+        };
         if let Some(listener) = listeners.inventory {
             let services =
                 ordermesh_inventory::build(&settings.inventory, database, &context).await?;
@@ -90,14 +96,24 @@ impl App {
             let services = ordermesh_payment::build(&settings.payment, database, &context).await?;
             app.serve_grpc(services, listener, &settings);
         }
-        if let Some(listener) = listeners.order {
-            let services =
-                ordermesh_order::build(&settings.order, &settings.client, database, &context)
-                    .await?;
+        if let (Some(listener), Some((verifier, _))) = (listeners.order, &identity) {
+            let services = ordermesh_order::build(
+                &settings.order,
+                &settings.client,
+                database,
+                verifier.clone(),
+                &context,
+            )
+            .await?;
             app.serve_grpc(services, listener, &settings);
         }
-        if let Some(listener) = listeners.gateway {
-            let router = ordermesh_gateway::build(&settings.gateway, &settings.client, &context)?;
+        if let (Some(listener), Some((verifier, dev_issuer))) = (listeners.gateway, identity) {
+            let identity = ordermesh_gateway::Identity {
+                verifier,
+                dev_issuer,
+            };
+            let router =
+                ordermesh_gateway::build(&settings.gateway, &settings.client, identity, &context)?;
             app.servers.push(Box::pin(ordermesh_gateway::serve(
                 router,
                 listener,
@@ -209,6 +225,26 @@ impl Listeners {
             admin,
         })
     }
+}
+
+/// The verifier of customers' tokens and, with no issuer configured, the
+/// development issuer (its key in the data directory). The keys of a URL or
+/// file are loaded now, so a bad configuration shows in the log at start.
+async fn identity(
+    settings: &AppSettings,
+) -> anyhow::Result<(
+    ordermesh_identity::Verifier,
+    Option<ordermesh_identity::DevIssuer>,
+)> {
+    let (verifier, dev_issuer) =
+        ordermesh_identity::from_settings(&settings.identity, &settings.database.data_dir)
+            .context("setting up the token verifier")?;
+    if dev_issuer.is_none()
+        && let Err(error) = verifier.refresh_keys().await
+    {
+        tracing::warn!(%error, issuer = verifier.issuer(), "the issuer's keys cannot be loaded yet; tokens are refused until they can");
+    }
+    Ok((verifier, dev_issuer))
 }
 
 async fn bind(addr: SocketAddr, role: &str) -> anyhow::Result<TcpListener> {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use ordermesh_gateway::GatewaySettings;
+use ordermesh_identity::IdentitySettings;
 use ordermesh_inventory::InventorySettings;
 use ordermesh_order::OrderSettings;
 use ordermesh_payment::PaymentSettings;
@@ -55,6 +56,9 @@ pub struct AppSettings {
     pub gateway: GatewaySettings,
     pub trace: TraceSettings,
     pub failpoints: FailpointSettings,
+    /// Who issues customers' tokens (the order service and the gateway
+    /// check them).
+    pub identity: IdentitySettings,
 }
 
 impl AppSettings {
@@ -86,6 +90,7 @@ impl AppSettings {
             },
             trace: TraceSettings::default(),
             failpoints: FailpointSettings::default(),
+            identity: IdentitySettings::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ordermesh_domain::{Describe, ErrorDescription, ErrorKind};
+use ordermesh_identity::{AuthError, REALM};
 use ordermesh_runtime::status::{code, describe_status};
 use prost_reflect::DynamicMessage;
 use serde_json::{Value, json};
@@ -29,6 +30,9 @@ pub enum GatewayError {
     Overloaded,
     #[error("the request took longer than the gateway's limit of {0}")]
     Timeout(String),
+    /// No valid bearer token for a call that needs one.
+    #[error("{}", .0.description())]
+    Unauthenticated(AuthError),
     /// The service answered with an error.
     #[error("{}", .0.message())]
     Upstream(tonic::Status),
@@ -47,6 +51,11 @@ impl Describe for GatewayError {
             GatewayError::PayloadTooLarge { .. } => ErrorKind::ResourceExhausted,
             GatewayError::Overloaded => ErrorKind::Unavailable,
             GatewayError::Timeout(_) => ErrorKind::DeadlineExceeded,
+            // The issuer's keys could not be had: our fault, not the caller's.
+            GatewayError::Unauthenticated(refused) if refused.is_unavailable() => {
+                ErrorKind::Unavailable
+            }
+            GatewayError::Unauthenticated(_) => ErrorKind::Unauthenticated,
             GatewayError::Upstream(status) => return describe_status(status),
             GatewayError::Internal(_) => ErrorKind::Internal,
         };
@@ -83,6 +92,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // 400 for a malformed header, as RFC 6750 says.
+            GatewayError::Unauthenticated(refused) => refused.http_status(),
             other => http_status(other.describe().kind),
         }
     }
@@ -150,6 +161,18 @@ impl IntoResponse for GatewayError {
                 );
             }
             _ => {}
+        }
+        // RFC 6750: every 401 names the scheme to use, and why the token
+        // was refused.
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match &self {
+                GatewayError::Unauthenticated(refused) => refused.www_authenticate(),
+                _ => None,
+            }
+            .unwrap_or_else(|| format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""));
+            if let Ok(value) = challenge.parse() {
+                headers.insert(http::header::WWW_AUTHENTICATE, value);
+            }
         }
         response
     }

@@ -9,6 +9,7 @@
 //! descriptors; `/` serves a small page that uses the REST API. Fronting a
 //! new annotated service takes configuration, not code here.
 
+mod auth;
 mod codec;
 mod error;
 pub mod fuzzing;
@@ -44,6 +45,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
+pub use crate::auth::Identity;
 pub use crate::error::GatewayError;
 use crate::routes::RouteTable;
 use crate::routing::{Matched, Page};
@@ -56,6 +58,7 @@ pub struct Gateway {
     routes: RouteTable,
     upstreams: Upstreams,
     openapi: serde_json::Value,
+    identity: Identity,
     instruments: Instruments,
     shutdown: Shutdown,
 }
@@ -64,6 +67,7 @@ impl Gateway {
     pub fn new(
         settings: GatewaySettings,
         client: &GrpcClientSettings,
+        identity: Identity,
         context: &AppContext,
     ) -> anyhow::Result<Self> {
         let pool = pool(&settings)?;
@@ -77,12 +81,13 @@ impl Gateway {
                 );
             }
         }
-        let openapi = openapi::document(&routes);
+        let openapi = openapi::document(&routes, &settings.token_services);
         Ok(Self {
             settings,
             routes,
             upstreams,
             openapi,
+            identity,
             instruments: Instruments::new("gateway", context),
             shutdown: context.shutdown().clone(),
         })
@@ -187,11 +192,22 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
             Page::OpenApi => Json(gateway.openapi.clone()).into_response(),
             Page::Healthz => "ok\n".into_response(),
             Page::Readyz => ready(&gateway).await,
+            Page::Jwks => gateway.identity.jwks(),
+            Page::DevToken => dev_token(&gateway, request).await,
         },
-        Matched::Rest { index, bindings } => match gateway.routes.get(index) {
-            Some(route) => handler::transcode(&gateway, route, bindings, request).await,
-            None => GatewayError::Internal("a matched route vanished".into()).into_response(),
-        },
+        Matched::Rest { index, bindings } => {
+            let Some(route) = gateway.routes.get(index) else {
+                return GatewayError::Internal("a matched route vanished".into()).into_response();
+            };
+            // Refused here, early and with a challenge; the service checks
+            // the forwarded token again and decides what it may see.
+            if gateway.settings.token_services.contains(&route.service)
+                && let Err(refused) = gateway.identity.check(request.headers()).await
+            {
+                return refused.into_response();
+            }
+            handler::transcode(&gateway, route, bindings, request).await
+        }
         Matched::GrpcWeb { service, exposed } => {
             let channel = exposed
                 .then(|| gateway.upstreams.get(&service).map(|u| u.channel()))
@@ -200,6 +216,19 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
         }
         Matched::Unrouted(no_route) => handler::unrouted(&no_route, &request),
     }
+}
+
+async fn dev_token(gateway: &Gateway, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = gateway.settings.body_limit;
+    let Ok(body) = axum::body::to_bytes(body, limit).await else {
+        return GatewayError::PayloadTooLarge { limit }.into_response();
+    };
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    gateway.identity.dev_token(content_type, &body)
 }
 
 /// Ready only while every service that has routes answers its health check.
@@ -228,13 +257,11 @@ async fn ready(gateway: &Gateway) -> Response {
 pub fn build(
     settings: &GatewaySettings,
     client: &GrpcClientSettings,
+    identity: Identity,
     context: &AppContext,
 ) -> anyhow::Result<Router> {
-    Ok(router(Arc::new(Gateway::new(
-        settings.clone(),
-        client,
-        context,
-    )?)))
+    let gateway = Gateway::new(settings.clone(), client, identity, context)?;
+    Ok(router(Arc::new(gateway)))
 }
 
 /// Serves `router` on `listener` until shutdown; then stops accepting,

@@ -8,8 +8,9 @@ use http::HeaderMap;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 
 const GRPC_METADATA_PREFIX: &str = "grpc-metadata-";
-/// Headers every call forwards as they are.
-const ALWAYS_FORWARDED: &[&str] = &["idempotency-key", "x-request-id"];
+/// Headers every call forwards as they are: the caller's token is the
+/// services' one identity contract.
+const ALWAYS_FORWARDED: &[&str] = &["authorization", "idempotency-key", "x-request-id"];
 
 /// The metadata a request forwards: the always-forwarded headers, the
 /// operator's allow-list, and `Grpc-Metadata-*` headers without the prefix.

@@ -9,8 +9,11 @@ use serde_json::{Value, json};
 use crate::routes::{BodyRule, RouteTable};
 
 const STATUS_SCHEMA: &str = "google.rpc.Status";
+const BEARER_SCHEME: &str = "bearerAuth";
 
-pub fn document(routes: &RouteTable) -> Value {
+/// The document of `routes`; operations of `token_services` declare the
+/// bearer scheme, so generated clients and fuzzers send a token.
+pub fn document(routes: &RouteTable, token_services: &[String]) -> Value {
     let mut paths: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     let mut messages = BTreeSet::new();
     for route in routes.routes() {
@@ -75,6 +78,13 @@ pub fn document(routes: &RouteTable) -> Value {
             })
         };
         operation["responses"]["200"] = success;
+        if token_services.contains(&route.service) {
+            operation["security"] = json!([{ BEARER_SCHEME: [] }]);
+            operation["responses"]["401"] = json!({
+                "description": "No valid bearer token (see the WWW-Authenticate header)",
+                "content": {"application/json": {"schema": reference(STATUS_SCHEMA)}}
+            });
+        }
         let body_schema = match &route.body {
             BodyRule::Whole => Some(message_ref(&input, &mut messages)),
             BodyRule::Field(field) => Some(field_schema(field, &mut messages)),
@@ -146,7 +156,17 @@ pub fn document(routes: &RouteTable) -> Value {
             "description": "REST JSON for ordermesh, generated from the google.api.http annotations of its protos."
         },
         "paths": paths,
-        "components": {"schemas": schemas}
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                BEARER_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A JWT of the shop's identity provider (or, in the one-command mode, from POST /v1/dev/token)"
+                }
+            }
+        }
     })
 }
 
@@ -241,7 +261,7 @@ mod tests {
     fn every_route_is_documented_with_its_schemas() {
         let pool = DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap();
         let routes = RouteTable::from_pool(&pool, |_| true).unwrap();
-        let document = document(&routes);
+        let document = document(&routes, &["ordermesh.order.v1.OrderService".to_owned()]);
         for route in routes.routes() {
             let path = route.template.openapi_path();
             let method = route.http_method.as_str().to_lowercase();

@@ -15,20 +15,26 @@ use crate::Gateway;
 use crate::routes::{NoRoute, RouteTable};
 use crate::template::PathBindings;
 
-/// The gateway's own pages, by path (GET only).
+/// The gateway's own pages, by path and method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Page {
     Index,
     OpenApi,
     Healthz,
     Readyz,
+    /// The development issuer's keys (404 when it is not in effect).
+    Jwks,
+    /// A development token for a customer (404 when it is not in effect).
+    DevToken,
 }
 
-const PAGES: &[(&str, Page)] = &[
-    ("/", Page::Index),
-    ("/openapi.json", Page::OpenApi),
-    ("/healthz", Page::Healthz),
-    ("/readyz", Page::Readyz),
+const PAGES: &[(&str, Method, Page)] = &[
+    ("/", Method::GET, Page::Index),
+    ("/openapi.json", Method::GET, Page::OpenApi),
+    ("/healthz", Method::GET, Page::Healthz),
+    ("/readyz", Method::GET, Page::Readyz),
+    ("/.well-known/jwks.json", Method::GET, Page::Jwks),
+    ("/v1/dev/token", Method::POST, Page::DevToken),
 ];
 
 /// What a request is, as matched once.
@@ -59,14 +65,15 @@ impl Matched {
         method: &Method,
         path: &str,
     ) -> Self {
-        if let Some((text, page)) = PAGES.iter().find(|(text, _)| *text == path) {
-            return if *method == Method::GET || *method == Method::HEAD {
+        if let Some((text, allowed, page)) = PAGES.iter().find(|(text, _, _)| *text == path) {
+            let head = *method == Method::HEAD && *allowed == Method::GET;
+            return if method == allowed || head {
                 Matched::Page {
                     page: *page,
                     label: text,
                 }
             } else {
-                Matched::Unrouted(NoRoute::MethodNotAllowed(vec![Method::GET]))
+                Matched::Unrouted(NoRoute::MethodNotAllowed(vec![allowed.clone()]))
             };
         }
         if let Some((service, rpc)) = path.strip_prefix('/').and_then(|p| p.split_once('/'))

@@ -55,6 +55,11 @@ pub struct GatewaySettings {
         value_delimiter = ','
     )]
     pub descriptor_sets: Vec<std::path::PathBuf>,
+    /// A fronted service whose calls need a customer's bearer token: the
+    /// gateway refuses them without a valid one (401) and forwards the token
+    /// (repeat it, or separate with commas).
+    #[arg(long = "require-token-for", env = "ORDERMESH_GATEWAY_TOKEN_SERVICES", value_delimiter = ',', default_value = ORDER_SERVICE)]
+    pub token_services: Vec<String>,
     /// Longest a REST call may take (a shorter `Grpc-Timeout` header wins).
     #[arg(long, env = "ORDERMESH_GATEWAY_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

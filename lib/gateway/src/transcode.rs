@@ -74,6 +74,11 @@ fn check_json(body: &[u8], content_type: Option<&str>) -> Result<(), GatewayErro
             "a JSON request body is required".into(),
         ));
     }
+    require_json(content_type)
+}
+
+/// Refuses a body declared as anything but JSON.
+pub fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
     match content_type {
         // curl -d sends form encoding unless told otherwise; a JSON body is
         // still accepted then, but any other declared type is refused.

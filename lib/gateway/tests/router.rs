@@ -11,7 +11,8 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use ordermesh_gateway::GatewaySettings;
+use ordermesh_gateway::{GatewaySettings, Identity};
+use ordermesh_identity::IdentitySettings;
 use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::GrpcClientSettings;
 use tower::ServiceExt;
@@ -27,12 +28,34 @@ fn settings() -> GatewaySettings {
     }
 }
 
+/// The development issuer, in a directory of the test's own.
+fn identity() -> (Identity, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (verifier, dev_issuer) =
+        ordermesh_identity::from_settings(&IdentitySettings::default(), dir.path()).unwrap();
+    (
+        Identity {
+            verifier,
+            dev_issuer,
+        },
+        dir,
+    )
+}
+
 fn router(settings: &GatewaySettings, context: &AppContext) -> axum::Router {
+    router_with(settings, context, identity().0)
+}
+
+fn router_with(
+    settings: &GatewaySettings,
+    context: &AppContext,
+    identity: Identity,
+) -> axum::Router {
     let client = GrpcClientSettings {
         connect_timeout: Duration::from_millis(200),
         ..GrpcClientSettings::default()
     };
-    ordermesh_gateway::build(settings, &client, context).expect("the gateway builds")
+    ordermesh_gateway::build(settings, &client, identity, context).expect("the gateway builds")
 }
 
 struct Answer {
@@ -82,9 +105,21 @@ fn request(
 #[tokio::test]
 async fn every_refusal_is_its_status_with_the_json_body() {
     let context = AppContext::for_tests();
-    let router = router(&settings(), &context);
+    let (identity, _dir) = identity();
+    let token = identity
+        .dev_issuer
+        .as_ref()
+        .unwrap()
+        .issue("c", None, Duration::from_secs(600))
+        .unwrap();
+    let router = router_with(&settings(), &context, identity);
     let json = Some("application/json");
     let order = r#"{"customerId":"c","items":[{"productId":"sku-mug","quantity":1}],"paymentMethod":"pm_card_visa"}"#;
+    let signed = |mut request: Request<Body>| {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.headers_mut().insert("authorization", value);
+        request
+    };
     let cases: Vec<(Request<Body>, u16, i64)> = vec![
         (request(Method::GET, "/nope", None, Body::empty()), 404, 5),
         (
@@ -98,32 +133,63 @@ async fn every_refusal_is_its_status_with_the_json_body() {
             12,
         ),
         (
-            request(Method::POST, "/v1/orders", Some("text/xml"), order),
+            signed(request(Method::POST, "/v1/orders", Some("text/xml"), order)),
             415,
             3,
         ),
         (
-            request(Method::POST, "/v1/orders", json, "{\"customerId\":"),
+            signed(request(
+                Method::POST,
+                "/v1/orders",
+                json,
+                "{\"customerId\":",
+            )),
             400,
             3,
         ),
         (
-            request(Method::POST, "/v1/orders", json, r#"{"colour":"red"}"#),
+            signed(request(
+                Method::POST,
+                "/v1/orders",
+                json,
+                r#"{"colour":"red"}"#,
+            )),
             400,
             3,
         ),
         (
-            request(Method::GET, "/v1/orders?colour=red", None, Body::empty()),
+            signed(request(
+                Method::GET,
+                "/v1/orders?colour=red",
+                None,
+                Body::empty(),
+            )),
             400,
             3,
         ),
         (
-            request(Method::POST, "/v1/orders", json, vec![b' '; 65 * 1024]),
+            signed(request(
+                Method::POST,
+                "/v1/orders",
+                json,
+                vec![b' '; 65 * 1024],
+            )),
             413,
             8,
         ),
-        // Valid, but nothing answers at the order service.
-        (request(Method::POST, "/v1/orders", json, order), 503, 14),
+        // No token for the order API: refused before anything else; valid,
+        // but nothing answers at the order service.
+        (request(Method::POST, "/v1/orders", json, order), 401, 16),
+        (
+            request(Method::GET, "/v1/orders/ord_1", None, Body::empty()),
+            401,
+            16,
+        ),
+        (
+            signed(request(Method::POST, "/v1/orders", json, order)),
+            503,
+            14,
+        ),
         (
             request(Method::GET, "/v1/products/sku-mug", None, Body::empty()),
             503,
@@ -148,6 +214,13 @@ async fn every_refusal_is_its_status_with_the_json_body() {
         assert!(body["details"].is_array(), "{what}: {body}");
         if status == 405 {
             assert!(answer.headers.contains_key("allow"), "{what}");
+        }
+        if status == 401 {
+            let challenge = answer.headers["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm="),
+                "{what}: {challenge}"
+            );
         }
     }
 }
@@ -256,9 +329,84 @@ async fn shed_and_timed_out_requests_get_the_json_body() {
     >());
     let late = send(
         router(&hurried, &context),
-        request(Method::POST, "/v1/orders", Some("application/json"), never),
+        request(
+            Method::POST,
+            "/v1/dev/token",
+            Some("application/json"),
+            never,
+        ),
     )
     .await;
     assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(late.json()["code"], 4);
+}
+
+#[tokio::test]
+async fn the_development_issuer_hands_out_tokens_its_keys_verify() {
+    let context = AppContext::for_tests();
+    let router = router(&settings(), &context);
+    let jwks = send(
+        router.clone(),
+        request(Method::GET, "/.well-known/jwks.json", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(jwks.json()["keys"][0]["kty"], "OKP");
+    let issued = send(
+        router.clone(),
+        request(
+            Method::POST,
+            "/v1/dev/token",
+            Some("application/json"),
+            r#"{"customerId":"alice"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::OK);
+    let issued = issued.json();
+    assert_eq!(issued["tokenType"], "Bearer");
+    assert_eq!(issued["expiresIn"], 3600);
+    assert!(issued["accessToken"].as_str().unwrap().split('.').count() == 3);
+    let bad = send(
+        router.clone(),
+        request(
+            Method::POST,
+            "/v1/dev/token",
+            Some("application/json"),
+            r#"{"customer":"alice"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // With an issuer configured, neither page exists.
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, r#"{"keys":[]}"#).unwrap();
+    let configured = IdentitySettings {
+        jwt_issuer: Some("https://idp.example".into()),
+        jwks_file: Some(jwks_file),
+        ..IdentitySettings::default()
+    };
+    let (verifier, dev_issuer) =
+        ordermesh_identity::from_settings(&configured, dir.path()).unwrap();
+    assert!(dev_issuer.is_none());
+    let router = router_with(
+        &settings(),
+        &context,
+        Identity {
+            verifier,
+            dev_issuer,
+        },
+    );
+    for (method, path) in [
+        (Method::GET, "/.well-known/jwks.json"),
+        (Method::POST, "/v1/dev/token"),
+    ] {
+        let answer = send(
+            router.clone(),
+            request(method, path, Some("application/json"), "{}"),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+    }
 }

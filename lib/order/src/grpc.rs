@@ -3,6 +3,7 @@
 //! `status::to_status`.
 
 use futures::StreamExt;
+use ordermesh_identity::Verifier;
 use ordermesh_proto::convert::timestamp;
 use ordermesh_proto::order::v1::order_service_server::OrderService;
 use ordermesh_proto::order::v1::{
@@ -13,19 +14,41 @@ use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::status::{reply, to_status};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{NewOrder, OrderStatus, OrderView};
-use crate::service::{OrderError, Orders};
+use crate::domain::{Caller, OrderForm, OrderStatus, OrderView};
+use crate::error::OrderError;
+use crate::service::Orders;
 
 /// The gRPC metadata key of a client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub struct OrderGrpc {
     orders: Orders,
+    verifier: Verifier,
 }
 
 impl OrderGrpc {
-    pub fn new(orders: Orders) -> Self {
-        Self { orders }
+    pub fn new(orders: Orders, verifier: Verifier) -> Self {
+        Self { orders, verifier }
+    }
+
+    /// Who is calling, by the bearer token in `authorization`; refused with
+    /// UNAUTHENTICATED (or UNAVAILABLE when the issuer's keys cannot be had)
+    /// without one that verifies. Every RPC asks, whoever the caller is.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        let identity = self
+            .verifier
+            .verify_authorization(header)
+            .await
+            .map_err(|refused| to_status(OrderError::from(refused)))?;
+        Ok(Caller {
+            subject: identity.subject,
+            customer_id: identity.customer_id,
+            admin: identity.admin,
+        })
     }
 }
 
@@ -37,6 +60,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<CreateOrderRequest>,
     ) -> Result<Response<Order>, Status> {
+        let caller = self.caller(&request).await?;
         let deadline = Deadline::from_metadata(request.metadata());
         let idempotency_key = match request.metadata().get(IDEMPOTENCY_KEY) {
             Some(value) => Some(
@@ -50,19 +74,17 @@ impl OrderService for OrderGrpc {
             None => None,
         };
         let message = request.into_inner();
-        let items = message
-            .items
-            .into_iter()
-            .map(|item| (item.product_id, item.quantity))
-            .collect();
-        let new_order = NewOrder::parse(
-            message.customer_id,
-            items,
-            &message.payment_method,
+        let form = OrderForm {
+            customer_id: message.customer_id,
+            items: message
+                .items
+                .into_iter()
+                .map(|item| (item.product_id, item.quantity))
+                .collect(),
+            payment_method: message.payment_method,
             idempotency_key,
-        )
-        .map_err(|e| to_status(OrderError::from(e)))?;
-        reply(self.orders.create(new_order, deadline).await, |o| {
+        };
+        reply(self.orders.create(&caller, form, deadline).await, |o| {
             to_proto(&o)
         })
     }
@@ -71,19 +93,25 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        reply(self.orders.get(&request.get_ref().order_id).await, |o| {
-            to_proto(&o)
-        })
+        let caller = self.caller(&request).await?;
+        let order = self.orders.get(&caller, &request.get_ref().order_id).await;
+        reply(order, |o| to_proto(&o))
     }
 
     async fn list_orders(
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
+        let caller = self.caller(&request).await?;
         let message = request.into_inner();
         let page = self
             .orders
-            .list(&message.customer_id, message.page_size, &message.page_token)
+            .list(
+                &caller,
+                &message.customer_id,
+                message.page_size,
+                &message.page_token,
+            )
             .await;
         reply(page, |(orders, next_page_token)| ListOrdersResponse {
             orders: orders.iter().map(to_proto).collect(),
@@ -95,10 +123,11 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
+        let caller = self.caller(&request).await?;
         let deadline = Deadline::from_metadata(request.metadata());
         let cancelled = self
             .orders
-            .cancel(&request.get_ref().order_id, deadline)
+            .cancel(&caller, &request.get_ref().order_id, deadline)
             .await;
         reply(cancelled, |o| to_proto(&o))
     }
@@ -109,9 +138,10 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let caller = self.caller(&request).await?;
         let stream = self
             .orders
-            .watch(&request.get_ref().order_id)
+            .watch(&caller, &request.get_ref().order_id)
             .await
             .map_err(to_status)?;
         let stream = stream.map(|item| item.map(|order| to_proto(&order)).map_err(to_status));

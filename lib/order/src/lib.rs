@@ -3,6 +3,7 @@
 //! on failure), resuming unfinished sagas after a crash.
 
 mod domain;
+mod error;
 mod grpc;
 mod hub;
 mod peers;
@@ -15,6 +16,7 @@ use crate::store::OrderStore;
 use std::time::Duration;
 
 use anyhow::Context;
+use ordermesh_identity::Verifier;
 use ordermesh_proto::order::v1::order_service_server::OrderServiceServer;
 use ordermesh_runtime::client::GrpcClientSettings;
 use ordermesh_runtime::grpc::RoleServices;
@@ -78,6 +80,7 @@ pub async fn build(
     settings: &OrderSettings,
     client: &GrpcClientSettings,
     database: &DatabaseSettings,
+    verifier: Verifier,
     context: &AppContext,
 ) -> anyhow::Result<RoleServices> {
     let shutdown = context.shutdown().clone();
@@ -105,7 +108,7 @@ pub async fn build(
         watch_poll: Duration::from_secs(1),
     };
     let orders = Orders::new(store, peers, hub, runner, limits, shutdown);
-    let server = grpc_service!(OrderServiceServer::new(OrderGrpc::new(orders)));
+    let server = grpc_service!(OrderServiceServer::new(OrderGrpc::new(orders, verifier)));
     Ok(RoleServices::new("order", server).with_background(recovery))
 }
 

@@ -8,90 +8,21 @@ use std::time::Duration;
 
 use futures::Stream;
 use ordermesh_domain::limits::{self as limits, FOREIGN_PAGE_TOKEN, check_id, split_page};
-use ordermesh_domain::{Describe, ErrorDescription, ErrorKind, reasons};
-use ordermesh_domain::{Money, MoneyError};
+use ordermesh_domain::{ErrorKind, Money};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_runtime::status::describe_status;
-use ordermesh_storage::{StoreError, now_millis};
+use ordermesh_storage::now_millis;
 
-use crate::domain::saga::{self, CancelError};
-use crate::domain::{NewOrder, OrderLine, OrderView, RequestError, Step};
+use crate::domain::saga;
+use crate::domain::{
+    Caller, ListScope, NewOrder, OrderForm, OrderLine, OrderView, RequestError, Step,
+};
+use crate::error::{OrderError, store_error};
 use crate::hub::{OrderChanges, OrderHub, RecvError};
 use crate::peers::Peers;
 use crate::runner::SagaRunner;
 use crate::store::{Cursor, Inserted, OrderStore, StoredOrder};
-
-/// Everything a caller can get wrong, or that can go wrong for them.
-#[derive(Debug, thiserror::Error)]
-pub enum OrderError {
-    #[error(transparent)]
-    InvalidRequest(#[from] RequestError),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("unknown product(s): {}", .0.join(", "))]
-    UnknownProducts(Vec<String>),
-    #[error("cannot price the order: {0}")]
-    Pricing(#[from] MoneyError),
-    #[error("order {0} not found")]
-    NotFound(String),
-    #[error(
-        "idempotency key already used for a different request (order {order_id}); \
-         use a new key for a new order"
-    )]
-    IdempotencyKeyReused { order_id: String },
-    #[error("order {order_id} cannot be cancelled: {reason}")]
-    NotCancellable {
-        order_id: String,
-        reason: CancelError,
-    },
-    /// Pricing failed: what the inventory said.
-    #[error("the inventory service could not price the order; nothing was ordered")]
-    Inventory(ErrorDescription),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl Describe for OrderError {
-    fn describe(&self) -> ErrorDescription {
-        let described = |kind| ErrorDescription::new(kind, self.to_string());
-        match self {
-            OrderError::InvalidRequest(_)
-            | OrderError::InvalidArgument(_)
-            | OrderError::Pricing(_) => described(ErrorKind::InvalidArgument),
-            OrderError::UnknownProducts(ids) => described(ErrorKind::NotFound)
-                .with_reason(reasons::PRODUCT_NOT_FOUND)
-                .with("product_ids", ids.join(",")),
-            OrderError::NotFound(order_id) => described(ErrorKind::NotFound)
-                .with_reason(reasons::ORDER_NOT_FOUND)
-                .with("order_id", order_id),
-            OrderError::IdempotencyKeyReused { order_id } => described(ErrorKind::AlreadyExists)
-                .with_reason(reasons::IDEMPOTENCY_KEY_REUSED)
-                .with("order_id", order_id),
-            OrderError::NotCancellable { order_id, .. } => described(ErrorKind::FailedPrecondition)
-                .with_reason(reasons::ORDER_NOT_CANCELLABLE)
-                .with("order_id", order_id),
-            // The caller's own deadline or cancel passes through as it is;
-            // anything else the inventory said is an outage of pricing.
-            OrderError::Inventory(upstream) => match upstream.kind {
-                ErrorKind::DeadlineExceeded => ErrorDescription::new(
-                    ErrorKind::DeadlineExceeded,
-                    "the deadline passed while pricing the order; nothing was ordered",
-                ),
-                ErrorKind::Cancelled => ErrorDescription::new(
-                    ErrorKind::Cancelled,
-                    "the request was cancelled; nothing was ordered",
-                ),
-                _ => described(ErrorKind::Unavailable),
-            },
-            OrderError::Store(error) => error.describe(),
-        }
-    }
-}
-
-fn store_error(context: &'static str) -> impl Fn(sqlx::Error) -> OrderError {
-    move |source| StoreError { context, source }.into()
-}
 
 /// Tunables of the use cases.
 #[derive(Clone, Debug)]
@@ -143,15 +74,23 @@ impl Orders {
         }
     }
 
-    /// Stores the order, starts its saga, and answers with the order in its
-    /// final state if the saga ends in time, else as it stands. A repeat of
-    /// an earlier request with the same idempotency key answers with that
-    /// earlier order.
+    /// Stores the order, for the caller, starts its saga, and answers with
+    /// the order in its final state if the saga ends in time, else as it
+    /// stands. A repeat of an earlier request with the same idempotency key
+    /// (scoped by customer) answers with that earlier order.
     pub async fn create(
         &self,
-        request: NewOrder,
+        caller: &Caller,
+        form: OrderForm,
         deadline: Option<Deadline>,
     ) -> Result<OrderView, OrderError> {
+        let customer_id = caller.customer_for_new_order(&form.customer_id)?;
+        let request = NewOrder::parse(
+            customer_id,
+            form.items,
+            &form.payment_method,
+            form.idempotency_key,
+        )?;
         if let Some(key) = &request.idempotency_key {
             let existing = self
                 .store
@@ -262,8 +201,33 @@ impl Orders {
         Ok((lines, total))
     }
 
-    pub async fn get(&self, order_id: &str) -> Result<OrderView, OrderError> {
+    pub async fn get(&self, caller: &Caller, order_id: &str) -> Result<OrderView, OrderError> {
+        Ok(self.visible(caller, order_id, "get").await?.view)
+    }
+
+    /// The order as it stands, for the service's own waits.
+    async fn current(&self, order_id: &str) -> Result<OrderView, OrderError> {
         Ok(self.stored(order_id).await?.view)
+    }
+
+    /// The order if the caller may see it; else the same NOT_FOUND as for
+    /// an order that does not exist. An admin's look at another customer's
+    /// order is logged with the admin's subject.
+    async fn visible(
+        &self,
+        caller: &Caller,
+        order_id: &str,
+        action: &'static str,
+    ) -> Result<StoredOrder, OrderError> {
+        let order = self.stored(order_id).await?;
+        let owner = &order.view.customer_id;
+        if !caller.may_see(owner) {
+            return Err(OrderError::NotFound(order_id.to_owned()));
+        }
+        if caller.admin && *owner != caller.customer_id {
+            tracing::info!(admin = %caller.subject, action, order_id, customer_id = %owner, "admin action");
+        }
+        Ok(order)
     }
 
     async fn stored(&self, order_id: &str) -> Result<StoredOrder, OrderError> {
@@ -275,15 +239,20 @@ impl Orders {
             .ok_or_else(|| OrderError::NotFound(order_id.to_owned()))
     }
 
-    /// A page of the customer's orders, newest first, and the token of the
-    /// next page (empty on the last).
+    /// A page of orders, newest first, and the token of the next page
+    /// (empty on the last): the caller's own, or for an admin one named
+    /// customer's or, with none named, everyone's.
     pub async fn list(
         &self,
+        caller: &Caller,
         customer_id: &str,
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<OrderView>, String), OrderError> {
-        check_id("customer_id", customer_id).map_err(OrderError::InvalidArgument)?;
+        if !customer_id.is_empty() {
+            check_id("customer_id", customer_id).map_err(OrderError::InvalidArgument)?;
+        }
+        let scope = caller.list_scope(customer_id)?;
         let page_size = limits::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             .map_err(OrderError::InvalidArgument)?;
         let cursor = if page_token.is_empty() {
@@ -295,11 +264,20 @@ impl Orders {
             )
         };
         // One extra row tells whether another page follows.
-        let orders = self
-            .store
-            .list_by_customer(customer_id, page_size as i64 + 1, cursor.as_ref())
-            .await
-            .map_err(store_error("listing orders"))?;
+        let limit = page_size as i64 + 1;
+        let orders = match &scope {
+            ListScope::Customer(customer) => {
+                if caller.admin && *customer != caller.customer_id {
+                    tracing::info!(admin = %caller.subject, action = "list", customer_id = %customer, "admin action");
+                }
+                self.store.list_by_customer(customer, limit, cursor.as_ref()).await
+            }
+            ListScope::Everyone => {
+                tracing::info!(admin = %caller.subject, action = "list everyone's", "admin action");
+                self.store.list_all(limit, cursor.as_ref()).await
+            }
+        }
+        .map_err(store_error("listing orders"))?;
         Ok(split_page(orders, page_size, encode_page_token))
     }
 
@@ -307,10 +285,11 @@ impl Orders {
     /// and restock follow (retried until both are acknowledged).
     pub async fn cancel(
         &self,
+        caller: &Caller,
         order_id: &str,
         deadline: Option<Deadline>,
     ) -> Result<OrderView, OrderError> {
-        let order = self.stored(order_id).await?;
+        let order = self.visible(caller, order_id, "cancel").await?;
         let cancelled = saga::cancel(order.saga).map_err(|reason| OrderError::NotCancellable {
             order_id: order_id.to_owned(),
             reason,
@@ -378,21 +357,21 @@ impl Orders {
                             return Ok(current.view);
                         }
                     }
-                    Err(RecvError::Closed) => return self.get(order_id).await,
+                    Err(RecvError::Closed) => return self.current(order_id).await,
                 }
             }
         };
         match tokio::time::timeout(budget, wait).await {
             Ok(result) => result,
-            Err(_) => self.get(order_id).await,
+            Err(_) => self.current(order_id).await,
         }
     }
 
     /// The order now, then each change, until it is terminal, the stream's
     /// lifetime ends, or the server shuts down.
-    pub async fn watch(&self, order_id: &str) -> Result<OrderStream, OrderError> {
+    pub async fn watch(&self, caller: &Caller, order_id: &str) -> Result<OrderStream, OrderError> {
         let mut changes = self.hub.subscribe(order_id);
-        let first = self.stored(order_id).await?.view;
+        let first = self.visible(caller, order_id, "watch").await?.view;
         let orders = self.clone();
         let order_id = order_id.to_owned();
         let stream = async_stream::stream! {
@@ -412,10 +391,10 @@ impl Orders {
                     change = changes.recv() => match change {
                         Ok(order) if order.view.order_id == order_id => Some(Ok(order.view.clone())),
                         Ok(_) => None,
-                        Err(RecvError::Lagged(_)) => Some(orders.get(&order_id).await),
+                        Err(RecvError::Lagged(_)) => Some(orders.current(&order_id).await),
                         Err(RecvError::Closed) => return,
                     },
-                    _ = poll.tick() => Some(orders.get(&order_id).await),
+                    _ = poll.tick() => Some(orders.current(&order_id).await),
                 };
                 match candidate {
                     Some(Ok(order)) if order.version > last_version => {

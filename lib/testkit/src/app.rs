@@ -46,6 +46,9 @@ impl TestApp {
         configure: impl FnOnce(&mut AppSettings),
     ) -> Self {
         let mut settings = AppSettings::loopback(roles, database.settings().clone());
+        // Tokens from the test issuer (`crate::tokens`) verify; a test of
+        // the development issuer sets `settings.identity` back to it.
+        settings.identity = crate::tokens::settings();
         configure(&mut settings);
         Self::start(settings, database).await
     }

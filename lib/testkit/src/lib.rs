@@ -12,6 +12,8 @@ pub mod app;
 pub mod hosts;
 pub mod postgres;
 pub mod process;
+#[cfg(feature = "app")]
+pub mod tokens;
 
 #[cfg(feature = "app")]
 pub use app::TestApp;

@@ -155,7 +155,14 @@ async fn the_page_places_an_order_and_follows_it_live() {
     let Some(chromium) = tool("chromium") else {
         return;
     };
-    let system = TestApp::sqlite().await;
+    // The one-command mode: the page signs in through the development issuer.
+    let system = TestApp::spawn(
+        std::sync::Arc::new(ordermesh_testkit::TestDatabase::sqlite()),
+        |settings| {
+            settings.identity = ordermesh_identity::IdentitySettings::default();
+        },
+    )
+    .await;
     let page = format!("http://{}/", system.gateway_addr());
     let mut browser = Browser::open(&chromium, &page).await;
 
@@ -166,6 +173,17 @@ async fn the_page_places_an_order_and_follows_it_live() {
         &mut browser,
         "document.getElementById('stock-state').textContent",
         |v| (v.as_str()? == "(live)").then_some(()),
+    )
+    .await;
+
+    // Sign in as alice; the page says who is signed in.
+    browser
+        .eval("document.getElementById('sign-in').click(); true")
+        .await;
+    poll(
+        &mut browser,
+        "document.getElementById('who').textContent",
+        |v| (v.as_str()? == "Signed in as alice").then_some(()),
     )
     .await;
 

@@ -1,9 +1,16 @@
 //! The real `curl` binary against the gateway, and a Prometheus scrape reader.
+//!
+//! The order API needs a bearer token. So that the tests of everything else
+//! read as they did, a request to it that names no `Authorization` header
+//! of its own gets one here: the body's customer's for a JSON body with a
+//! `customerId`, an operator's (`orders:admin`) otherwise.
+//! A test of identity names its own header, or `-H "Authorization:"` to
+//! send none.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use ordermesh_testkit::tool;
+use ordermesh_testkit::{tokens, tool};
 
 /// What `curl -i` printed: the final status line, headers and body.
 #[derive(Debug)]
@@ -52,9 +59,49 @@ pub fn curl(args: &[&str]) -> Response {
     curl_with_input(args, None)
 }
 
+/// Whether a curl command line names an `Authorization` header.
+fn names_authorization(args: &[&str]) -> bool {
+    args.windows(2)
+        .any(|pair| pair[0] == "-H" && pair[1].to_ascii_lowercase().starts_with("authorization:"))
+}
+
+/// The `customerId` of a JSON body given on the command line, if any.
+fn body_customer(args: &[&str]) -> Option<String> {
+    args.windows(2)
+        .filter(|pair| matches!(pair[0], "-d" | "--data" | "--data-binary" | "--data-raw"))
+        .filter_map(|pair| serde_json::from_str::<serde_json::Value>(pair[1]).ok())
+        .find_map(|body| {
+            // Either spelling, as the gateway accepts both.
+            let customer = body.get("customerId").or_else(|| body.get("customer_id"));
+            customer.and_then(|c| c.as_str()).map(str::to_owned)
+        })
+        // A customer id no issuer would sign (a test of oversized input).
+        .filter(|customer| customer.len() <= 128)
+}
+
+/// Whether the command's target is the order API (REST or grpc-web).
+fn targets_orders(args: &[&str]) -> bool {
+    args.iter().any(|arg| {
+        arg.starts_with("http://")
+            && (arg.contains("/v1/orders") || arg.contains("/ordermesh.order.v1.OrderService/"))
+    })
+}
+
 /// As [`curl`], with `input` on stdin (for `--data-binary @-`).
 pub fn curl_with_input(args: &[&str], input: Option<&[u8]>) -> Response {
     let curl = tool("curl").expect("checked by the caller");
+    // A body naming its customer is placed as that customer; anything
+    // else is an operator's call.
+    let token = match body_customer(args) {
+        Some(customer) => tokens::customer(&customer),
+        None => tokens::admin("test-operator"),
+    };
+    let authorization = format!("Authorization: Bearer {token}");
+    let mut args = args.to_vec();
+    if targets_orders(&args) && !names_authorization(&args) {
+        args.splice(0..0, ["-H", authorization.as_str()]);
+    }
+    let args = args.as_slice();
     let mut child = Command::new(curl)
         // `Expect:` off: no `100 Continue` block before the real one.
         .args([

@@ -14,7 +14,8 @@ use ordermesh_testkit::postgres::PrivatePostgres;
 use ordermesh_testkit::process::{ChildProcess, Logs};
 
 use crate::harness::{
-    ORDERMESH, available, connect, eventually, launch, order_request, wait_terminal,
+    ORDERMESH, OrderClient, available, connect, eventually, launch, order_client, order_request,
+    wait_terminal,
 };
 use crate::load::Load;
 
@@ -78,14 +79,8 @@ impl Roles {
         }
     }
 
-    pub async fn orders(
-        &self,
-    ) -> ordermesh_proto::order::v1::order_service_client::OrderServiceClient<
-        tonic::transport::Channel,
-    > {
-        ordermesh_proto::order::v1::order_service_client::OrderServiceClient::new(
-            connect(self.addr("order")).await,
-        )
+    pub async fn orders(&self) -> OrderClient {
+        order_client(connect(self.addr("order")).await)
     }
 
     pub fn logs(&self) -> Vec<String> {

@@ -10,7 +10,7 @@ use ordermesh_testkit::{TestDatabase, tool};
 use serde_json::{Value, json};
 
 use crate::curl::{self, Response, curl, post_json, sample, url};
-use crate::harness::{Endpoints, Role, RoleProcess, System, TestApp};
+use crate::harness::{Endpoints, Role, RoleProcess, System, TestApp, sibling_binary};
 
 const JSON: &str = "content-type: application/json";
 
@@ -518,35 +518,75 @@ async fn readme_curl_examples_run_as_written() {
         .replace("\\\n", " ")
         .lines()
         .map(str::trim)
-        .filter(|line| line.starts_with("curl "))
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(str::to_owned)
         .collect();
-    assert!(commands.len() >= 8, "{commands:?}");
+    assert!(
+        commands.iter().filter(|c| c.starts_with("curl ")).count() >= 8,
+        "{commands:?}"
+    );
 
-    let system = TestApp::sqlite().await;
+    // The one-command system, as the README's reader runs it.
+    let system = TestApp::spawn(Arc::new(TestDatabase::sqlite()), |settings| {
+        settings.identity = ordermesh_identity::IdentitySettings::default();
+    })
+    .await;
     let curl_dir = tool("curl").unwrap().parent().unwrap().to_owned();
+    let orderctl_dir = sibling_binary("orderctl").parent().unwrap().to_owned();
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         curl_dir.display(),
+        orderctl_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let config = tempfile::tempdir().unwrap();
+    let gateway = system.gateway_addr().to_string();
+    // Each line runs in a shell of its own; what a `NAME=$(…)` line sets is
+    // handed to the lines after it.
+    let mut vars: Vec<(String, String)> = Vec::new();
     let mut order_id = None::<String>;
     for command in commands {
-        let mut command = command.replace("127.0.0.1:8080", &system.gateway_addr().to_string());
+        let mut command = command.replace("127.0.0.1:8080", &gateway);
         if command.contains("ORDER_ID") {
             let id = order_id
                 .as_deref()
                 .expect("an order was created before ORDER_ID is used");
             command = command.replace("ORDER_ID", id);
         }
-        // Fail on an HTTP error, bounded in time, as the README line is.
+        let assignment = command
+            .split_once("=$(")
+            .filter(|(name, _)| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .map(|(name, _)| name.to_owned());
+        let script = match &assignment {
+            Some(name) => format!("{command} && printf %s \"${name}\""),
+            // Fail on an HTTP error, bounded in time, as the README line is.
+            None if command.starts_with("curl ") => {
+                format!("{command} --fail-with-body --max-time 30")
+            }
+            None => command.clone(),
+        };
         let output = Command::new("sh")
-            .args(["-c", &format!("{command} --fail-with-body --max-time 30")])
+            .args(["-c", &script])
             .env("PATH", &path)
+            .env("ORDERCTL_CONFIG_DIR", config.path())
+            .env("ORDERCTL_GATEWAY_URL", format!("http://{gateway}"))
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run sh");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "`{command}` failed: {stdout}");
+        assert!(
+            output.status.success(),
+            "`{command}` failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if let Some(name) = assignment {
+            assert!(!stdout.is_empty(), "`{command}` set {name} to nothing");
+            vars.push((name, stdout));
+            continue;
+        }
+        if !command.starts_with("curl ") {
+            continue;
+        }
         let json = stdout
             .lines()
             .filter_map(|line| line.strip_prefix("data: "))
@@ -561,6 +601,7 @@ async fn readme_curl_examples_run_as_written() {
             order_id = json["orderId"].as_str().map(str::to_owned);
         }
     }
+    assert!(order_id.is_some(), "the README placed no order");
 }
 
 /// A standard OpenAPI fuzzer (schemathesis) drives every operation the

@@ -81,13 +81,28 @@ async fn grpcurl_lists_describes_and_calls_each_service() {
         "{products}"
     );
 
-    let order = plaintext(
-        system.addr(Role::Order),
-        Some(
-            r#"{"customerId":"cust-grpcurl","items":[{"productId":"sku-mug","quantity":1}],"paymentMethod":"pm_card_visa"}"#,
-        ),
-        &["ordermesh.order.v1.OrderService/CreateOrder"],
+    // The order service asks every caller for a token, grpcurl included.
+    let body = r#"{"customerId":"cust-grpcurl","items":[{"productId":"sku-mug","quantity":1}],"paymentMethod":"pm_card_visa"}"#;
+    let order_addr = system.addr(Role::Order).to_string();
+    let create = "ordermesh.order.v1.OrderService/CreateOrder";
+    let anonymous = Command::new(tool("grpcurl").unwrap())
+        .args(["-plaintext", "-d", body, &order_addr, create])
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        !anonymous.status.success(),
+        "an anonymous CreateOrder was taken"
     );
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&anonymous.stderr)
+    );
+    let header = format!(
+        "authorization: Bearer {}",
+        ordermesh_testkit::tokens::customer("cust-grpcurl")
+    );
+    let order = grpcurl(&["-plaintext", "-H", &header, "-d", body, &order_addr, create]);
     let order: serde_json::Value = serde_json::from_str(&order).expect("json");
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
     let order_id = order["orderId"].as_str().expect("id");

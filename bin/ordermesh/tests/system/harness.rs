@@ -18,8 +18,9 @@ use ordermesh_proto::order::v1::{
 };
 use ordermesh_proto::payment::v1::payment_service_client::PaymentServiceClient;
 pub use ordermesh_testkit::TestApp;
-use ordermesh_testkit::TestDatabase;
 use ordermesh_testkit::process::{ChildProcess, Launch, Logs};
+use ordermesh_testkit::{TestDatabase, tokens};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub const ORDERMESH: &str = env!("CARGO_BIN_EXE_ordermesh");
@@ -35,8 +36,11 @@ pub trait Endpoints {
         self.addr(Role::Gateway)
     }
 
-    async fn order(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(connect(self.addr(Role::Order)).await)
+    /// A client of the order service whose calls carry an operator's token
+    /// (`orders:admin`) unless the request has a token of its own (as
+    /// [`order_request`]'s do: a customer places their own orders).
+    async fn order(&self) -> OrderClient {
+        order_client(connect(self.addr(Role::Order)).await)
     }
 
     async fn inventory(&self) -> InventoryServiceClient<Channel> {
@@ -192,6 +196,7 @@ pub async fn launch(
         .args(["--log-format", "json"])
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "info")
+        .envs(tokens::env())
         .envs(env.iter().cloned())
         .wait_for(roles.iter().copied());
     launch = match &database.settings().database_url {
@@ -223,8 +228,49 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .expect("connect")
 }
 
-/// A CreateOrder request for `items` paid with `payment_method`.
+/// The order service's client as tests use it (see [`Endpoints::order`]).
+pub type OrderClient = OrderServiceClient<InterceptedService<Channel, OperatorUnlessGiven>>;
+
+pub fn order_client(channel: Channel) -> OrderClient {
+    OrderServiceClient::with_interceptor(channel, OperatorUnlessGiven)
+}
+
+/// Adds an operator's token to a request that carries none.
+#[derive(Clone, Copy, Debug)]
+pub struct OperatorUnlessGiven;
+
+impl tonic::service::Interceptor for OperatorUnlessGiven {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if !request.metadata().contains_key("authorization") {
+            authorize(&mut request, &tokens::admin("test-operator"));
+        }
+        Ok(request)
+    }
+}
+
+/// Puts `token` on `request` as its bearer token.
+pub fn authorize<T>(request: &mut tonic::Request<T>, token: &str) {
+    let value = tokens::bearer(token).parse().expect("a token is ASCII");
+    request.metadata_mut().insert("authorization", value);
+}
+
+/// A CreateOrder for `items` paid with `payment_method`, placed by
+/// `customer` (it carries the customer's token).
 pub fn order_request(
+    customer: &str,
+    items: &[(&str, i32)],
+    payment_method: &str,
+) -> tonic::Request<CreateOrderRequest> {
+    let mut request = tonic::Request::new(order_message(customer, items, payment_method));
+    authorize(&mut request, &tokens::customer(customer));
+    request
+}
+
+/// The CreateOrder message alone (see [`order_request`]).
+pub fn order_message(
     customer: &str,
     items: &[(&str, i32)],
     payment_method: &str,
@@ -258,11 +304,7 @@ pub async fn product(inventory: &mut InventoryServiceClient<Channel>, product_id
 }
 
 /// Polls until the order reaches a terminal status (at most `limit`).
-pub async fn wait_terminal(
-    orders: &mut OrderServiceClient<Channel>,
-    order_id: &str,
-    limit: Duration,
-) -> Order {
+pub async fn wait_terminal(orders: &mut OrderClient, order_id: &str, limit: Duration) -> Order {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let order = orders

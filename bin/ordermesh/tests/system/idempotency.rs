@@ -1,19 +1,21 @@
 //! The same idempotency key with the same request returns the same order;
 //! with a different request it is refused.
 
-use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh_proto::order::v1::{CreateOrderRequest, ListOrdersRequest, Order};
-use tonic::transport::Channel;
+use ordermesh_testkit::tokens;
 use tonic::{Code, Request, Status};
 
-use crate::harness::{Endpoints, TestApp, available, order_request};
+use crate::harness::{Endpoints, OrderClient, TestApp, authorize, available, order_message};
 
+/// Places `request` as its customer, with an idempotency key.
 async fn create_with_key(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderClient,
     request: CreateOrderRequest,
     key: &str,
 ) -> Result<Order, Status> {
+    let token = tokens::customer(&request.customer_id);
     let mut request = Request::new(request);
+    authorize(&mut request, &token);
     request
         .metadata_mut()
         .insert("idempotency-key", key.parse().expect("ascii"));
@@ -29,7 +31,7 @@ async fn a_replay_returns_the_same_order_and_charges_once() {
     let mut orders = system.order().await;
     let mut inventory = system.inventory().await;
     let before = available(&mut inventory, "sku-espresso").await;
-    let request = order_request("cust-idem", &[("sku-espresso", 2)], "pm_card_visa");
+    let request = order_message("cust-idem", &[("sku-espresso", 2)], "pm_card_visa");
 
     let first = create_with_key(&mut orders, request.clone(), "key-1")
         .await
@@ -41,7 +43,7 @@ async fn a_replay_returns_the_same_order_and_charges_once() {
     assert_eq!(first, second);
     assert_eq!(available(&mut inventory, "sku-espresso").await, before - 2);
 
-    let different = order_request("cust-idem", &[("sku-espresso", 3)], "pm_card_visa");
+    let different = order_message("cust-idem", &[("sku-espresso", 3)], "pm_card_visa");
     let refused = create_with_key(&mut orders, different, "key-1")
         .await
         .expect_err("same key, different request");
@@ -54,8 +56,10 @@ async fn a_replay_returns_the_same_order_and_charges_once() {
     assert_eq!(available(&mut inventory, "sku-espresso").await, before - 2);
 
     // Without a key, the same request is a new order.
+    let mut unkeyed = Request::new(request);
+    authorize(&mut unkeyed, &tokens::customer("cust-idem"));
     let third = orders
-        .create_order(request)
+        .create_order(unkeyed)
         .await
         .expect("no key")
         .into_inner();
@@ -66,7 +70,7 @@ async fn a_replay_returns_the_same_order_and_charges_once() {
 async fn concurrent_retries_with_one_key_make_one_order() {
     let system = TestApp::sqlite().await;
     let orders = system.order().await;
-    let request = order_request("cust-race", &[("sku-mug", 1)], "pm_card_visa");
+    let request = order_message("cust-race", &[("sku-mug", 1)], "pm_card_visa");
     let attempts = (0..10).map(|_| {
         let mut orders = orders.clone();
         let request = request.clone();

@@ -11,16 +11,21 @@ use ordermesh_testkit::TestDatabase;
 use tonic::Code;
 
 use crate::curl::{self, curl, url};
-use crate::harness::{Endpoints, TestApp, order_request};
+use crate::harness::{Endpoints, TestApp, authorize, order_message};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_over_four_mebibytes_is_refused() {
     let system = TestApp::sqlite().await;
     let huge = "c".repeat(5 * 1024 * 1024);
+    let mut request = tonic::Request::new(order_message(&huge, &[("sku-mug", 1)], "pm_card_visa"));
+    authorize(
+        &mut request,
+        &ordermesh_testkit::tokens::customer("cust-huge"),
+    );
     let error = system
         .order()
         .await
-        .create_order(order_request(&huge, &[("sku-mug", 1)], "pm_card_visa"))
+        .create_order(request)
         .await
         .expect_err("5 MiB is over the limit");
     assert!(

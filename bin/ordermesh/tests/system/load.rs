@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
 use tokio::task::JoinHandle;
-use tonic::Request;
 
-use crate::harness::{eventually, order_request};
+use crate::harness::{eventually, order_client, order_request};
 
 const MAX_ORDERS_PER_CLIENT: usize = 200;
 const TRIES_PER_ORDER: usize = 50;
@@ -115,7 +113,7 @@ async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
         .expect("a valid URL")
         .connect_timeout(Duration::from_secs(1))
         .connect_lazy();
-    let mut orders = OrderServiceClient::new(channel);
+    let mut orders = order_client(channel);
     for i in 0..MAX_ORDERS_PER_CLIENT {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -129,7 +127,7 @@ async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
         let product = ["sku-filter", "sku-mug", "sku-espresso"][i % 3];
         let mut taken = false;
         for _ in 0..TRIES_PER_ORDER {
-            let mut request = Request::new(order_request(tag, &[(product, 1)], token));
+            let mut request = order_request(tag, &[(product, 1)], token);
             request
                 .metadata_mut()
                 .insert("idempotency-key", key.parse().expect("ASCII"));

@@ -134,6 +134,8 @@ impl Mesh {
         Command::new(workspace_root().join("envoy/mesh/mesh.sh"))
             .arg(command)
             .env_remove("DATABASE_URL")
+            // Every role trusts the test issuer, whose tokens the tests send.
+            .envs(ordermesh_testkit::tokens::env())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run mesh.sh")

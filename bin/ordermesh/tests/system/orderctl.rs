@@ -1,11 +1,23 @@
 //! `orderctl` against the live system: the commands the README shows.
 
+use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
+
+use ordermesh_identity::IdentitySettings;
+use ordermesh_testkit::TestDatabase;
 
 use crate::harness::{Endpoints, Role, TestApp, sibling_binary};
 
-fn orderctl(system: &impl Endpoints, args: &[&str]) -> Output {
+/// `orderctl` with its config (the kept token) in `config`.
+fn orderctl_in(system: &impl Endpoints, config: &Path, args: &[&str]) -> Output {
     Command::new(sibling_binary("orderctl"))
+        .env("ORDERCTL_CONFIG_DIR", config)
+        .env_remove("ORDERCTL_TOKEN")
+        .args([
+            "--gateway-url",
+            &format!("http://{}", system.gateway_addr()),
+        ])
         .args([
             "--order-url",
             &format!("http://{}", system.addr(Role::Order)),
@@ -19,6 +31,26 @@ fn orderctl(system: &impl Endpoints, args: &[&str]) -> Output {
         .expect("run orderctl")
 }
 
+/// `orderctl` as the README's reader runs it: signed in as customer `cli`
+/// through the development issuer (one config dir per test process).
+fn orderctl(system: &impl Endpoints, args: &[&str]) -> Output {
+    orderctl_in(system, &config_dir(), args)
+}
+
+fn config_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap().keep())
+        .clone()
+}
+
+/// The system with the development issuer in effect, as one command runs it.
+async fn with_dev_issuer() -> TestApp {
+    TestApp::spawn(Arc::new(TestDatabase::sqlite()), |settings| {
+        settings.identity = IdentitySettings::default();
+    })
+    .await
+}
+
 fn stdout_of(output: &Output) -> String {
     assert!(
         output.status.success(),
@@ -30,7 +62,18 @@ fn stdout_of(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orderctl_browses_orders_and_cancels() {
-    let system = TestApp::sqlite().await;
+    let system = with_dev_issuer().await;
+    // Signed out, the order commands say how to sign in.
+    let config = tempfile::tempdir().unwrap();
+    let signed_out = orderctl_in(&system, config.path(), &["order", "list"]);
+    assert!(!signed_out.status.success());
+    assert!(String::from_utf8_lossy(&signed_out.stderr).contains("orderctl login"));
+    let login = stdout_of(&orderctl_in(&system, config.path(), &["login", "cli"]));
+    assert!(login.starts_with("signed in"), "{login}");
+    let token = stdout_of(&orderctl_in(&system, config.path(), &["token"]));
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let config = config.path();
+    let orderctl = |system: &TestApp, args: &[&str]| orderctl_in(system, config, args);
     let products = stdout_of(&orderctl(&system, &["products"]));
     assert!(
         products.lines().next().unwrap().starts_with("PRODUCT"),

@@ -8,13 +8,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordermesh_proto::order::v1::order_service_client::OrderServiceClient;
 use ordermesh_testkit::{TestDatabase, tool};
-use tonic::{Code, Request};
+use tonic::Code;
 
 use crate::curl::url;
 use crate::faults::{order_count, settled};
-use crate::harness::{Endpoints, Role, TestApp, connect, order_request};
+use crate::harness::{Endpoints, Role, TestApp, connect, order_client, order_request};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -35,16 +34,16 @@ async fn burst(
     let channel = connect(system.addr(Role::Order)).await;
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let mut orders = OrderServiceClient::new(channel.clone());
+            let mut orders = order_client(channel.clone());
             let tag = tag.to_owned();
             tokio::spawn(async move {
                 let (mut accepted, mut refused) = (Vec::new(), Vec::new());
                 for i in 0..per_client {
-                    let mut request = Request::new(order_request(
+                    let mut request = order_request(
                         &format!("{tag}-{client}"),
                         &[("sku-filter", 1)],
                         "pm_card_visa",
-                    ));
+                    );
                     request.metadata_mut().insert(
                         "idempotency-key",
                         format!("{tag}-{client}-{i}").parse().unwrap(),

@@ -95,6 +95,12 @@ async fn dev_run_demo_and_dev_stop() {
             "ORDERCTL_INVENTORY_URL",
             format!("http://127.0.0.1:{inventory}"),
         ),
+        // The roles share the data directory, so one development issuer's
+        // key: the gateway's tokens verify at the order service.
+        (
+            "ORDERCTL_GATEWAY_URL",
+            format!("http://127.0.0.1:{gateway}"),
+        ),
     ];
     demo_env.extend(env.iter().cloned());
     let demo = script("demo.sh", &[], &demo_env);

@@ -6,6 +6,17 @@ use ordermesh_domain::limits::{MAX_ITEMS, MAX_QUANTITY, check_id};
 use ordermesh_domain::{PaymentMethod, PaymentMethodError};
 use sha2::{Digest, Sha256};
 
+/// A CreateOrder as the client sent it, before any check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderForm {
+    /// The customer the client named, if any (see `Caller`).
+    pub customer_id: String,
+    /// (product_id, quantity), in the order the client sent them.
+    pub items: Vec<(String, i32)>,
+    pub payment_method: String,
+    pub idempotency_key: Option<String>,
+}
+
 /// A request that passed every check: what the saga will try to fulfil.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewOrder {

@@ -22,7 +22,22 @@ async fn logs_are_json_lines_that_name_the_order_but_not_the_token() {
         .expect("create")
         .into_inner();
 
+    // An operator's look at the order is logged with the operator's subject.
+    system
+        .order()
+        .await
+        .get_order(ordermesh_proto::order::v1::GetOrderRequest {
+            order_id: order.order_id.clone(),
+        })
+        .await
+        .expect("an operator reads any order");
+
     let logs = system.logs();
+    let admin = logs
+        .iter()
+        .find(|l| l.contains("admin action") && l.contains(&order.order_id))
+        .expect("the operator's read is logged");
+    assert!(admin.contains("\"admin\":\"test-operator\""), "{admin}");
     for line in &logs {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|error| panic!("not a JSON line ({error}): {line}"));

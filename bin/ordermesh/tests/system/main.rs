@@ -16,6 +16,7 @@ mod gateway;
 mod grpc_web;
 mod grpcurl;
 mod idempotency;
+mod identity;
 mod lifecycle;
 mod limits;
 mod load;

@@ -353,18 +353,33 @@ def mixed_api_errors(docs) -> list[str]:
     return errors
 
 
-def jwt_errors(docs) -> list[str]:
-    """Every RequestAuthentication trusts the same issuers (one to replace)."""
+def jwt_errors(docs, context) -> list[str]:
+    """Every RequestAuthentication trusts the same issuers (one to replace),
+    and the services' own check (ORDERMESH_JWT_* in a ConfigMap of the
+    context) trusts one of them: a mesh that lets a token through to an app
+    that refuses it fails every order."""
     seen = {}
     for doc in docs:
         if doc.get("kind") == "RequestAuthentication":
             rules = frozenset((r.get("issuer"), r.get("jwksUri"), tuple(r.get("audiences") or []))
                               for r in spec(doc).get("jwtRules") or [])
             seen.setdefault(rules, []).append(f"{ns_of(doc)}/{meta(doc).get('name')}")
-    if len(seen) <= 1:
-        return []
-    return ["RequestAuthentications trust different issuers, keys or audiences: "
-            + "; ".join(f"{', '.join(names)}: {sorted(map(str, rules))}" for rules, names in seen.items())]
+    if len(seen) > 1:
+        return ["RequestAuthentications trust different issuers, keys or audiences: "
+                + "; ".join(f"{', '.join(names)}: {sorted(map(str, rules))}" for rules, names in seen.items())]
+    trusted = next(iter(seen), frozenset())
+    errors = []
+    for doc in context:
+        data = doc.get("data") or {}
+        if doc.get("kind") != "ConfigMap" or "ORDERMESH_JWT_ISSUER" not in data or not trusted:
+            continue
+        app = (data["ORDERMESH_JWT_ISSUER"], data.get("ORDERMESH_JWKS_URL"),
+               data.get("ORDERMESH_JWT_AUDIENCE", "ordermesh"))
+        if not any(app[0] == issuer and app[1] == keys and app[2] in audiences
+                   for issuer, keys, audiences in trusted):
+            errors.append(f"{where(doc)}: the services trust issuer {app[0]!r}, keys {app[1]!r}, audience "
+                          f"{app[2]!r}; the mesh's RequestAuthentications {sorted(map(str, trusted))}")
+    return errors
 
 
 def build_errors(docs, context) -> list[str]:
@@ -379,7 +394,7 @@ def build_errors(docs, context) -> list[str]:
         elif kind in ("AuthorizationPolicy", "RequestAuthentication", "PeerAuthentication", "Telemetry"):
             found = policy_errors(index, doc)
         errors += [f"{where(doc)}: {e}" for e in found]
-    return errors + subset_errors(docs) + mixed_api_errors(docs) + jwt_errors(docs)
+    return errors + subset_errors(docs) + mixed_api_errors(docs) + jwt_errors(docs, context)
 
 
 def waypoint_only(doc) -> bool:

@@ -28,6 +28,8 @@ CONTEXT = [
     obj("v1", "ServiceAccount", "t", "order"),
     obj("v1", "ServiceAccount", "t", "gateway"),
     obj("apps/v1", "Deployment", "t", "order", {"template": {"metadata": {"labels": {"app": "order"}}}}),
+    obj("v1", "ConfigMap", "t", "ordermesh-config", data={
+        "ORDERMESH_JWT_ISSUER": JWT["issuer"], "ORDERMESH_JWKS_URL": JWT["jwksUri"], "ORDERMESH_JWT_AUDIENCE": "t"}),
 ]
 
 GOOD = [
@@ -187,6 +189,8 @@ BROKEN = {
                                                "source", "principals"), "no ServiceAccount 'gatewy'"),
     "two sets of JWT issuers": (put("https://other.example/t", 13, "spec", "jwtRules", 0, "issuer"),
                                 "trust different issuers"),
+    "services trusting another issuer than the mesh": (
+        lambda d, c: c[-1]["data"].update(ORDERMESH_JWT_ISSUER="https://other.example/t"), "the services trust"),
     "one host routed by both APIs": (lambda d, c: d.append(copy.deepcopy(
         {**d[0], "metadata": {"name": "order", "namespace": "t"}, "spec": {"hosts": ["order"], "http": [
             {"route": [{"destination": {"host": "order"}}]}]}})), "use one API per host"),

@@ -4,6 +4,7 @@
 
 mod compare;
 mod echo;
+mod identity;
 mod load;
 mod procs;
 mod stats;
@@ -42,6 +43,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
+    /// The bearer token the order API asks for (e.g. `orderctl token`).
+    #[arg(long, env = "ORDERMESH_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// How to talk to the target.
     #[arg(long, value_enum)]
     target: Protocol,
@@ -108,6 +112,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         seed_orders: args.seed_orders,
         order_ids: None,
         run_id: format!("{}", std::process::id()),
+        authorization: args.token.map(|token| format!("Bearer {token}")),
     };
     let driver = targets::prepare(&target, args.workload).await?;
     let spec = Spec {

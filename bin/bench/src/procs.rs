@@ -73,15 +73,16 @@ impl Server {
 /// shipped: JSON logs at the default level, no trace export. None of the
 /// caller's configuration leaks in: the suite's DATABASE_URL is the
 /// PostgreSQL admin URL, not a store.
-pub fn ordermesh(program: &Path, args: &[String], roles: &[&str]) -> Launch {
-    Launch::new(program)
+pub fn ordermesh(program: &Path, args: &[String], roles: &[&str]) -> anyhow::Result<Launch> {
+    Ok(Launch::new(program)
         .args(args.iter().cloned())
+        .envs(crate::identity::issuer()?.env())
         .env_remove("DATABASE_URL")
         .env_remove("RUST_LOG")
         .env_remove("LOG_LEVEL")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env("ORDERMESH_LOG_FORMAT", "json")
-        .wait_for(roles.iter().copied())
+        .wait_for(roles.iter().copied()))
 }
 
 /// The status and body of a GET of `url` (an admin endpoint).

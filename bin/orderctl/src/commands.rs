@@ -65,20 +65,22 @@ impl Session {
         )?))
     }
 
-    fn print_order(&self, order: &Order) {
+    fn print_order(&self, order: &Order) -> std::io::Result<()> {
         if self.cli_json {
-            println!("{}", render::order_json(order));
+            say!("{}", render::order_json(order));
         } else {
-            println!("{}", render::order_text(order));
+            say!("{}", render::order_text(order));
         }
+        Ok(())
     }
 
-    fn print_product(&self, product: &Product) {
+    fn print_product(&self, product: &Product) -> std::io::Result<()> {
         if self.cli_json {
-            println!("{}", render::product_json(product));
+            say!("{}", render::product_json(product));
         } else {
-            println!("{}", render::products_text(std::slice::from_ref(product)));
+            say!("{}", render::products_text(std::slice::from_ref(product)));
         }
+        Ok(())
     }
 }
 
@@ -105,18 +107,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let path = login::save(&dir, &token)?;
             if expires_in > 0 {
-                println!(
+                say!(
                     "signed in; the token is in {} (valid {expires_in} s)",
                     path.display()
                 );
             } else {
-                println!("signed in; the token is in {}", path.display());
+                say!("signed in; the token is in {}", path.display());
             }
             Ok(())
         }
         Command::Token => {
             let dir = login::config_dir(context.config_dir.as_deref())?;
-            println!("{}", login::token(context.token.as_deref(), &dir)?);
+            say!("{}", login::token(context.token.as_deref(), &dir)?);
             Ok(())
         }
         Command::Logout => login::forget(&login::config_dir(context.config_dir.as_deref())?),
@@ -128,7 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| explain(s, "inventory", &context.inventory_url))?
                 .into_inner();
-            context.print_product(&product);
+            context.print_product(&product)?;
             Ok(())
         }
         Command::Product(ProductCommand::Adjust { product_id, delta }) => {
@@ -138,7 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| explain(s, "inventory", &context.inventory_url))?
                 .into_inner();
-            context.print_product(&product);
+            context.print_product(&product)?;
             Ok(())
         }
         Command::Order(command) => order(&context, command).await,
@@ -170,10 +172,10 @@ async fn products(context: &Session) -> anyhow::Result<()> {
     }
     if context.cli_json {
         for product in &products {
-            println!("{}", render::product_json(product));
+            say!("{}", render::product_json(product));
         }
     } else {
-        println!("{}", render::products_text(&products));
+        say!("{}", render::products_text(&products));
     }
     Ok(())
 }
@@ -187,14 +189,14 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
                 .create_order(create_request(context, args)?)
                 .await
                 .map_err(fail)?;
-            context.print_order(order.get_ref());
+            context.print_order(order.get_ref())?;
         }
         OrderCommand::Get { order_id } => {
             let order = orders
                 .get_order(context.order_request(GetOrderRequest { order_id })?)
                 .await
                 .map_err(fail)?;
-            context.print_order(order.get_ref());
+            context.print_order(order.get_ref())?;
         }
         OrderCommand::List {
             customer,
@@ -213,11 +215,11 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
                     .map_err(fail)?
                     .into_inner();
                 for order in &page.orders {
-                    context.print_order(order);
+                    context.print_order(order)?;
                 }
                 if !all || page.next_page_token.is_empty() {
                     if !all && !page.next_page_token.is_empty() && !context.cli_json {
-                        println!("(more: --all lists every page)");
+                        say!("(more: --all lists every page)");
                     }
                     break;
                 }
@@ -229,7 +231,7 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
                 .cancel_order(context.order_request(CancelOrderRequest { order_id })?)
                 .await
                 .map_err(fail)?;
-            context.print_order(order.get_ref());
+            context.print_order(order.get_ref())?;
         }
         OrderCommand::Watch { order_id } => {
             // A watch lasts as long as the order takes: no deadline.
@@ -237,7 +239,7 @@ async fn order(context: &Session, command: OrderCommand) -> anyhow::Result<()> {
             context.sign(&mut watch)?;
             let mut updates = orders.watch_order(watch).await.map_err(fail)?.into_inner();
             while let Some(update) = updates.next().await {
-                context.print_order(&update.map_err(fail)?);
+                context.print_order(&update.map_err(fail)?)?;
             }
         }
     }

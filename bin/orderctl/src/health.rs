@@ -39,7 +39,7 @@ async fn grpc_serving(url: &str, service: &str) -> anyhow::Result<()> {
         .with_context(|| format!("health check of {url}"))?;
     match response.into_inner().status() {
         ServingStatus::Serving => {
-            println!("{url}: SERVING");
+            say!("{url}: SERVING");
             Ok(())
         }
         other => bail!("{url}: {}", other.as_str_name()),
@@ -56,6 +56,6 @@ async fn http_ready(uri: http::Uri) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("{uri}: HTTP {status}");
     }
-    println!("{uri}: {status}");
+    say!("{uri}: {status}");
     Ok(())
 }

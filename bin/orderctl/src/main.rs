@@ -4,6 +4,15 @@
 //! `order <ORDER_ID> <STATUS>` on its first line. `--json` prints one JSON
 //! object per result (per update for `watch`), in the proto3 JSON mapping.
 
+/// `println!` that fails instead of panicking when stdout is closed
+/// (`orderctl ... | head -1`); `main` takes a closed pipe as done.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod cli;
 mod commands;
 mod health;
@@ -19,9 +28,18 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): what it wanted was printed.
+        Err(error) if closed_stdout(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn closed_stdout(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

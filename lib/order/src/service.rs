@@ -165,7 +165,11 @@ impl Orders {
             .quote(&product_ids, deadline)
             .await
             .map_err(|status| {
-                let upstream = describe_status(&status);
+                let mut upstream = describe_status(&status);
+                // Our own default timeout, not the caller's deadline: an outage.
+                if upstream.kind == ErrorKind::DeadlineExceeded && deadline.is_none() {
+                    upstream.kind = ErrorKind::Unavailable;
+                }
                 if !matches!(upstream.kind, ErrorKind::DeadlineExceeded | ErrorKind::Cancelled) {
                     tracing::warn!(code = ?status.code(), upstream = status.message(), "inventory could not price an order");
                 }

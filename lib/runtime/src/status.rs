@@ -50,7 +50,11 @@ pub fn described(description: &ErrorDescription) -> Status {
 /// What a peer's status says: its kind, message, reason and facts. An OK
 /// status is not a failure; it reads as `Unknown`, which no caller gets.
 pub fn describe_status(status: &Status) -> ErrorDescription {
-    let kind = kind(status.code()).unwrap_or(ErrorKind::Unknown);
+    let kind = if is_timeout(status) {
+        ErrorKind::DeadlineExceeded
+    } else {
+        kind(status.code()).unwrap_or(ErrorKind::Unknown)
+    };
     let mut description = ErrorDescription::new(kind, status.message());
     if let Some(info) = status.get_details_error_info() {
         if !info.reason.is_empty() {
@@ -61,6 +65,14 @@ pub fn describe_status(status: &Status) -> ErrorDescription {
         description.metadata = metadata;
     }
     description
+}
+
+/// Whether `status` is tonic's answer to a deadline that passed: tonic
+/// says CANCELLED, "Timeout expired" (its `TimeoutExpired`, on either side
+/// of a call with a `grpc-timeout`), where gRPC means DEADLINE_EXCEEDED.
+/// Read as a cancel, a slow peer would look like a caller that gave up.
+pub fn is_timeout(status: &Status) -> bool {
+    status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string()
 }
 
 /// The ErrorInfo reason of `status`, if it carries one.
@@ -165,5 +177,14 @@ mod tests {
             assert_eq!(kind(code).map(self::code), Some(code), "{code:?}");
         }
         assert_eq!(kind(Code::Ok), None);
+    }
+
+    #[test]
+    fn tonic_timeouts_read_as_deadlines_not_cancels() {
+        let timeout = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(timeout.code(), Code::Cancelled, "tonic's mapping changed");
+        assert_eq!(describe_status(&timeout).kind, ErrorKind::DeadlineExceeded);
+        let cancelled = Status::cancelled("the client went away");
+        assert_eq!(describe_status(&cancelled).kind, ErrorKind::Cancelled);
     }
 }

@@ -39,6 +39,7 @@ impl Suite {
             &shipped,
             Upstreams { order, inventory },
             &self.root.join("proto/ordermesh.binpb"),
+            crate::identity::issuer()?.jwks_path(),
             &self.scratch(label, ".access.log"),
         )?;
         let (config_path, admin_path) =
@@ -136,8 +137,10 @@ pub struct Upstreams {
 /// Places in the shipped config, as JSON pointers (RFC 6901).
 const LISTENER_AT: &str = "/static_resources/listeners/0";
 const MANAGER: &str = "/static_resources/listeners/0/filter_chains/0/filters/0";
-const TRANSCODER: &str =
+const JWT: &str =
     "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/0";
+const TRANSCODER: &str =
+    "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/1";
 const ACCESS_LOG: &str =
     "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/access_log/0";
 const CLUSTERS: &str = "/static_resources/clusters";
@@ -145,7 +148,9 @@ const ENDPOINT: &str = "load_assignment/endpoints/0/lb_endpoints/0/endpoint/addr
 
 /// The shipped transcoder config, run from anywhere: the admin and the
 /// listener on 127.0.0.1 port 0, the clusters on `upstreams`, the
-/// descriptor set at `descriptor`, and the access log into `access_log`.
+/// descriptor set at `descriptor`, the token issuer's keys from the file
+/// `jwks` (the bench's own issuer; the shipped config fetches them from the
+/// gateway), and the access log into `access_log`.
 ///
 /// The access log goes to a file, as it did when the suite sent Envoy's
 /// stdout to one: through the pipe the process helper reads, one line per
@@ -154,6 +159,7 @@ pub fn transcoder_config(
     shipped: &str,
     upstreams: Upstreams,
     descriptor: &Path,
+    jwks: &Path,
     access_log: &Path,
 ) -> anyhow::Result<String> {
     // As JSON values (aliases resolved), to be edited by JSON pointer.
@@ -164,6 +170,7 @@ pub fn transcoder_config(
     for (at, name) in [
         (LISTENER_AT, LISTENER),
         (MANAGER, "envoy.filters.network.http_connection_manager"),
+        (JWT, "envoy.filters.http.jwt_authn"),
         (TRANSCODER, "envoy.filters.http.grpc_json_transcoder"),
         (ACCESS_LOG, "envoy.access_loggers.stdout"),
         (&format!("{CLUSTERS}/0"), "order"),
@@ -207,6 +214,16 @@ pub fn transcoder_config(
             .pointer_mut(&pointer)
             .with_context(|| format!("envoy/transcoder.yaml: no {pointer}"))? = value;
     }
+    // The issuer's keys from a file instead of the gateway's URL.
+    let provider = config
+        .pointer_mut(&format!("{JWT}/typed_config/providers/ordermesh"))
+        .and_then(Json::as_object_mut)
+        .context("envoy/transcoder.yaml: no jwt_authn provider `ordermesh`")?;
+    provider.remove("remote_jwks");
+    provider.insert(
+        "local_jwks".to_owned(),
+        serde_json::json!({"filename": path(jwks)}),
+    );
     let yaml = serde_norway::to_string(&config).context("writing the Envoy config")?;
     Ok(format!(
         "# envoy/transcoder.yaml as ordermesh-bench runs it.\n{yaml}"
@@ -273,8 +290,14 @@ mod tests {
     #[test]
     fn the_shipped_transcoder_config_is_rewritten() {
         let descriptor = Path::new("/abs/ordermesh.binpb");
-        let text =
-            transcoder_config(&shipped(), upstreams(), descriptor, Path::new("/s/a.log")).unwrap();
+        let text = transcoder_config(
+            &shipped(),
+            upstreams(),
+            descriptor,
+            Path::new("/s/jwks.json"),
+            Path::new("/s/a.log"),
+        )
+        .unwrap();
         let config: Json = serde_norway::from_str(&text).unwrap();
         let at = |pointer: &str| config.pointer(pointer).unwrap().clone();
         let any_port = serde_json::json!({"address": "127.0.0.1", "port_value": 0});
@@ -287,6 +310,9 @@ mod tests {
             at(&format!("{TRANSCODER}/typed_config/proto_descriptor")),
             "/abs/ordermesh.binpb"
         );
+        let provider = at(&format!("{JWT}/typed_config/providers/ordermesh"));
+        assert_eq!(provider["local_jwks"]["filename"], "/s/jwks.json");
+        assert!(provider.get("remote_jwks").is_none());
         let logger = at(&format!("{ACCESS_LOG}/typed_config"));
         assert_eq!(logger["path"], "/s/a.log");
         assert!(logger["@type"].as_str().unwrap().ends_with("FileAccessLog"));
@@ -314,8 +340,14 @@ mod tests {
     #[test]
     fn a_config_without_the_transcoder_is_refused() {
         let other = shipped().replace("name: transcoder", "name: other");
-        let error =
-            transcoder_config(&other, upstreams(), Path::new("/d"), Path::new("/l")).unwrap_err();
+        let error = transcoder_config(
+            &other,
+            upstreams(),
+            Path::new("/d"),
+            Path::new("/j"),
+            Path::new("/l"),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("transcoder"), "{error:#}");
     }
 

@@ -254,6 +254,7 @@ impl Suite {
             seed_orders: self.args.seed_orders,
             order_ids: None,
             run_id: format!("{}-{}", std::process::id(), self.run_counter),
+            authorization: crate::identity::issuer().ok().map(|i| i.authorization()),
         }
     }
 

@@ -49,7 +49,7 @@ impl Suite {
         for listener in ALL_LISTENERS {
             args.extend([format!("--{listener}-addr"), "127.0.0.1:0".to_owned()]);
         }
-        let mut launch = procs::ordermesh(&self.ordermesh, &args, &ALL_LISTENERS)
+        let mut launch = procs::ordermesh(&self.ordermesh, &args, &ALL_LISTENERS)?
             .env("ORDERMESH_DATA_DIR", data.display().to_string());
         if let Some(url) = database_url {
             launch = launch.env("DATABASE_URL", url);
@@ -117,7 +117,7 @@ impl Suite {
                 ]),
                 _ => {}
             }
-            let launch = procs::ordermesh(&self.ordermesh, &args, &[role])
+            let launch = procs::ordermesh(&self.ordermesh, &args, &[role])?
                 .env("ORDERMESH_DATA_DIR", data.display().to_string());
             started.push(Server::start(&format!("ordermesh {role}"), launch).await?);
         }

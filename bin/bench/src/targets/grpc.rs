@@ -25,13 +25,25 @@ pub struct GrpcDriver {
     pub order_ids: Arc<Vec<String>>,
     pub workload: Workload,
     pub run_id: String,
+    pub authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl GrpcDriver {
     pub fn create_request(&self, seq: u64) -> tonic::Request<CreateOrderRequest> {
-        let mut request = tonic::Request::new(order_spec(seq).grpc());
+        let mut request = self.signed(order_spec(seq).grpc());
         if let Ok(key) = format!("bench-{}-{seq}", self.run_id).parse() {
             request.metadata_mut().insert("idempotency-key", key);
+        }
+        request
+    }
+
+    /// A request carrying the bench's token, if it has one.
+    pub fn signed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
         }
         request
     }
@@ -59,10 +71,12 @@ impl Driver for GrpcDriver {
             }
             Workload::GetOrder => {
                 let mut client = self.orders[connection % self.orders.len()].clone();
-                let order_id = pick_order(&self.order_ids, seq);
+                let request = self.signed(GetOrderRequest {
+                    order_id: pick_order(&self.order_ids, seq),
+                });
                 Box::pin(async move {
                     client
-                        .get_order(GetOrderRequest { order_id })
+                        .get_order(request)
                         .await
                         .map(drop)
                         .map_err(|s| grpc_error(&s))

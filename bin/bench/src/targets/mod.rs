@@ -103,6 +103,8 @@ pub struct TargetSpec {
     pub order_ids: Option<Arc<Vec<String>>>,
     /// Distinguishes idempotency keys of separate runs on one database.
     pub run_id: String,
+    /// `Bearer TOKEN` for the order API (None: send none).
+    pub authorization: Option<String>,
 }
 
 impl TargetSpec {
@@ -237,11 +239,18 @@ async fn order_driver(
             order_ids: Arc::new(Vec::new()),
             workload,
             run_id: target.run_id.clone(),
+            authorization: target
+                .authorization
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .context("the token is not ASCII")?,
         }),
         _ => OrderDriver::Rest(Box::new(RestDriver::new(
             &target.url,
             workload,
             &target.run_id,
+            target.authorization.as_deref(),
         )?)),
     })
 }

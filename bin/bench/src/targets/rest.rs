@@ -1,6 +1,7 @@
 //! The REST driver: JSON over HTTP/1.1 with keep-alive (one connection per
 //! outstanding request), to the ordermesh gateway or Envoy's transcoder.
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,10 +26,16 @@ pub struct RestDriver {
     pub order_ids: Arc<Vec<String>>,
     workload: Workload,
     run_id: String,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl RestDriver {
-    pub fn new(base: &str, workload: Workload, run_id: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        base: &str,
+        workload: Workload,
+        run_id: &str,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         anyhow::ensure!(
             base.starts_with("http://"),
@@ -46,6 +53,10 @@ impl RestDriver {
             order_ids: Arc::new(Vec::new()),
             workload,
             run_id: run_id.to_owned(),
+            authorization: authorization
+                .map(http::HeaderValue::from_str)
+                .transpose()
+                .context("the token is not a header value")?,
         })
     }
 
@@ -62,7 +73,14 @@ impl RestDriver {
         if let Ok(key) = http::HeaderValue::from_str(&format!("bench-{}-{seq}", self.run_id)) {
             headers.insert("idempotency-key", key);
         }
+        self.sign(headers);
         request
+    }
+
+    fn sign(&self, headers: &mut http::HeaderMap) {
+        if let Some(authorization) = &self.authorization {
+            headers.insert(http::header::AUTHORIZATION, authorization.clone());
+        }
     }
 
     fn uri(&self, path: &str) -> http::Uri {
@@ -74,6 +92,7 @@ impl RestDriver {
     fn get(&self, path: &str) -> http::Request<Full<Bytes>> {
         let mut request = http::Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = self.uri(path);
+        self.sign(request.headers_mut());
         request
     }
 

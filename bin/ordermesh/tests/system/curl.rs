@@ -5,7 +5,10 @@
 //! of its own gets one here: the body's customer's for a JSON body with a
 //! `customerId`, an operator's (`orders:admin`) otherwise.
 //! A test of identity names its own header, or `-H "Authorization:"` to
-//! send none.
+//! send none. The tokens are the test issuer's, or, for an address
+//! registered with [`use_dev_issuer`] (Envoy in front of a system that runs
+//! the development issuer, as the shipped Envoy configs expect), that
+//! issuer's.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -59,6 +62,50 @@ pub fn curl(args: &[&str]) -> Response {
     curl_with_input(args, None)
 }
 
+/// Addresses whose tokens come from a development issuer, by its data dir.
+static DEV_ISSUERS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Requests to `addr` get tokens of the development issuer kept in `data_dir`.
+pub fn use_dev_issuer(addr: SocketAddr, data_dir: &std::path::Path) {
+    DEV_ISSUERS
+        .lock()
+        .unwrap()
+        .push((addr.to_string(), data_dir.to_owned()));
+}
+
+/// A token for `customer` (or an operator's, for None) as the target of
+/// `args` trusts it.
+fn token_for(args: &[&str], customer: Option<&str>) -> String {
+    let target = args
+        .iter()
+        .find(|arg| arg.starts_with("http://"))
+        .copied()
+        .unwrap_or_default();
+    let dev = DEV_ISSUERS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(addr, _)| target.starts_with(&format!("http://{addr}/")))
+        .map(|(_, dir)| dir.clone());
+    match (dev, customer) {
+        (Some(dir), customer) => {
+            let issuer = ordermesh_identity::DevIssuer::load_or_create(&dir)
+                .expect("the development issuer's key");
+            let scope = customer.is_none().then_some("orders:admin");
+            issuer
+                .issue(
+                    customer.unwrap_or("test-operator"),
+                    scope,
+                    std::time::Duration::from_secs(600),
+                )
+                .expect("a development token")
+        }
+        (None, Some(customer)) => tokens::customer(customer),
+        (None, None) => tokens::admin("test-operator"),
+    }
+}
+
 /// Whether a curl command line names an `Authorization` header.
 fn names_authorization(args: &[&str]) -> bool {
     args.windows(2)
@@ -92,10 +139,7 @@ pub fn curl_with_input(args: &[&str], input: Option<&[u8]>) -> Response {
     let curl = tool("curl").expect("checked by the caller");
     // A body naming its customer is placed as that customer; anything
     // else is an operator's call.
-    let token = match body_customer(args) {
-        Some(customer) => tokens::customer(&customer),
-        None => tokens::admin("test-operator"),
-    };
+    let token = token_for(args, body_customer(args).as_deref());
     let authorization = format!("Authorization: Bearer {token}");
     let mut args = args.to_vec();
     if targets_orders(&args) && !names_authorization(&args) {

@@ -119,6 +119,18 @@ fn every_envoy_config_validates() {
     assert_eq!(count, 6, "five sidecars and the edge");
 }
 
+/// The system with the development issuer in effect (its keys in the
+/// SQLite data directory), as one command runs it.
+pub async fn with_dev_issuer() -> TestApp {
+    TestApp::spawn(
+        std::sync::Arc::new(ordermesh_testkit::TestDatabase::sqlite()),
+        |settings| {
+            settings.identity = ordermesh_identity::IdentitySettings::default();
+        },
+    )
+    .await
+}
+
 /// JSON with the fields that differ between two orders taken out.
 fn without_ids(mut order: Value) -> Value {
     for field in ["orderId", "createTime", "updateTime"] {
@@ -135,7 +147,9 @@ async fn edge_and_transcoder_serve_the_same_api() {
     if !curl::available() {
         return;
     }
-    let system = TestApp::sqlite().await;
+    // The shipped configs check the development issuer's tokens, as one
+    // command runs the system.
+    let system = with_dev_issuer().await;
     let (edge_port, edge_admin, transcoder_port, transcoder_admin) =
         (free_port(), free_port(), free_port(), free_port());
     let _edge = start_envoy(
@@ -154,6 +168,7 @@ async fn edge_and_transcoder_serve_the_same_api() {
         &[
             (10001, transcoder_port),
             (9902, transcoder_admin),
+            (8080, system.gateway_addr().port()),
             (50051, system.addr(Role::Order).port()),
             (50052, system.addr(Role::Inventory).port()),
         ],
@@ -164,6 +179,35 @@ async fn edge_and_transcoder_serve_the_same_api() {
     let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
     let transcoder: std::net::SocketAddr = format!("127.0.0.1:{transcoder_port}").parse().unwrap();
     let direct = system.gateway_addr();
+    let keys = system.database().data_dir().expect("SQLite").to_owned();
+    for addr in [direct, edge, transcoder] {
+        curl::use_dev_issuer(addr, &keys);
+    }
+
+    // Without a token, every path refuses the order API with the JSON body.
+    for addr in [direct, edge, transcoder] {
+        let refused = curl(&["-H", "Authorization:", &url(addr, "/v1/orders/ord_x")]);
+        assert_eq!(refused.status, 401, "{addr}: {}", refused.text());
+        assert_eq!(refused.json()["code"], 16, "{addr}");
+        assert!(
+            refused
+                .header("www-authenticate")
+                .unwrap_or_default()
+                .starts_with("Bearer"),
+            "{addr}"
+        );
+        let forged = format!(
+            "Authorization: Bearer {}",
+            ordermesh_testkit::tokens::customer("mallory")
+        );
+        let refused = curl(&["-H", &forged, &url(addr, "/v1/orders/ord_x")]);
+        assert_eq!(
+            refused.status,
+            401,
+            "{addr}: a token of another issuer: {}",
+            refused.text()
+        );
+    }
 
     // A sold-out product: every primitive field is printed, zeros too.
     let mut inventory = system.inventory().await;
@@ -278,7 +322,7 @@ async fn the_edge_rate_limits_with_a_json_429() {
     if !curl::available() {
         return;
     }
-    let system = TestApp::sqlite().await;
+    let system = with_dev_issuer().await;
     let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped limit, shrunk so that a handful of calls exceed it.
     let _edge = start_envoy(

@@ -3,6 +3,7 @@
 //! retried and charged once, identities refused by the sidecars.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -114,6 +115,13 @@ impl Mesh {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Every role shares the mesh's data directory, so one development
+        // issuer's key, whose tokens the edge and the services check.
+        let keys = mesh.dir.path().join("db");
+        for port in ["EDGE_PORT", "GATEWAY_APP_PORT"] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], mesh.port(port)));
+            curl::use_dev_issuer(addr, &keys);
+        }
         mesh
     }
 
@@ -134,8 +142,6 @@ impl Mesh {
         Command::new(workspace_root().join("envoy/mesh/mesh.sh"))
             .arg(command)
             .env_remove("DATABASE_URL")
-            // Every role trusts the test issuer, whose tokens the tests send.
-            .envs(ordermesh_testkit::tokens::env())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("run mesh.sh")

@@ -84,6 +84,26 @@ async fn orderctl_browses_orders_and_cancels() {
         "{products}"
     );
 
+    // A reader that leaves early (`orderctl products | head -1`) is no error.
+    let mut early_exit = Command::new(sibling_binary("orderctl"))
+        .args([
+            "--inventory-url",
+            &format!("http://{}", system.addr(Role::Inventory)),
+            "products",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run orderctl");
+    drop(early_exit.stdout.take());
+    let early_exit = early_exit.wait_with_output().unwrap();
+    assert!(
+        early_exit.status.success(),
+        "a closed stdout: {:?} {}",
+        early_exit.status,
+        String::from_utf8_lossy(&early_exit.stderr)
+    );
+
     let created = stdout_of(&orderctl(
         &system,
         &[

@@ -74,6 +74,9 @@ async fn overload_is_shed_at_once_and_accepted_orders_complete() {
     let system = TestApp::spawn(database.clone(), |settings| {
         settings.server.max_in_flight = 8;
         settings.gateway.gateway_max_in_flight = 4;
+        // Shedding is the subject: no peer call may time out first on a
+        // machine too busy to answer in the default 5 s.
+        settings.client.default_call_timeout = std::time::Duration::from_secs(60);
     })
     .await;
 

@@ -59,6 +59,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     openapi: serde_json::Value,
     identity: Identity,
+    pass_through: Arc<grpc_web::PassThrough>,
     instruments: Instruments,
     shutdown: Shutdown,
 }
@@ -82,7 +83,12 @@ impl Gateway {
             }
         }
         let openapi = openapi::document(&routes, &settings.token_services);
+        let pass_through = Arc::new(grpc_web::PassThrough {
+            body_limit: settings.body_limit,
+            forward_headers: settings.forward_headers.clone(),
+        });
         Ok(Self {
+            pass_through,
             settings,
             routes,
             upstreams,
@@ -158,8 +164,24 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// CORS: closed unless `--cors-allowed-origin` names the sites that may
+/// call the gateway from a browser. The page is served by the gateway
+/// itself (same origin) and needs none; with no origin listed, a foreign
+/// page gets no grant, so its scripts cannot read an answer or send a
+/// request a browser would preflight.
 fn cors(settings: &GatewaySettings) -> CorsLayer {
-    let layer = CorsLayer::new()
+    let origins = settings
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|origin| match origin.parse() {
+            Ok(origin) => Some(origin),
+            Err(_) => {
+                tracing::warn!(origin, "not a valid CORS origin; ignored");
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    CorsLayer::new()
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers([
@@ -167,17 +189,8 @@ fn cors(settings: &GatewaySettings) -> CorsLayer {
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
             HeaderName::from_static("x-request-id"),
-        ]);
-    if settings.cors_allowed_origins.is_empty() {
-        layer.allow_origin(Any)
-    } else {
-        let origins = settings
-            .cors_allowed_origins
-            .iter()
-            .filter_map(|origin| origin.parse().ok())
-            .collect::<Vec<_>>();
-        layer.allow_origin(AllowOrigin::list(origins))
-    }
+        ])
+        .allow_origin(AllowOrigin::list(origins))
 }
 
 /// Sends each request where the routing layer matched it.
@@ -212,7 +225,7 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
             let channel = exposed
                 .then(|| gateway.upstreams.get(&service).map(|u| u.channel()))
                 .flatten();
-            grpc_web::serve(channel, request).await
+            grpc_web::serve(channel, gateway.pass_through.clone(), request).await
         }
         Matched::Unrouted(no_route) => handler::unrouted(&no_route, &request),
     }

@@ -15,6 +15,7 @@ mod fronting;
 mod gateway;
 mod grpc_web;
 mod grpcurl;
+mod hostile_edge;
 mod idempotency;
 mod identity;
 mod lifecycle;

@@ -546,3 +546,5 @@ async fn client_headers_reach_a_service_only_by_allow_list() {
     assert!(seen[0].iter().any(|n| n == "traceparent"), "{:?}", seen[0]);
 }
 
+#[path = "hostile_envoy.rs"]
+mod envoy;

@@ -7,9 +7,11 @@
 //! - the documented headers ([`FORWARDED`]): the caller's token, the
 //!   idempotency key, the request id and the W3C and B3 trace headers;
 //! - the operator's `--forward-header NAME`s;
-//! - `Grpc-Metadata-NAME` (the grpc-gateway spelling) as `NAME`, when `NAME`
-//!   is one of the two above, so `Grpc-Metadata-Idempotency-Key` works and
-//!   `Grpc-Metadata-X-Envoy-Max-Retries` does not;
+//! - `Grpc-Metadata-NAME` (the grpc-gateway spelling) as `NAME`, only for
+//!   `Idempotency-Key` ([`PREFIXED`]) and the operator's names, so
+//!   `Grpc-Metadata-Idempotency-Key` works and neither
+//!   `Grpc-Metadata-X-Envoy-Max-Retries` nor a second `authorization`
+//!   behind the one the gateway checked does;
 //! - the deadline, read from `Grpc-Timeout` by [`timeout_from`] (REST) or
 //!   kept as the protocol's own (grpc-web, [`grpc_request_headers`]).
 //!
@@ -38,6 +40,8 @@ pub const FORWARDED: &[&str] = &[
     "x-b3-sampled",
     "x-b3-flags",
 ];
+/// The documented headers also accepted as `Grpc-Metadata-NAME`.
+pub const PREFIXED: &[&str] = &["idempotency-key"];
 /// The gRPC protocol's own request headers, kept on a grpc-web or gRPC call
 /// passed through (`te` only as `trailers`).
 const GRPC_PROTOCOL: &[&str] = &[
@@ -70,18 +74,22 @@ pub fn denied(name: &str) -> bool {
         || HOP_BY_HOP.contains(&name)
 }
 
-fn allowed(name: &str, allow_list: &[String]) -> bool {
-    !denied(name) && (FORWARDED.contains(&name) || allow_list.iter().any(|a| a == name))
+fn allowed(name: &str, prefixed: bool, allow_list: &[String]) -> bool {
+    let documented = if prefixed { PREFIXED } else { FORWARDED };
+    !denied(name) && (documented.contains(&name) || allow_list.iter().any(|a| a == name))
 }
 
 /// The metadata a request forwards: the documented headers, the operator's
-/// allow-list, and `Grpc-Metadata-NAME` for an allowed `NAME`.
+/// allow-list, and `Grpc-Metadata-NAME` for the names allowed so.
 pub fn metadata_from(headers: &HeaderMap, allow_list: &[String]) -> MetadataMap {
     let mut metadata = MetadataMap::new();
     for (name, value) in headers {
         let name = name.as_str();
-        let key = name.strip_prefix(GRPC_METADATA_PREFIX).unwrap_or(name);
-        if !allowed(key, allow_list) {
+        let (key, prefixed) = match name.strip_prefix(GRPC_METADATA_PREFIX) {
+            Some(key) => (key, true),
+            None => (name, false),
+        };
+        if !allowed(key, prefixed, allow_list) {
             continue;
         }
         if let (Ok(key), Ok(value)) = (
@@ -169,7 +177,9 @@ mod tests {
             ("x-custom", "yes"),
             ("cookie", "secret"),
             ("grpc-metadata-tenant", "acme"),
-            ("grpc-metadata-x-request-id", "r-1"),
+            ("grpc-metadata-idempotency-key", "k2"),
+            ("grpc-metadata-authorization", "Bearer second"),
+            ("grpc-metadata-x-custom", "also"),
             ("x-envoy-max-retries", "10"),
             ("grpc-metadata-x-envoy-max-retries", "10"),
             ("grpc-metadata-grpc-status", "0"),
@@ -179,10 +189,15 @@ mod tests {
             ("proxy-authorization", "Basic eA=="),
         ]);
         let metadata = metadata_from(&headers, &["x-custom".to_owned()]);
-        assert_eq!(metadata.get("idempotency-key").unwrap(), "k1");
+        let keys: Vec<&str> = metadata
+            .get_all("idempotency-key")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert!(metadata.get("authorization").is_none(), "only as itself");
         assert!(metadata.get("traceparent").is_some());
-        assert_eq!(metadata.get("x-custom").unwrap(), "yes");
-        assert_eq!(metadata.get("x-request-id").unwrap(), "r-1");
+        assert_eq!(metadata.get_all("x-custom").iter().count(), 2);
         let keys: Vec<String> = metadata
             .keys()
             .map(|k| match k {
@@ -190,7 +205,7 @@ mod tests {
                 tonic::metadata::KeyRef::Binary(k) => k.as_str().to_owned(),
             })
             .collect();
-        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert_eq!(keys.len(), 3, "{keys:?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub fn envoy() -> Option<PathBuf> {
 }
 
 /// An Envoy process, killed on drop.
-struct Envoy {
+pub struct Envoy {
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -30,7 +30,7 @@ impl Drop for Envoy {
 
 /// Runs `envoy -c CONFIG` from the repository root, `config` being a shipped
 /// file with its ports rewritten (each replacement must hit exactly once).
-fn start_envoy(
+pub fn start_envoy(
     envoy: &Path,
     shipped: &str,
     ports: &[(u16, u16)],

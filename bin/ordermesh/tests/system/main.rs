@@ -16,6 +16,7 @@ mod gateway;
 mod grpc_web;
 mod grpcurl;
 mod hostile;
+mod hostile_edge;
 mod idempotency;
 mod identity;
 mod lifecycle;

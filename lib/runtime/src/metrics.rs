@@ -26,8 +26,9 @@ pub struct Metrics {
     pub client_request_duration_seconds: HistogramVec,
     /// Open connections to a role's listener: {service}.
     pub active_connections: IntGaugeVec,
-    /// Orders by the status they settled in and why a failed one failed
-    /// (a `FailureReason`, or "none"): {status, reason}.
+    /// Orders by the status they settled in, why a failed one failed (a
+    /// `FailureReason`, or "none") and whose it was ("customer", or
+    /// "synthetic" for the rollout's own test orders): {status, reason, origin}.
     pub orders_created_total: IntCounterVec,
     /// Charges by outcome: {status}.
     pub payments_processed_total: IntCounterVec,
@@ -116,8 +117,8 @@ impl Metrics {
             orders_created_total: counter(
                 &registry,
                 "orders_created_total",
-                "Orders placed, by the status their saga settled in and the failure reason.",
-                &["status", "reason"],
+                "Orders placed, by the status their saga settled in, the failure reason and the origin.",
+                &["status", "reason", "origin"],
             ),
             payments_processed_total: counter(
                 &registry,

@@ -143,18 +143,24 @@ def object_errors(doc) -> list[str]:
     return []
 
 
-def _selector(doc) -> dict:
+def _values(selector) -> set[str]:
+    """The values of SELECTOR_LABEL a label selector picks pods by."""
+    selector = selector or {}
+    found = set()
+    if SELECTOR_LABEL in (selector.get("matchLabels") or {}):
+        found.add(selector["matchLabels"][SELECTOR_LABEL])
+    for expression in selector.get("matchExpressions") or []:
+        if expression.get("key") == SELECTOR_LABEL and expression.get("operator") == "In":
+            found.update(expression.get("values") or [])
+    return found
+
+
+def _selected(doc) -> set[str]:
     spec = _spec(doc)
-    if doc.get("kind") == "NetworkPolicy":
-        return (spec.get("podSelector") or {}).get("matchLabels") or {}
-    return (spec.get("selector") or {}).get("matchLabels") or {}
-
-
-def _peer_selectors(doc) -> list[dict]:
-    found = []
-    for rule in (_spec(doc).get("ingress") or []) + (_spec(doc).get("egress") or []):
+    found = _values(spec.get("podSelector") if doc.get("kind") == "NetworkPolicy" else spec.get("selector"))
+    for rule in (spec.get("ingress") or []) + (spec.get("egress") or []):
         for peer in (rule.get("from") or []) + (rule.get("to") or []):
-            found.append(((peer.get("podSelector") or {}).get("matchLabels")) or {})
+            found |= _values(peer.get("podSelector"))
     return found
 
 
@@ -210,9 +216,9 @@ def build_errors(docs, context) -> list[str]:
         if doc.get("kind") not in ("AuthorizationPolicy", "RequestAuthentication", "NetworkPolicy",
                                    "PodDisruptionBudget", "PeerAuthentication", "Telemetry"):
             continue
-        for labels in [_selector(doc)] + _peer_selectors(doc):
-            if (_ns(doc), labels.get(SELECTOR_LABEL)) in renamed:
-                errors.append(f"{_where(doc)}: selects {SELECTOR_LABEL}: {labels[SELECTOR_LABEL]}, which only the "
+        for value in sorted(_selected(doc)):
+            if (_ns(doc), value) in renamed:
+                errors.append(f"{_where(doc)}: selects {SELECTOR_LABEL}: {value}, which only the "
                               "canary's pods carry (Flagger renames it on the primary's); select "
                               "app.kubernetes.io/name")
     return errors

@@ -70,6 +70,12 @@ BROKEN = {
                                          "Flagger sets"),
     "a policy on the canary's pods only": (put({"matchLabels": {"app": "order"}}, 2, "spec", "podSelector"),
                                            "only the canary's pods"),
+    "a policy on the canary's pods by expression": (
+        put({"matchExpressions": [{"key": "app", "operator": "In", "values": ["order", "x"]}]}, 2, "spec", "podSelector"),
+        "only the canary's pods"),
+    "a policy admitting the canary's pods only": (
+        put([{"from": [{"podSelector": {"matchLabels": {"app": "order"}}}]}], 2, "spec", "ingress"),
+        "only the canary's pods"),
     "a variable Flagger does not fill": (put("sum(x{pod=~\"{{ target }}-.+\", w=\"{{ workload }}\"})", 0, "spec", "query"),
                                          "{{ workload }} is no variable"),
     "a query that ignores the target": (put("sum(rate(requests_total[1m]))", 0, "spec", "query"), "never names {{ target }}"),

@@ -33,6 +33,10 @@ use crate::harness::{
 
 const NAMESPACE: &str = "ordermesh";
 const PRIMARY_POD: &str = "order-primary-5b4d9c7f8-q8w2e";
+/// The templates' selectors of the canary's pods and of the primary's, as
+/// rendered for the target `order`.
+const CANARY_PODS: &str = r#"pod=~"order-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#;
+const PRIMARY_PODS: &str = r#"pod=~"order-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)""#;
 /// How long each analysis drives traffic (Prometheus scrapes every second).
 const TRAFFIC: Duration = Duration::from_secs(10);
 
@@ -467,102 +471,143 @@ async fn gates_pass_a_good_canary_and_fail_each_bad_one() {
         ),
     ];
     let mut failures = Vec::new();
+    let mut runs = 0;
     for (index, (analysis, failpoints, meant)) in analyses.into_iter().enumerate() {
-        let canary = order_app(failpoints).await;
-        let canary_pod = format!("order-6c9f7d8b{index}-x2x7z");
-        let (listen, admin, prom) = (free_port(), free_port(), free_port());
-        let _envoy = start_envoy(
-            &envoy_bin,
-            listen,
-            admin,
-            primary.addr(Role::Order),
-            canary.addr(Role::Order),
-            50,
-        );
-        let _prometheus = start_prometheus(
-            &prometheus_bin,
-            prom,
-            &[
-                (primary.admin_addr(), PRIMARY_POD, "order-primary"),
-                (canary.admin_addr(), &canary_pod, "order"),
-            ],
-        );
-        wait_for_http(&format!("127.0.0.1:{admin}")).await;
-        eventually(
-            Duration::from_secs(30),
-            "Prometheus scrapes both",
-            || async move { (promql(prom, "count(up == 1)") == Some(2.0)).then_some(()) },
-        )
-        .await;
+        for attempt in 0..2 {
+            runs += 1;
+            let canary = order_app(failpoints).await;
+            let canary_pod = format!("order-6c9f7d8b{index}-x2x7z{attempt}");
+            let (listen, admin, prom) = (free_port(), free_port(), free_port());
+            let _envoy = start_envoy(
+                &envoy_bin,
+                listen,
+                admin,
+                primary.addr(Role::Order),
+                canary.addr(Role::Order),
+                50,
+            );
+            let _prometheus = start_prometheus(
+                &prometheus_bin,
+                prom,
+                &[
+                    (primary.admin_addr(), PRIMARY_POD, "order-primary"),
+                    (canary.admin_addr(), &canary_pod, "order"),
+                ],
+            );
+            wait_for_http(&format!("127.0.0.1:{admin}")).await;
+            eventually(
+                Duration::from_secs(30),
+                "Prometheus scrapes both",
+                || async move { (promql(prom, "count(up == 1)") == Some(2.0)).then_some(()) },
+            )
+            .await;
 
-        let tally = drive(SocketAddr::from(([127, 0, 0, 1], listen)), tokens.clone()).await;
-        // The last scrape after the traffic.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let (to_primary, to_canary) = (
-            envoy_counter(admin, "cluster.order-primary.upstream_rq_total"),
-            envoy_counter(admin, "cluster.order-canary.upstream_rq_total"),
-        );
-        println!(
-            "canary analysis '{analysis}' ({failpoints:?}): calls {}; Envoy sent {to_primary} to the primary, {to_canary} to the canary",
-            tally.summary()
-        );
-        assert!(
-            to_primary > 50 && to_canary > 50,
-            "the weighted route split the calls"
-        );
-
-        let model: HashMap<&str, String> = [
-            ("name", "order".to_owned()),
-            ("namespace", NAMESPACE.to_owned()),
-            ("target", "order".to_owned()),
-            ("service", "order".to_owned()),
-            ("ingress", String::new()),
-        ]
-        .into();
-        for gate in &gates {
-            let mut model = model.clone();
-            model.insert("interval", gate.interval.clone());
-            let query = render(&gate.query, &model, &gate.variables);
-            let value = promql(prom, &query);
-            let passed = value.is_some_and(|v| {
-                !v.is_nan() && gate.min.is_none_or(|m| v >= m) && gate.max.is_none_or(|m| v <= m)
-            });
-            let range = format!(
-                "{}..{}",
-                gate.min.map_or(String::new(), |v| v.to_string()),
-                gate.max.map_or(String::new(), |v| v.to_string())
+            let tally = drive(SocketAddr::from(([127, 0, 0, 1], listen)), tokens.clone()).await;
+            // The last scrape after the traffic.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let (to_primary, to_canary) = (
+                envoy_counter(admin, "cluster.order-primary.upstream_rq_total"),
+                envoy_counter(admin, "cluster.order-canary.upstream_rq_total"),
             );
             println!(
-                "  {:<22} {:>10} (pass in {range}): {}",
-                gate.name,
-                value.map_or("no value".to_owned(), |v| format!("{v:.4}")),
-                if passed { "pass" } else { "FAIL" }
+                "canary analysis '{analysis}' ({failpoints:?}): calls {}; Envoy sent {to_primary} to the primary, {to_canary} to the canary",
+                tally.summary()
             );
-            let should_fail = meant == Some(gate.name.as_str());
-            if meant.is_none() && !passed {
-                failures.push(format!(
-                    "the good canary failed {}: {value:?}\n{query}",
+            assert!(
+                to_primary > 20 && to_canary > 20,
+                "the weighted route split the calls"
+            );
+
+            let model: HashMap<&str, String> = [
+                ("name", "order".to_owned()),
+                ("namespace", NAMESPACE.to_owned()),
+                ("target", "order".to_owned()),
+                ("service", "order".to_owned()),
+                ("ingress", String::new()),
+            ]
+            .into();
+            let within = |value: Option<f64>, gate: &Gate| {
+                value.is_some_and(|v| {
+                    !v.is_nan()
+                        && gate.min.is_none_or(|m| v >= m)
+                        && gate.max.is_none_or(|m| v <= m)
+                })
+            };
+            // (gate, what went wrong, whether the primary fails that gate too)
+            let mut wrong: Vec<(String, String, bool)> = Vec::new();
+            for gate in &gates {
+                let mut model = model.clone();
+                model.insert("interval", gate.interval.clone());
+                let query = render(&gate.query, &model, &gate.variables);
+                let value = promql(prom, &query);
+                let passed = within(value, gate);
+                // The same query on the primary's pods: what the same code
+                // shows on this machine right now, for comparison.
+                assert!(
+                    query.contains(CANARY_PODS),
+                    "{}: selects the canary's pods so: {query}",
                     gate.name
-                ));
+                );
+                let on_primary = query.replace(CANARY_PODS, PRIMARY_PODS);
+                let primary_value = promql(prom, &on_primary);
+                let range = format!(
+                    "{}..{}",
+                    gate.min.map_or(String::new(), |v| v.to_string()),
+                    gate.max.map_or(String::new(), |v| v.to_string())
+                );
+                println!(
+                    "  {:<22} {:>10} (pass in {range}): {}   primary {}",
+                    gate.name,
+                    value.map_or("no value".to_owned(), |v| format!("{v:.4}")),
+                    if passed { "pass" } else { "FAIL" },
+                    primary_value.map_or("no value".to_owned(), |v| format!("{v:.4}")),
+                );
+                let should_fail = meant == Some(gate.name.as_str());
+                if !should_fail && !passed && meant.is_none() {
+                    wrong.push((
+                        gate.name.clone(),
+                        format!("the good canary failed {}: {value:?}\n{query}", gate.name),
+                        !within(primary_value, gate),
+                    ));
+                }
+                if should_fail && passed {
+                    wrong.push((
+                        gate.name.clone(),
+                        format!(
+                            "'{analysis}' passed {}, the gate meant to stop it: {value:?}\n{query}",
+                            gate.name
+                        ),
+                        false,
+                    ));
+                }
             }
-            if should_fail && passed {
-                failures.push(format!(
-                    "'{analysis}' passed {}, the gate meant to stop it: {value:?}\n{query}",
-                    gate.name
-                ));
+            // The load test's customers are counted, and apart from customers'.
+            let synthetic = promql(prom, r#"sum(orders_created_total{origin="synthetic"})"#);
+            println!("  synthetic orders, left out of the business gate: {synthetic:?}");
+            assert!(
+                synthetic.is_some_and(|n| n > 0.0),
+                "synthetic orders are labelled"
+            );
+            drop(canary);
+            // A good canary failing a gate its primary fails as well says the
+            // machine is busy (other tests), not that the gate is wrong: once
+            // more. Anything else stands.
+            if attempt == 0
+                && !wrong.is_empty()
+                && wrong.iter().all(|(_, _, primary_too)| *primary_too)
+            {
+                println!(
+                    "  inconclusive: the primary fails {:?} too; again",
+                    wrong.iter().map(|w| &w.0).collect::<Vec<_>>()
+                );
+                continue;
             }
+            failures.extend(wrong.into_iter().map(|(_, why, _)| why));
+            break;
         }
-        // The load test's customers are counted, and apart from customers'.
-        let synthetic = promql(prom, r#"sum(orders_created_total{origin="synthetic"})"#);
-        println!("  synthetic orders, left out of the business gate: {synthetic:?}");
-        assert!(
-            synthetic.is_some_and(|n| n > 0.0),
-            "synthetic orders are labelled"
-        );
-        drop(canary);
     }
     println!(
-        "canary gates: {} analyses in {:.1?}",
+        "canary gates: {} analyses ({runs} runs) in {:.1?}",
         analyses.len(),
         started.elapsed()
     );

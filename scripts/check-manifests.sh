@@ -13,7 +13,8 @@
 #      whole against the Kubernetes overlay it is applied with
 #      (validate-istio.py), after proving the validators refuse broken
 #      objects and fail without the CRD files;
-#   4. the GitHub workflows: actionlint and GitHub's workflow schema.
+#   4. the GitHub workflows: actionlint and GitHub's workflow schema, and
+#      scripts/release.sh (the deploy workflow's) against a fake cluster.
 #
 # Tools come from $ORDERMESH_TOOLS_DIR, else ./.venv/bin (`make setup`);
 # kubectl from PATH. Istio's CRDs from $ISTIO_CRDS, else
@@ -137,6 +138,8 @@ step "GitHub workflows: actionlint and the workflow schema"
 "$tools/actionlint" .github/workflows/*.yml
 echo "actionlint: ok"
 "$tools/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+# What the deploy workflow runs decides as it should (fake kubectl, istioctl).
+scripts/release-selftest.sh
 
 printf '\ncheck-manifests: ok (Dockerfile, %d Kubernetes builds x Kubernetes %s, %d Istio builds, workflows)\n' \
   "${#overlays[@]}" "$k8s_versions" "${#istio_builds[@]}"

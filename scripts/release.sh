@@ -10,8 +10,10 @@
 # 4. the smoke test against the ingress (scripts/smoke.sh).
 # Environment: OVERLAY (k8s/overlays/prod), ISTIO_BUILD (istio/base),
 # NAMESPACE (ordermesh), TIMEOUT (seconds for the analyses, 1800),
-# INGRESS and SMOKE_TOKEN for the smoke test. Used by
-# .github/workflows/deploy.yml; docs/delivery.md.
+# INGRESS and SMOKE_TOKEN for the smoke test; POLL (seconds between looks,
+# 10) and SMOKE (the smoke test's command, scripts/smoke.sh) for
+# scripts/release-selftest.sh. Used by .github/workflows/deploy.yml;
+# docs/delivery.md.
 set -euo pipefail
 
 image=${1:?usage: scripts/release.sh IMAGE}
@@ -19,6 +21,8 @@ overlay=${OVERLAY:-k8s/overlays/prod}
 istio_build=${ISTIO_BUILD:-istio/base}
 namespace=${NAMESPACE:-ordermesh}
 timeout=${TIMEOUT:-1800}
+poll=${POLL:-10}
+smoke=${SMOKE:-scripts/smoke.sh}
 canaries=(order gateway)
 cd "$(dirname "$0")/.."
 
@@ -85,9 +89,10 @@ for name in "${canaries[@]}"; do
       echo "release: canary $name not promoted within ${timeout}s (phase $current)" >&2
       exit 1
     fi
-    sleep 10
+    sleep "$poll"
   done
 done
 
 step "smoke test"
-scripts/smoke.sh
+read -ra smoke_command <<<"$smoke"
+"${smoke_command[@]}"

@@ -13,7 +13,7 @@ use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::now_millis;
 use tracing::Instrument;
 
-use crate::domain::{Step, saga};
+use crate::domain::{Origin, Step, saga};
 use crate::hub::OrderHub;
 use crate::peers::Peers;
 use crate::store::OrderStore;
@@ -127,6 +127,7 @@ impl SagaRunner {
                     .with_label_values(&[
                         next.view.status.as_str(),
                         next.view.failure_reason.map_or("none", |r| r.as_str()),
+                        Origin::of(&next.view.customer_id).as_str(),
                     ])
                     .inc();
             }

@@ -6,6 +6,7 @@
 mod harness;
 
 mod browser;
+mod canary;
 mod concurrency;
 mod curl;
 mod envoy;

@@ -415,7 +415,7 @@ async fn probes_answer_while_the_load_budget_is_full() {
         settings.gateway.gateway_max_in_flight = 1;
         settings.failpoints.failpoints = vec![
             ordermesh_runtime::failpoint::parse_failpoint(
-                "/ordermesh.inventory.v1.InventoryService/GetProduct=delay(4s)",
+                "/ordermesh.inventory.v1.InventoryService/GetProduct=delay(6s)",
             )
             .expect("a failpoint"),
         ];
@@ -429,18 +429,24 @@ async fn probes_answer_while_the_load_budget_is_full() {
             .await
             .1
     });
-    let inventory = system.inventory().await;
-    let refused = crate::harness::eventually(BOUND, "inventory's budget is full", || {
-        let mut inventory = inventory.clone();
-        async move {
-            let request = GetProductRequest {
-                product_id: "sku-mug".into(),
-            };
-            let answer = inventory.get_product(request).await;
-            answer.err().filter(|s| s.code() == Code::ResourceExhausted)
-        }
+    // Once its failpoint acted, the slow call holds both slots.
+    let slowed = system
+        .metrics()
+        .failpoint_hits_total
+        .with_label_values(&["/ordermesh.inventory.v1.InventoryService/GetProduct"]);
+    crate::harness::eventually(BOUND, "the slow call holds its slots", || {
+        let hits = slowed.get();
+        async move { (hits >= 1).then_some(()) }
     })
     .await;
+    let refused = system
+        .inventory()
+        .await
+        .get_product(GetProductRequest {
+            product_id: "sku-mug".into(),
+        })
+        .await
+        .expect_err("inventory's budget is full");
     let (_, shed) = get_from(client(3), gateway, "/v1/products/sku-mug", "x").await;
     let (_, healthz) = get_from(client(3), gateway, "/healthz", "x").await;
     let (_, readyz) = get_from(client(3), gateway, "/readyz", "x").await;

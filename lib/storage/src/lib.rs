@@ -12,6 +12,7 @@
 
 pub mod columns;
 mod error;
+pub mod fence;
 mod query;
 mod sqlite_reads;
 
@@ -128,9 +129,13 @@ impl Database {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy
                     // timeout makes writers queue instead of failing.
+                    // synchronous = FULL syncs the WAL at every commit: in
+                    // WAL mode NORMAL may lose the last commits on a power
+                    // loss, and the saga's promises span three files (a
+                    // charge kept while the order that made it is lost).
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                         PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                     )
                     .await?;
                     Ok(())
@@ -191,6 +196,23 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// An SQL expression for the database's own clock in Unix milliseconds
+    /// (PostgreSQL's `now()`, SQLite's `julianday('now')`), for decisions
+    /// every replica must agree on whatever its own clock says (saga leases).
+    pub fn now_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        }
+    }
+
+    /// The database's clock, Unix milliseconds.
+    pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(&format!("SELECT {}", self.now_sql()))
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The same database with every read through the pool (for tests that
@@ -296,6 +318,17 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(mode, "wal");
+        // 2 is FULL: every commit is on disk before it is acknowledged.
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(synchronous, 2, "synchronous = FULL");
         assert!(dir.path().join("unit.db").exists());
+        let clock = db.now_ms().await.expect("the database's clock");
+        assert!(
+            (clock - now_millis()).abs() < 5_000,
+            "SQLite's clock in Unix ms: {clock}"
+        );
     }
 }

@@ -386,3 +386,45 @@ fn failure(call: &str, order_id: &str, status: &Status) -> ErrorDescription {
     );
     failure
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compensation_is_done_only_when_its_answer_says_so() {
+        assert!(released("o", ReservationStatus::Released));
+        assert!(released("o", ReservationStatus::Expired));
+        for holding in [
+            ReservationStatus::Reserved,
+            ReservationStatus::Committed,
+            ReservationStatus::Unspecified,
+        ] {
+            assert!(!released("o", holding), "{holding:?} is retried");
+        }
+        for done in [
+            PaymentStatus::Refunded,
+            PaymentStatus::Voided,
+            PaymentStatus::Declined,
+        ] {
+            assert!(refunded("o", done), "{done:?}");
+        }
+        assert!(!refunded("o", PaymentStatus::Succeeded), "still charged");
+        assert!(!refunded("o", PaymentStatus::Unspecified));
+    }
+
+    #[test]
+    fn a_stale_step_refusal_stops_the_saga_whatever_the_step() {
+        let stale = ordermesh_runtime::status::described(
+            &ErrorDescription::new(ErrorKind::Aborted, "newer holder")
+                .with_reason(reasons::STALE_SAGA_STEP),
+        );
+        assert_eq!(reserve_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(charge_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(commit_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(Acked::failed(describe_status(&stale)), Acked::Fenced);
+        let other = Status::aborted("something else");
+        assert_ne!(charge_failed("o", &other), Outcome::Fenced);
+        assert_eq!(Acked::failed(describe_status(&other)), Acked::No);
+    }
+}

@@ -112,16 +112,27 @@ impl App {
                 verifier,
                 dev_issuer,
             };
-            let router =
-                ordermesh_gateway::build(&settings.gateway, &settings.client, identity, &context)?;
-            app.servers.push(Box::pin(ordermesh_gateway::serve(
-                router,
-                listener,
-                context.shutdown().clone(),
-            )));
+            let router = ordermesh_gateway::build(
+                &settings.gateway,
+                &settings.client,
+                &settings.server.watches,
+                identity,
+                &context,
+            )?;
+            let (connections, grace) = (
+                settings.server.connections.clone(),
+                settings.server.shutdown_grace,
+            );
+            let context = context.clone();
+            app.servers.push(Box::pin(async move {
+                ordermesh_gateway::serve(router, listener, &connections, &context, grace).await
+            }));
         }
-        app.servers
-            .push(Box::pin(admin::serve(admin, context.clone())));
+        app.servers.push(Box::pin(admin::serve(
+            admin,
+            settings.server.connections.clone(),
+            context.clone(),
+        )));
         Ok(app)
     }
 

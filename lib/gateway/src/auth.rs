@@ -26,12 +26,13 @@ const DEV_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 impl Identity {
     /// Refuses a request without a valid bearer token.
-    pub async fn check(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+    /// The verified token's subject.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<String, GatewayError> {
         let token = bearer_from_headers(headers).map_err(GatewayError::Unauthenticated)?;
         self.verifier
             .verify(token)
             .await
-            .map(|_| ())
+            .map(|identity| identity.subject)
             .map_err(GatewayError::Unauthenticated)
     }
 

@@ -30,6 +30,9 @@ pub enum GatewayError {
     Overloaded,
     #[error("the request took longer than the gateway's limit of {0}")]
     Timeout(String),
+    /// Over the watch budget (per client or in all): retry later.
+    #[error("{0}")]
+    TooManyWatches(ordermesh_runtime::watches::WatchRefused),
     /// No valid bearer token for a call that needs one.
     #[error("{}", .0.description())]
     Unauthenticated(AuthError),
@@ -51,6 +54,7 @@ impl Describe for GatewayError {
             GatewayError::PayloadTooLarge { .. } => ErrorKind::ResourceExhausted,
             GatewayError::Overloaded => ErrorKind::Unavailable,
             GatewayError::Timeout(_) => ErrorKind::DeadlineExceeded,
+            GatewayError::TooManyWatches(_) => ErrorKind::ResourceExhausted,
             // The issuer's keys could not be had: our fault, not the caller's.
             GatewayError::Unauthenticated(refused) if refused.is_unavailable() => {
                 ErrorKind::Unavailable
@@ -159,6 +163,10 @@ impl IntoResponse for GatewayError {
                     http::header::RETRY_AFTER,
                     http::HeaderValue::from_static("1"),
                 );
+            }
+            GatewayError::TooManyWatches(_) => {
+                let wait = ordermesh_runtime::watches::RETRY_AFTER.as_secs();
+                headers.insert(http::header::RETRY_AFTER, wait.into());
             }
             _ => {}
         }

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http::header::CONTENT_TYPE;
 
+use ordermesh_runtime::watches::CLIENT_HEADER;
+
 use crate::Gateway;
 use crate::error::GatewayError;
 use crate::metadata::{headers_from, metadata_from, timeout_from};
@@ -23,11 +25,21 @@ pub async fn transcode(
     route: &Route,
     bindings: PathBindings,
     request: Request,
+    subject: Option<String>,
 ) -> Response {
-    match handle(gateway, route, bindings, request).await {
+    match handle(gateway, route, bindings, request, subject).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// The final event of a watch the gateway ended: watch again to go on.
+fn watch_over(why: String) -> Event {
+    let status = tonic::Status::deadline_exceeded(format!("{why}; watch again to go on"));
+    let error = GatewayError::Upstream(status);
+    Event::default()
+        .event("error")
+        .data(error.body().to_string())
 }
 
 /// The answer to a request no route matched.
@@ -52,7 +64,19 @@ async fn handle(
     route: &Route,
     bindings: PathBindings,
     request: Request,
+    subject: Option<String>,
 ) -> Result<Response, GatewayError> {
+    // A watch takes its place in the budget before anything is read.
+    let permit = if route.server_streaming() {
+        let client = crate::watch_client(subject.as_deref(), &request);
+        let permit = gateway
+            .watches
+            .open(client.clone())
+            .map_err(GatewayError::TooManyWatches)?;
+        Some((permit, client))
+    } else {
+        None
+    };
     let (parts, body) = request.into_parts();
     let limit = gateway.settings.body_limit;
     let body = axum::body::to_bytes(body, limit)
@@ -70,21 +94,42 @@ async fn handle(
         content_type,
         gateway.settings.ignore_unknown_fields,
     )?;
-    let metadata = metadata_from(&parts.headers, &gateway.settings.forward_headers);
+    let mut metadata = metadata_from(&parts.headers, &gateway.settings.forward_headers);
 
-    if route.server_streaming() {
+    if let Some((permit, client)) = permit {
+        // The service budgets watches by this client, not by the gateway.
+        if let Ok(value) = client.parse() {
+            metadata.insert(CLIENT_HEADER, value);
+        }
         let stream = gateway
             .upstreams
             .server_streaming(route, message, metadata)
             .await
             .map_err(GatewayError::Upstream)?;
         let shutdown = gateway.shutdown.clone();
+        let (idle, lifetime) = (
+            gateway.settings.watch_idle_timeout,
+            gateway.settings.watch_max_lifetime,
+        );
         let events = async_stream::stream! {
+            let _permit = permit;
             let mut stream = stream;
+            let ends = tokio::time::sleep(lifetime);
+            tokio::pin!(ends);
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    next = stream.next() => next,
+                    () = &mut ends => {
+                        yield Ok(watch_over(format!("the watch reached the gateway's longest life ({})", humantime::format_duration(lifetime))));
+                        return;
+                    }
+                    next = tokio::time::timeout(idle, stream.next()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            yield Ok(watch_over(format!("nothing changed for {}", humantime::format_duration(idle))));
+                            return;
+                        }
+                    },
                 };
                 match next {
                     None => return,

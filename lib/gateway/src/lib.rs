@@ -37,7 +37,12 @@ use axum::response::{IntoResponse, Json, Response};
 use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::GrpcClientSettings;
 use ordermesh_runtime::instrument::Instruments;
+use ordermesh_runtime::listener::{self, ConnectionSettings, Protocols};
+use ordermesh_runtime::methods::KnownMethods;
 use ordermesh_runtime::shutdown::Shutdown;
+use ordermesh_runtime::watches::{
+    CLIENT_HEADER, HeldBody, WatchBudget, WatchSettings, bearer_subject, client_key,
+};
 use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -61,17 +66,28 @@ pub struct Gateway {
     identity: Identity,
     instruments: Instruments,
     shutdown: Shutdown,
+    /// Open watches, per client and in all.
+    watches: WatchBudget,
+    methods: KnownMethods,
 }
 
 impl Gateway {
     pub fn new(
         settings: GatewaySettings,
         client: &GrpcClientSettings,
+        watches: &WatchSettings,
         identity: Identity,
         context: &AppContext,
     ) -> anyhow::Result<Self> {
         let pool = pool(&settings)?;
-        let upstreams = Upstreams::connect(&settings.upstream_urls(), client, context)?;
+        // Its channels name what these descriptors name, and nothing else.
+        context.methods().learn(&pool);
+        let upstreams = Upstreams::connect(
+            &settings.upstream_urls(),
+            client,
+            watches.max_watches,
+            context,
+        )?;
         let routes = RouteTable::from_pool(&pool, |service| upstreams.get(service).is_some())?;
         for service in upstreams.services() {
             if pool.get_service_by_name(service).is_none() {
@@ -90,6 +106,8 @@ impl Gateway {
             identity,
             instruments: Instruments::new("gateway", context),
             shutdown: context.shutdown().clone(),
+            watches: WatchBudget::new(watches, "gateway", context.metrics()),
+            methods: context.methods().clone(),
         })
     }
 }
@@ -143,6 +161,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                     gateway.settings.gateway_max_in_flight,
                 )),
         )
+        // Probes answer however busy the gateway is: outside the budget
+        // above, inside the metrics below.
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            probes_first,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             observe::observe,
@@ -180,6 +204,26 @@ fn cors(settings: &GatewaySettings) -> CorsLayer {
     }
 }
 
+/// `/healthz` and `/readyz` answered before the load budget.
+async fn probes_first(
+    State(gateway): State<Arc<Gateway>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let probe = matches!(
+        request.extensions().get::<Matched>(),
+        Some(Matched::Page {
+            page: Page::Healthz | Page::Readyz,
+            ..
+        })
+    );
+    if probe {
+        dispatch(State(gateway), request).await
+    } else {
+        next.run(request).await
+    }
+}
+
 /// Sends each request where the routing layer matched it.
 async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
     let Some(matched) = request.extensions_mut().remove::<Matched>() else {
@@ -201,21 +245,50 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
             };
             // Refused here, early and with a challenge; the service checks
             // the forwarded token again and decides what it may see.
-            if gateway.settings.token_services.contains(&route.service)
-                && let Err(refused) = gateway.identity.check(request.headers()).await
-            {
-                return refused.into_response();
-            }
-            handler::transcode(&gateway, route, bindings, request).await
+            let subject = if gateway.settings.token_services.contains(&route.service) {
+                match gateway.identity.check(request.headers()).await {
+                    Ok(subject) => Some(subject),
+                    Err(refused) => return refused.into_response(),
+                }
+            } else {
+                None
+            };
+            handler::transcode(&gateway, route, bindings, request, subject).await
         }
         Matched::GrpcWeb { service, exposed } => {
-            let channel = exposed
-                .then(|| gateway.upstreams.get(&service).map(|u| u.channel()))
-                .flatten();
-            grpc_web::serve(channel, request).await
+            let upstream = exposed.then(|| gateway.upstreams.get(&service)).flatten();
+            if !gateway.methods.is_server_streaming(request.uri().path()) {
+                return grpc_web::serve(upstream.map(|u| u.channel()), request).await;
+            }
+            // A watch: its own connection upstream, and the budget. The
+            // token is not checked here (the service checks it); its
+            // subject only picks whose budget the watch counts against.
+            let client = watch_client(bearer_subject(request.headers()).as_deref(), &request);
+            let permit = match gateway.watches.open(client.clone()) {
+                Ok(permit) => permit,
+                Err(refused) => return GatewayError::TooManyWatches(refused).into_response(),
+            };
+            let mut request = request;
+            if let Ok(value) = client.parse() {
+                request.headers_mut().insert(CLIENT_HEADER, value);
+            }
+            grpc_web::serve(upstream.map(|u| u.stream_channel()), request)
+                .await
+                .map(|body| axum::body::Body::new(HeldBody::new(body, permit)))
+                .into_response()
         }
         Matched::Unrouted(no_route) => handler::unrouted(&no_route, &request),
     }
+}
+
+/// Whose budget a watch counts against: the token's subject, else the
+/// client's address.
+pub(crate) fn watch_client(subject: Option<&str>, request: &Request) -> String {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
+    client_key(subject, peer)
 }
 
 async fn dev_token(gateway: &Gateway, request: Request) -> Response {
@@ -257,26 +330,38 @@ async fn ready(gateway: &Gateway) -> Response {
 pub fn build(
     settings: &GatewaySettings,
     client: &GrpcClientSettings,
+    watches: &WatchSettings,
     identity: Identity,
     context: &AppContext,
 ) -> anyhow::Result<Router> {
-    let gateway = Gateway::new(settings.clone(), client, identity, context)?;
+    let gateway = Gateway::new(settings.clone(), client, watches, identity, context)?;
     Ok(router(Arc::new(gateway)))
 }
 
-/// Serves `router` on `listener` until shutdown; then stops accepting,
-/// drains, and returns.
+/// Serves `router` on `listener` until shutdown, with every listener's
+/// connection limits; then stops accepting, drains for at most `grace`,
+/// and returns.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
-    shutdown: Shutdown,
+    connections: &ConnectionSettings,
+    context: &AppContext,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(role = "gateway", addr = %addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .with_context(|| format!("gateway on {addr}"))?;
-    tracing::info!(role = "gateway", "stopped");
-    Ok(())
+    let shutdown = context.shutdown().clone();
+    listener::serve(
+        listener::Listener {
+            name: "gateway",
+            socket: listener,
+            protocols: Protocols::Http1AndHttp2,
+        },
+        router,
+        connections,
+        context,
+        async move { shutdown.cancelled().await },
+        grace,
+    )
+    .await
+    .with_context(|| format!("gateway on {addr}"))
 }

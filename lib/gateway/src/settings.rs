@@ -63,6 +63,14 @@ pub struct GatewaySettings {
     /// Longest a REST call may take (a shorter `Grpc-Timeout` header wins).
     #[arg(long, env = "ORDERMESH_GATEWAY_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// A watch (Server-Sent Events or grpc-web stream) that delivered
+    /// nothing for this long is ended with an error event; clients watch
+    /// again (browsers' EventSource does by itself).
+    #[arg(long, env = "ORDERMESH_GATEWAY_WATCH_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub watch_idle_timeout: Duration,
+    /// Longest a watch lives at the gateway before it is ended the same way.
+    #[arg(long, env = "ORDERMESH_GATEWAY_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub watch_max_lifetime: Duration,
     /// Largest request body, in bytes; larger ones get 413.
     #[arg(long, env = "ORDERMESH_GATEWAY_BODY_LIMIT", default_value_t = 64 * 1024)]
     pub body_limit: usize,

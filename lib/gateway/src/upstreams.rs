@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -27,7 +29,16 @@ use crate::routes::Route;
 pub struct Upstream {
     pub service: String,
     channel: PeerChannel,
+    /// Watches ride connections of their own, so however many are open
+    /// they never take the HTTP/2 stream slots unary calls need; enough of
+    /// them that the watch budget fits in their stream slots.
+    streams: Vec<PeerChannel>,
+    next_stream: Arc<AtomicUsize>,
 }
+
+/// Watches per upstream connection, under a service's default of 256
+/// concurrent streams.
+const WATCHES_PER_CONNECTION: usize = 200;
 
 #[derive(Clone, Debug, Default)]
 pub struct Upstreams {
@@ -39,16 +50,23 @@ impl Upstreams {
     pub fn connect(
         urls: &[(String, String)],
         settings: &GrpcClientSettings,
+        max_watches: usize,
         context: &AppContext,
     ) -> anyhow::Result<Self> {
+        let stream_connections = max_watches.div_ceil(WATCHES_PER_CONNECTION).clamp(1, 16);
         let mut by_service = HashMap::new();
         for (service, url) in urls {
             let channel = peer_channel("gateway", url, settings, context)?;
+            let streams = (0..stream_connections)
+                .map(|_| peer_channel("gateway", url, settings, context))
+                .collect::<anyhow::Result<_>>()?;
             by_service.insert(
                 service.clone(),
                 Upstream {
                     service: service.clone(),
                     channel,
+                    streams,
+                    next_stream: Arc::default(),
                 },
             );
         }
@@ -89,7 +107,7 @@ impl Upstreams {
         message: DynamicMessage,
         metadata: MetadataMap,
     ) -> Result<Streaming<DynamicMessage>, Status> {
-        let mut client = self.of(route)?.grpc().await?;
+        let mut client = self.of(route)?.streams().await?;
         let mut request = Request::from_parts(metadata, Extensions::default(), message);
         // A stream lives as long as the client watches; no deadline here.
         request.metadata_mut().remove("grpc-timeout");
@@ -106,12 +124,26 @@ impl Upstream {
         self.channel.clone()
     }
 
+    /// The channel watches ride, for grpc-web streams passed through.
+    pub fn stream_channel(&self) -> PeerChannel {
+        let next = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.streams[next % self.streams.len()].clone()
+    }
+
     async fn grpc(&self) -> Result<Grpc<PeerChannel>, Status> {
-        let mut client = Grpc::new(self.channel.clone());
+        Self::ready(&self.service, &self.channel).await
+    }
+
+    async fn streams(&self) -> Result<Grpc<PeerChannel>, Status> {
+        Self::ready(&self.service, &self.stream_channel()).await
+    }
+
+    async fn ready(service: &str, channel: &PeerChannel) -> Result<Grpc<PeerChannel>, Status> {
+        let mut client = Grpc::new(channel.clone());
         client
             .ready()
             .await
-            .map_err(|e| Status::unavailable(format!("{} is unavailable: {e}", self.service)))?;
+            .map_err(|e| Status::unavailable(format!("{service} is unavailable: {e}")))?;
         Ok(client)
     }
 

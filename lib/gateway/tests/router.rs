@@ -55,7 +55,9 @@ fn router_with(
         connect_timeout: Duration::from_millis(200),
         ..GrpcClientSettings::default()
     };
-    ordermesh_gateway::build(settings, &client, identity, context).expect("the gateway builds")
+    let watches = ordermesh_runtime::watches::WatchSettings::default();
+    ordermesh_gateway::build(settings, &client, &watches, identity, context)
+        .expect("the gateway builds")
 }
 
 struct Answer {

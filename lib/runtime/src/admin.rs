@@ -12,6 +12,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::context::AppContext;
+use crate::listener::{self, ConnectionSettings, Protocols};
 use crate::metrics::Metrics;
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -32,13 +33,28 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// Serves the admin routes on `listener` until the App shuts down.
-pub async fn serve(listener: TcpListener, context: AppContext) -> anyhow::Result<()> {
+/// Serves the admin routes on `listener` until the App shuts down, with
+/// every listener's connection limits.
+pub async fn serve(
+    listener: TcpListener,
+    connections: ConnectionSettings,
+    context: AppContext,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(role = "admin", addr = %addr, "listening");
     let shutdown = context.shutdown().clone();
-    axum::serve(listener, router(context.metrics().clone()))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .with_context(|| format!("admin server on {addr}"))
+    listener::serve(
+        listener::Listener {
+            name: "admin",
+            socket: listener,
+            protocols: Protocols::Http1AndHttp2,
+        },
+        router(context.metrics().clone()),
+        &connections,
+        &context,
+        async move { shutdown.cancelled().await },
+        // A scrape takes milliseconds; nothing here is worth a wait.
+        std::time::Duration::from_secs(1),
+    )
+    .await
+    .with_context(|| format!("admin server on {addr}"))
 }

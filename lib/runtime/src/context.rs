@@ -7,6 +7,7 @@ use std::sync::Arc;
 use opentelemetry_sdk::trace::Tracer;
 
 use crate::failpoint::{FailpointSettings, Failpoints};
+use crate::methods::KnownMethods;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::trace::{TraceSettings, Tracers};
@@ -17,6 +18,7 @@ pub struct AppContext {
     tracers: Tracers,
     failpoints: Failpoints,
     shutdown: Shutdown,
+    methods: KnownMethods,
 }
 
 impl AppContext {
@@ -29,6 +31,7 @@ impl AppContext {
             metrics,
             tracers: Tracers::new(trace.clone(), single_role),
             shutdown: Shutdown::new(),
+            methods: KnownMethods::builtin(),
         }
     }
 
@@ -39,6 +42,11 @@ impl AppContext {
             false,
             &FailpointSettings::default(),
         )
+    }
+
+    /// The gRPC methods this App names in its metrics and spans.
+    pub fn methods(&self) -> &KnownMethods {
+        &self.methods
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

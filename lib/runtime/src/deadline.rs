@@ -23,6 +23,12 @@ impl Deadline {
         parse_grpc_timeout(value).map(Self::after)
     }
 
+    /// The deadline a request's `grpc-timeout` header sets, if any.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let value = headers.get(GRPC_TIMEOUT_HEADER)?.to_str().ok()?;
+        parse_grpc_timeout(value).map(Self::after)
+    }
+
     /// Time left, zero once passed.
     pub fn remaining(self) -> Duration {
         self.0.saturating_duration_since(Instant::now())

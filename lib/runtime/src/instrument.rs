@@ -21,21 +21,11 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::context::AppContext;
+use crate::methods::KnownMethods;
 use crate::metrics::Metrics;
 use crate::trace::{RequestId, extract, inject};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// A bounded label for a request path: gRPC methods of known packages keep
-/// their name; anything else (a scanner's random paths) is "other", so a
-/// client cannot grow the metric's label set.
-fn method_label(path: &str) -> &str {
-    if path.starts_with("/ordermesh.") || path.starts_with("/grpc.") {
-        path
-    } else {
-        "other"
-    }
-}
 
 /// The gRPC status name of a response: the `grpc-status` header of a
 /// trailers-only answer (how tonic returns a handler's error), else OK.
@@ -70,6 +60,7 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The span's rpc attributes, from its (bounded) label.
 fn rpc_attributes(path: &str) -> Vec<KeyValue> {
     let (service, method) = path
         .trim_start_matches('/')
@@ -86,6 +77,7 @@ fn rpc_attributes(path: &str) -> Vec<KeyValue> {
 #[derive(Clone)]
 pub struct Instruments {
     role: &'static str,
+    methods: KnownMethods,
     tracer: Tracer,
     metrics: Arc<Metrics>,
 }
@@ -94,6 +86,7 @@ impl Instruments {
     pub fn new(role: &'static str, context: &AppContext) -> Self {
         Self {
             role,
+            methods: context.methods().clone(),
             tracer: context.tracer(role),
             metrics: context.metrics().clone(),
         }
@@ -282,7 +275,8 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let instruments = &self.layer.instruments;
         let path = request.uri().path();
-        let (label, attributes) = (method_label(path), rpc_attributes(path));
+        let label = instruments.methods.label(path);
+        let attributes = rpc_attributes(label);
         let (observation, call, failed) = match self.layer.side {
             // A served call joins the caller's trace, and its log lines
             // carry the request id.
@@ -347,19 +341,6 @@ pub fn request_span(service: &str, method: &str, cx: &Context, request_id: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unknown_paths_share_one_label() {
-        assert_eq!(
-            method_label("/ordermesh.order.v1.OrderService/GetOrder"),
-            "/ordermesh.order.v1.OrderService/GetOrder"
-        );
-        assert_eq!(
-            method_label("/grpc.health.v1.Health/Check"),
-            "/grpc.health.v1.Health/Check"
-        );
-        assert_eq!(method_label("/wp-admin/x"), "other");
-    }
 
     #[test]
     fn codes_read_from_trailers_only_answers() {

@@ -9,17 +9,19 @@
 
 pub mod admin;
 pub mod client;
-mod connections;
 pub mod context;
 pub mod deadline;
 pub mod failpoint;
 pub mod grpc;
 pub mod instrument;
+pub mod listener;
+pub mod methods;
 pub mod metrics;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod trace;
+pub mod watches;
 
 pub use context::AppContext;

@@ -26,6 +26,14 @@ pub struct Metrics {
     pub client_request_duration_seconds: HistogramVec,
     /// Open connections to a role's listener: {service}.
     pub active_connections: IntGaugeVec,
+    /// Connections a listener closed itself, by why: {service, reason}.
+    pub connections_closed_total: IntCounterVec,
+    /// Requests a listener refused before any handler: {service, reason}.
+    pub requests_refused_total: IntCounterVec,
+    /// Watches (server streams) open now: {service}.
+    pub open_watches: IntGaugeVec,
+    /// Watches refused over a budget: {service, limit} ("client", "total").
+    pub watches_refused_total: IntCounterVec,
     /// Orders by the status they settled in and why a failed one failed
     /// (a `FailureReason`, or "none"): {status, reason}.
     pub orders_created_total: IntCounterVec,
@@ -121,6 +129,30 @@ impl Metrics {
                 "active_connections",
                 "Open client connections, by service.",
                 &["service"],
+            ),
+            connections_closed_total: counter(
+                &registry,
+                "connections_closed_total",
+                "Connections a listener closed itself (a limit reached), by service and reason.",
+                &["service", "reason"],
+            ),
+            open_watches: gauge(
+                &registry,
+                "open_watches",
+                "Watches (server streams) open now, by service.",
+                &["service"],
+            ),
+            watches_refused_total: counter(
+                &registry,
+                "watches_refused_total",
+                "Watches refused over the per-client or the total budget, by service and limit.",
+                &["service", "limit"],
+            ),
+            requests_refused_total: counter(
+                &registry,
+                "requests_refused_total",
+                "Requests a listener refused before any handler (URL or header limits), by service and reason.",
+                &["service", "reason"],
             ),
             orders_created_total: counter(
                 &registry,

@@ -5,36 +5,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+mod stack;
+
 use tonic::service::Routes;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use futures::StreamExt;
-
-use crate::connections::CountedStream;
 use crate::context::AppContext;
-use crate::instrument::InstrumentLayer;
+use crate::listener::{self, ConnectionSettings};
+use crate::watches::WatchSettings;
 
-/// Connection settings of a gRPC server, the same flags for every role.
+/// How a gRPC server serves, the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
 pub struct GrpcServerSettings {
-    /// Interval of HTTP/2 keep-alive pings to idle clients.
-    #[arg(long, env = "ORDERMESH_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub http2_keepalive_interval: Duration,
-    /// How long to wait for a keep-alive ping's answer before closing.
-    #[arg(long, env = "ORDERMESH_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub http2_keepalive_timeout: Duration,
-    /// Concurrent HTTP/2 streams allowed on one connection.
-    #[arg(long, env = "ORDERMESH_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
-    pub max_concurrent_streams: u32,
     /// Calls served at once by this role; beyond it, calls are refused at
     /// once with RESOURCE_EXHAUSTED instead of queueing (load shedding).
+    /// Health checks and reflection are outside it.
     #[arg(long, env = "ORDERMESH_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
-    /// Close connections after this long, so clients rebalance across replicas.
-    #[arg(long, env = "ORDERMESH_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
-    pub max_connection_age: Option<Duration>,
     /// How long health reports NOT_SERVING before the listener closes, so
     /// load balancers stop sending new calls first.
     #[arg(long, env = "ORDERMESH_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
@@ -42,6 +29,13 @@ pub struct GrpcServerSettings {
     /// Longest wait for in-flight calls to finish once shutdown begins.
     #[arg(long, env = "ORDERMESH_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Every listener's connection limits (the gateway's and the admin
+    /// port's too).
+    #[command(flatten)]
+    pub connections: ConnectionSettings,
+    /// Open watches allowed, per client and in all (the gateway's too).
+    #[command(flatten)]
+    pub watches: WatchSettings,
 }
 
 impl Default for GrpcServerSettings {
@@ -143,26 +137,11 @@ pub async fn serve(
         .build_v1alpha()
         .context("building reflection v1alpha")?;
 
-    let mut server = Server::builder()
-        .layer(InstrumentLayer::server(role, context))
-        .layer(context.failpoints().layer())
-        // Over the limit, refuse at once: tonic turns the shed call into
-        // RESOURCE_EXHAUSTED, which callers and the mesh may retry elsewhere.
-        .layer(tower::load_shed::LoadShedLayer::new())
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            settings.max_in_flight,
-        ))
-        .http2_keepalive_interval(Some(settings.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
-        .max_concurrent_streams(Some(settings.max_concurrent_streams));
-    if let Some(age) = settings.max_connection_age {
-        server = server.max_connection_age(age);
-    }
-    let router = server
-        .add_routes(routes)
+    let routes = routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let service = stack::stack(role, routes, settings, context);
 
     let drain_started = {
         let shutdown = shutdown.clone();
@@ -182,29 +161,20 @@ pub async fn serve(
         }
     };
 
-    tracing::info!(role, addr = %addr, "listening");
-    let connections = context
-        .metrics()
-        .active_connections
-        .with_label_values(&[role]);
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(move |accepted| {
-            accepted.map(|stream| CountedStream::new(stream, connections.clone()))
-        });
-    let serving = router.serve_with_incoming_shutdown(incoming, drain_started);
-    tokio::pin!(serving);
-    tokio::select! {
-        result = &mut serving => result.with_context(|| format!("{role} gRPC server on {addr}"))?,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(settings.shutdown_delay + settings.shutdown_grace).await;
-        } => {
-            tracing::warn!(role, "in-flight calls outlived the shutdown grace period; closing them");
-        }
-    }
-    tracing::info!(role, "stopped");
-    Ok(())
+    listener::serve(
+        listener::Listener {
+            name: role,
+            socket: listener,
+            protocols: listener::Protocols::Http2Only,
+        },
+        service,
+        &settings.connections,
+        context,
+        drain_started,
+        settings.shutdown_grace,
+    )
+    .await
+    .with_context(|| format!("{role} gRPC server on {addr}"))
 }
 
 fn reflection_builder(

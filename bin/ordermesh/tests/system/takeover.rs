@@ -160,8 +160,10 @@ async fn a_surviving_replica_takes_over_a_killed_ones_orders_within_3s() {
     };
     let logs = Logs::default();
     let mut doomed = start_all(&database, &["--failpoint", STUCK_STEP], logs.clone()).await;
-    let survivor = start_all(&database, &[], logs.clone()).await;
+    // Placed before the survivor starts, so the doomed replica drives them
+    // all (a fresh order is free to any replica's recovery scan).
     let ids = place_held(&orders_of(&doomed).await, "cust-survive", IN_FLIGHT).await;
+    let survivor = start_all(&database, &[], logs.clone()).await;
     let killed = Instant::now();
     doomed.kill().await;
     let mut orders = orders_of(&survivor).await;

@@ -77,9 +77,19 @@ impl PaymentMethod {
 /// tokens are secrets, and the habit should be right from the start.
 impl fmt::Display for PaymentMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix: String = self.token.chars().take(8).collect();
-        write!(f, "{prefix}…")
+        f.write_str(&masked(self.token))
     }
+}
+
+/// A token's masked form, as logs show it and as it is kept once no charge
+/// needs it any more: its first 8 characters and an ellipsis. Masking a
+/// masked token changes nothing.
+pub fn masked(token: &str) -> String {
+    if token.ends_with('…') {
+        return token.to_owned();
+    }
+    let prefix: String = token.chars().take(8).collect();
+    format!("{prefix}…")
 }
 
 /// An unknown token may be a real secret pasted by mistake: echo only a
@@ -96,6 +106,14 @@ fn truncate_for_message(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_keeps_a_prefix_and_is_idempotent() {
+        assert_eq!(masked("pm_card_visa"), "pm_card_…");
+        assert_eq!(masked(&masked("pm_card_visa")), "pm_card_…");
+        let method = PaymentMethod::parse("pm_card_amex").unwrap();
+        assert_eq!(method.to_string(), masked("pm_card_amex"));
+    }
 
     #[test]
     fn tokens_choose_outcomes() {

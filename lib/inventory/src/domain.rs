@@ -104,8 +104,24 @@ pub enum InventoryError {
         available: i64,
         removing: i64,
     },
-    #[error("stock of {0} would exceed the largest count this service keeps")]
-    StockOverflow(String),
+    #[error(
+        "a newer saga step of {reservation_id} was seen (this one's fencing number: {sent:?}); its sender lost the order's lease"
+    )]
+    StaleStep {
+        reservation_id: String,
+        sent: Option<i64>,
+    },
+    #[error(
+        "stock of {product_id} would reach {total} units counting those reserved and sold \
+         (now {counted}, adding {adding}); at most {limit} are kept",
+        total = counted.saturating_add(*adding)
+    )]
+    StockOverflow {
+        product_id: String,
+        counted: i64,
+        adding: i64,
+        limit: i64,
+    },
 }
 
 impl Describe for InventoryError {
@@ -143,7 +159,12 @@ impl Describe for InventoryError {
                     .with_reason(reasons::STOCK_NEGATIVE)
                     .with("product_id", product_id)
             }
-            InventoryError::StockOverflow(_) => described(ErrorKind::OutOfRange),
+            InventoryError::StaleStep { reservation_id, .. } => described(ErrorKind::Aborted)
+                .with_reason(reasons::STALE_SAGA_STEP)
+                .with("reservation_id", reservation_id),
+            InventoryError::StockOverflow { product_id, .. } => described(ErrorKind::OutOfRange)
+                .with_reason(reasons::STOCK_OVERFLOW)
+                .with("product_id", product_id),
         }
     }
 }
@@ -206,7 +227,7 @@ pub fn replay(
         .iter()
         .map(|(p, q)| (p.as_str(), *q))
         .collect();
-    if stored == requested {
+    if stored == requested && existing.status.holds_stock() {
         return Ok(existing);
     }
     if existing.items.is_empty() || !existing.status.holds_stock() {
@@ -304,6 +325,13 @@ mod tests {
                 ..
             })
         ));
+        // A replay of a reservation already given back holds nothing: refused.
+        for status in [ReservationStatus::Released, ReservationStatus::Expired] {
+            assert!(matches!(
+                replay(reservation(status, &[("b", 1), ("a", 2)]), &request),
+                Err(InventoryError::ReservationReleased { .. })
+            ));
+        }
     }
 
     #[test]

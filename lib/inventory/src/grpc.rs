@@ -18,8 +18,9 @@ use ordermesh_runtime::status::{described, to_status};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Product, Reservation, ReservationStatus, ReserveRequest};
+use crate::domain::{InventoryError, Product, Reservation, ReservationStatus, ReserveRequest};
 use crate::service::Inventory;
+use ordermesh_storage::fence;
 
 pub struct InventoryGrpc {
     inventory: Inventory,
@@ -77,6 +78,7 @@ impl InventoryService for InventoryGrpc {
         &self,
         request: Request<ReserveStockRequest>,
     ) -> Result<Response<ProtoReservation>, Status> {
+        let fence = fence_of(&request)?;
         let message = request.into_inner();
         let items = message
             .items
@@ -84,7 +86,11 @@ impl InventoryService for InventoryGrpc {
             .map(|item| (item.product_id, item.quantity))
             .collect();
         let request = ReserveRequest::parse(message.reservation_id, items).map_err(to_status)?;
-        let reservation = self.inventory.reserve(request).await.map_err(to_status)?;
+        let reservation = self
+            .inventory
+            .reserve(request, fence)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(reservation_to_proto(&reservation)))
     }
 
@@ -94,7 +100,7 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<ProtoReservation>, Status> {
         let reservation = self
             .inventory
-            .commit(&request.get_ref().reservation_id)
+            .commit(&request.get_ref().reservation_id, fence_of(&request)?)
             .await
             .map_err(to_status)?;
         Ok(Response::new(reservation_to_proto(&reservation)))
@@ -106,7 +112,7 @@ impl InventoryService for InventoryGrpc {
     ) -> Result<Response<ProtoReservation>, Status> {
         let reservation = self
             .inventory
-            .release(&request.get_ref().reservation_id)
+            .release(&request.get_ref().reservation_id, fence_of(&request)?)
             .await
             .map_err(to_status)?;
         Ok(Response::new(reservation_to_proto(&reservation)))
@@ -188,6 +194,15 @@ async fn snapshot(inventory: &Inventory, only: &[String]) -> Result<Vec<ProtoPro
         }
         token = next;
     }
+}
+
+/// The saga's fencing number the request carries, if any.
+fn fence_of<T>(request: &Request<T>) -> Result<Option<i64>, Status> {
+    let value = request
+        .metadata()
+        .get(fence::METADATA_KEY)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    fence::parse(value).map_err(|message| to_status(InventoryError::Invalid(message)))
 }
 
 pub fn product_to_proto(product: &Product) -> ProtoProduct {

@@ -56,6 +56,10 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn new(store: InventoryStore, reservation_ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        // Exported from the start, at 0.
+        metrics
+            .saga_stale_steps_refused_total
+            .with_label_values(&["inventory"]);
         Self {
             store,
             reservation_ttl,
@@ -83,12 +87,17 @@ impl Inventory {
         }
     }
 
-    pub async fn reserve(&self, request: ReserveRequest) -> Result<Reservation, ServiceError> {
+    pub async fn reserve(
+        &self,
+        request: ReserveRequest,
+        fence: Option<i64>,
+    ) -> Result<Reservation, ServiceError> {
         match self
             .store
-            .reserve(&request, now_millis(), self.reservation_ttl)
+            .reserve(&request, now_millis(), self.reservation_ttl, fence)
             .await
             .map_err(failed("reserving stock"))
+            .inspect_err(|e| self.count_stale(e))
         {
             Ok(Reserved::New(reservation)) => {
                 tracing::info!(
@@ -120,13 +129,18 @@ impl Inventory {
         }
     }
 
-    pub async fn commit(&self, reservation_id: &str) -> Result<Reservation, ServiceError> {
+    pub async fn commit(
+        &self,
+        reservation_id: &str,
+        fence: Option<i64>,
+    ) -> Result<Reservation, ServiceError> {
         check_id("reservation_id", reservation_id).map_err(InventoryError::Invalid)?;
         let changed = self
             .store
-            .commit(reservation_id, now_millis())
+            .commit(reservation_id, now_millis(), fence)
             .await
-            .map_err(failed("committing a reservation"))?;
+            .map_err(failed("committing a reservation"))
+            .inspect_err(|e| self.count_stale(e))?;
         self.announce(changed.products).await;
         let reservation = changed.value;
         match reservation.status {
@@ -146,13 +160,18 @@ impl Inventory {
         }
     }
 
-    pub async fn release(&self, reservation_id: &str) -> Result<Reservation, ServiceError> {
+    pub async fn release(
+        &self,
+        reservation_id: &str,
+        fence: Option<i64>,
+    ) -> Result<Reservation, ServiceError> {
         check_id("reservation_id", reservation_id).map_err(InventoryError::Invalid)?;
         let changed = self
             .store
-            .release(reservation_id, now_millis())
+            .release(reservation_id, now_millis(), fence)
             .await
-            .map_err(failed("releasing a reservation"))?;
+            .map_err(failed("releasing a reservation"))
+            .inspect_err(|e| self.count_stale(e))?;
         if !changed.products.is_empty() {
             tracing::info!(
                 reservation_id,
@@ -258,6 +277,17 @@ impl Inventory {
             .current_stock
             .with_label_values(&[&product.product_id])
             .set(i64::from(product.available));
+    }
+
+    /// Counts a step refused for its fencing number (and logs it).
+    fn count_stale(&self, error: &ServiceError) {
+        if let ServiceError::Rule(refusal @ InventoryError::StaleStep { .. }) = error {
+            tracing::warn!(reason = %refusal, "stale saga step refused");
+            self.metrics
+                .saga_stale_steps_refused_total
+                .with_label_values(&["inventory"])
+                .inc();
+        }
     }
 
     fn count_reservation(&self, product_id: &str, status: &str) {

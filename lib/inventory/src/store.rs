@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_storage::{Columns, Database, Param};
+use ordermesh_storage::{Columns, Database, Param, fence};
 use sqlx::{Any, Row, Transaction};
 
 use crate::catalog::DEMO_CATALOG;
@@ -46,6 +46,10 @@ pub struct StockLine {
     /// Seeded stock plus every adjustment; should equal the three above.
     pub stock_total: i64,
 }
+
+/// The most units of one product the service keeps, reserved and sold
+/// included: the API's stock counts are `int32`.
+const MAX_STOCK: i64 = i32::MAX as i64;
 
 const PRODUCT_COLUMNS: &str = "product_id, name, price_minor_units, currency, available";
 
@@ -120,10 +124,12 @@ impl InventoryStore {
         request: &ReserveRequest,
         now_ms: i64,
         ttl: Duration,
+        fence: Option<i64>,
     ) -> Result<Reserved, StoreFailure> {
         let expires_at = now_ms + millis(ttl);
         let mut tx = self.db.pool().begin().await?;
         // The first statement writes, so SQLite takes its write lock at once.
+        fenced(&mut tx, &request.reservation_id, fence).await?;
         let created = sqlx::query(
             "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (reservation_id) DO NOTHING",
@@ -136,7 +142,8 @@ impl InventoryStore {
         .await?
         .rows_affected();
         if created == 0 {
-            tx.rollback().await?;
+            // Nothing written but the fencing number, which must stay.
+            tx.commit().await?;
             let existing = self
                 .reservation(&request.reservation_id)
                 .await?
@@ -189,87 +196,100 @@ impl InventoryStore {
     }
 
     /// RESERVED → COMMITTED, unless it has expired (then it expires now and
-    /// its stock returns). Returns the reservation as it then stands.
+    /// its stock returns). Returns the reservation as it then stands, read in
+    /// the same transaction: a racing release waits on the row, so what is
+    /// returned is what the commit did.
     pub async fn commit(
         &self,
         reservation_id: &str,
         now_ms: i64,
+        fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
+        let mut tx = self.db.pool().begin().await?;
+        fenced(&mut tx, reservation_id, fence).await?;
         let committed = sqlx::query(
             "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
              WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at >= $1",
         )
         .bind(now_ms)
         .bind(reservation_id)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         let mut products = Vec::new();
         if committed == 0 {
             // Past its time but not yet swept: expire it here.
-            products = self.expire_one(reservation_id, now_ms).await?;
-        }
-        let reservation = self
-            .reservation(reservation_id)
+            let expired = sqlx::query(
+                "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
+                 WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1",
+            )
+            .bind(now_ms)
+            .bind(reservation_id)
+            .execute(&mut *tx)
             .await?
-            .ok_or_else(|| InventoryError::ReservationNotFound(reservation_id.to_owned()))?;
+            .rows_affected();
+            if expired == 1 {
+                products = return_items(&mut tx, reservation_id, now_ms).await?;
+                tracing::info!(reservation_id, "reservation expired; its stock returned");
+            }
+        }
+        let Some(reservation) = reservation_in(&mut tx, reservation_id).await? else {
+            tx.rollback().await?;
+            return Err(InventoryError::ReservationNotFound(reservation_id.to_owned()).into());
+        };
+        tx.commit().await?;
         Ok(Changed {
             value: reservation,
             products,
         })
     }
 
-    /// Gives a reserved or committed reservation's stock back; records a
-    /// tombstone for an unknown id. Returns the reservation as it stands.
+    /// Gives a reserved or committed reservation's stock back, or records a
+    /// tombstone for an id never reserved, in one transaction. The tombstone
+    /// is written first: once it is in, a reserve of this id finds the row
+    /// and is refused; if a reserve's row is there already (PostgreSQL waits
+    /// for its transaction), the conditional update releases it. Either way
+    /// the answer is RELEASED, or EXPIRED when the sweeper came first.
     pub async fn release(
         &self,
         reservation_id: &str,
         now_ms: i64,
+        fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
-        let products = self.give_back(reservation_id, now_ms).await?;
-        sqlx::query(
+        let mut tx = self.db.pool().begin().await?;
+        fenced(&mut tx, reservation_id, fence).await?;
+        let tombstone = sqlx::query(
             "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
              updated_at) VALUES ($1, 'RELEASED', 0, $2, $2) ON CONFLICT (reservation_id) DO NOTHING",
         )
         .bind(reservation_id)
         .bind(now_ms)
-        .execute(self.db.pool())
-        .await?;
-        let reservation = self
-            .reservation(reservation_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut products = Vec::new();
+        if tombstone == 0 {
+            let released = sqlx::query(
+                "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 \
+                 WHERE reservation_id = $2 AND status IN ('RESERVED', 'COMMITTED')",
+            )
+            .bind(now_ms)
+            .bind(reservation_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if released == 1 {
+                products = return_items(&mut tx, reservation_id, now_ms).await?;
+            }
+        }
+        let reservation = reservation_in(&mut tx, reservation_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
         Ok(Changed {
             value: reservation,
             products,
         })
-    }
-
-    /// Releases a reserved or committed reservation and returns its units to
-    /// stock, in one transaction; the conditional status update makes sure
-    /// only one caller ever gives the units back.
-    async fn give_back(
-        &self,
-        reservation_id: &str,
-        now_ms: i64,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let mut tx = self.db.pool().begin().await?;
-        let released = sqlx::query(
-            "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 \
-             WHERE reservation_id = $2 AND status IN ('RESERVED', 'COMMITTED')",
-        )
-        .bind(now_ms)
-        .bind(reservation_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if released == 0 {
-            tx.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let products = return_items(&mut tx, reservation_id, now_ms).await?;
-        tx.commit().await?;
-        Ok(products)
     }
 
     /// Expires one reservation if it is RESERVED and past its time.
@@ -316,7 +336,10 @@ impl InventoryStore {
         Ok(products)
     }
 
-    /// Adds `delta` to the product's stock, refusing to go below zero.
+    /// Adds `delta` to the product's stock, refusing to go below zero, or
+    /// past `i32::MAX` counting the units reserved and sold: those may all
+    /// come back to `available` (a release, a cancel), which must stay a
+    /// count the API can carry.
     pub async fn adjust(
         &self,
         product_id: &str,
@@ -326,30 +349,40 @@ impl InventoryStore {
         let adjusted = sqlx::query(&format!(
             "UPDATE inventory_products SET available = available + $1, \
              stock_total = stock_total + $1, updated_at = $2 \
-             WHERE product_id = $3 AND available + $1 >= 0 AND available + $1 <= $4 \
+             WHERE product_id = $3 AND available + $1 >= 0 \
+             AND ($1 < 0 OR stock_total + $1 <= $4) \
              RETURNING {PRODUCT_COLUMNS}"
         ))
         .bind(i64::from(delta))
         .bind(now_ms)
         .bind(product_id)
-        .bind(i64::from(i32::MAX))
+        .bind(MAX_STOCK)
         .fetch_optional(self.db.pool())
         .await?;
         if let Some(row) = adjusted {
             return Ok(decode_product(&row)?);
         }
-        let product = self
-            .product(product_id)
-            .await?
-            .ok_or_else(|| InventoryError::ProductNotFound(product_id.to_owned()))?;
+        let counts: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT available, stock_total FROM inventory_products WHERE product_id = $1",
+        )
+        .bind(product_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        let (available, stock_total) =
+            counts.ok_or_else(|| InventoryError::ProductNotFound(product_id.to_owned()))?;
         Err(if delta < 0 {
             InventoryError::StockNegative {
                 product_id: product_id.to_owned(),
-                available: i64::from(product.available),
+                available,
                 removing: -i64::from(delta),
             }
         } else {
-            InventoryError::StockOverflow(product_id.to_owned())
+            InventoryError::StockOverflow {
+                product_id: product_id.to_owned(),
+                counted: stock_total,
+                adding: i64::from(delta),
+                limit: MAX_STOCK,
+            }
         }
         .into())
     }
@@ -358,44 +391,8 @@ impl InventoryStore {
         &self,
         reservation_id: &str,
     ) -> Result<Option<Reservation>, sqlx::Error> {
-        let Some(row) = sqlx::query(
-            "SELECT status, expires_at FROM inventory_reservations WHERE reservation_id = $1",
-        )
-        .bind(reservation_id)
-        .fetch_optional(self.db.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let status: String = row.try_get("status")?;
-        let items = sqlx::query(
-            "SELECT product_id, quantity, unit_price_minor_units, currency \
-             FROM inventory_reservation_items WHERE reservation_id = $1 ORDER BY product_id",
-        )
-        .bind(reservation_id)
-        .fetch_all(self.db.pool())
-        .await?
-        .iter()
-        .map(|item| {
-            let quantity: i64 = item.try_get("quantity")?;
-            let currency: String = item.try_get("currency")?;
-            Ok(ReservedItem {
-                product_id: item.try_get("product_id")?,
-                quantity: i32::try_from(quantity).map_err(|e| bad_column("quantity", e))?,
-                unit_price: Money::new(
-                    parse_currency(&currency)?,
-                    item.try_get("unit_price_minor_units")?,
-                ),
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(Some(Reservation {
-            reservation_id: reservation_id.to_owned(),
-            status: ReservationStatus::parse(&status)
-                .ok_or_else(|| bad_column("status", std::io::Error::other(status.clone())))?,
-            items,
-            expires_at_ms: row.try_get("expires_at")?,
-        }))
+        let mut conn = self.db.pool().acquire().await?;
+        reservation_on(&mut conn, reservation_id).await
     }
 
     /// Where every product's units are, for the invariant audit.
@@ -430,6 +427,82 @@ impl InventoryStore {
 pub enum Reserved {
     New(Reservation),
     Existing(Reservation),
+}
+
+/// Refuses a step whose fencing number is older than one seen for this
+/// reservation (the transaction is dropped, so rolled back).
+async fn fenced(
+    tx: &mut Transaction<'_, Any>,
+    reservation_id: &str,
+    fence: Option<i64>,
+) -> Result<(), StoreFailure> {
+    fence::observe(
+        tx,
+        "inventory_fences",
+        "reservation_id",
+        reservation_id,
+        fence,
+    )
+    .await?
+    .map_err(|stale| {
+        InventoryError::StaleStep {
+            reservation_id: reservation_id.to_owned(),
+            sent: stale.sent,
+        }
+        .into()
+    })
+}
+
+/// The reservation as this transaction sees it.
+async fn reservation_in(
+    tx: &mut Transaction<'_, Any>,
+    reservation_id: &str,
+) -> Result<Option<Reservation>, sqlx::Error> {
+    reservation_on(tx, reservation_id).await
+}
+
+async fn reservation_on(
+    conn: &mut sqlx::AnyConnection,
+    reservation_id: &str,
+) -> Result<Option<Reservation>, sqlx::Error> {
+    let Some(row) = sqlx::query(
+        "SELECT status, expires_at FROM inventory_reservations WHERE reservation_id = $1",
+    )
+    .bind(reservation_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let status: String = row.try_get("status")?;
+    let items = sqlx::query(
+        "SELECT product_id, quantity, unit_price_minor_units, currency \
+         FROM inventory_reservation_items WHERE reservation_id = $1 ORDER BY product_id",
+    )
+    .bind(reservation_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|item| {
+        let quantity: i64 = item.try_get("quantity")?;
+        let currency: String = item.try_get("currency")?;
+        Ok(ReservedItem {
+            product_id: item.try_get("product_id")?,
+            quantity: i32::try_from(quantity).map_err(|e| bad_column("quantity", e))?,
+            unit_price: Money::new(
+                parse_currency(&currency)?,
+                item.try_get("unit_price_minor_units")?,
+            ),
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some(Reservation {
+        reservation_id: reservation_id.to_owned(),
+        status: ReservationStatus::parse(&status)
+            .ok_or_else(|| bad_column("status", std::io::Error::other(status.clone())))?,
+        items,
+        expires_at_ms: row.try_get("expires_at")?,
+    }))
 }
 
 /// Why a product's conditional update took nothing: unknown, or short.
@@ -528,60 +601,4 @@ fn bad_column(column: &str, error: impl std::error::Error + Send + Sync + 'stati
 }
 
 #[cfg(test)]
-mod tests {
-    use ordermesh_testkit::TestDatabase;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn catalog_reads_on_the_callers_thread_match_the_pool() {
-        let database = TestDatabase::sqlite();
-        let db = Database::open(
-            database.settings(),
-            "inventory",
-            &sqlx::migrate!("./migrations"),
-        )
-        .await
-        .expect("open");
-        let store = InventoryStore::new(db);
-        assert!(store.seed_if_empty(1).await.expect("seed"));
-        let pooled = InventoryStore::new(store.database().pool_only());
-
-        let served = || store.database().reads_on_caller_thread();
-        let before = served();
-        let whole = store.products(None, 100, &[]).await.expect("products");
-        assert_eq!(served(), before + 1, "SQLite reads on the caller's thread");
-        assert!(whole.len() > 2, "the seeded catalog");
-        assert_eq!(
-            whole,
-            pooled.products(None, 100, &[]).await.expect("pooled")
-        );
-
-        // `$3…` come before `$2` in the statement: bound by name, not position.
-        let only = vec![whole[2].product_id.clone(), whole[0].product_id.clone()];
-        let after = whole[0].product_id.as_str();
-        let before = served();
-        let some = store
-            .products(Some(after), 10, &only)
-            .await
-            .expect("products");
-        assert_eq!(served(), before + 1, "caller's thread");
-        assert_eq!(
-            some,
-            vec![whole[2].clone()],
-            "after the first, only the ones asked for"
-        );
-        assert_eq!(
-            some,
-            pooled
-                .products(Some(after), 10, &only)
-                .await
-                .expect("pooled")
-        );
-        assert_eq!(
-            store.product(&whole[1].product_id).await.expect("product"),
-            pooled.product(&whole[1].product_id).await.expect("pooled")
-        );
-        assert_eq!(store.product("sku_missing").await.expect("product"), None);
-    }
-}
+mod tests;

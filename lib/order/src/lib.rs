@@ -11,7 +11,7 @@ mod runner;
 mod service;
 mod store;
 
-use crate::store::OrderStore;
+use crate::store::{Leases, OrderStore};
 
 use std::time::Duration;
 
@@ -60,6 +60,33 @@ pub struct OrderSettings {
     /// How long one replica may drive an order before another may take over.
     #[arg(long, env = "ORDERMESH_SAGA_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub saga_lease: Duration,
+    /// How often this process proves it is alive to the other replicas.
+    #[arg(long, env = "ORDERMESH_HOLDER_HEARTBEAT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub holder_heartbeat: Duration,
+    /// A name that stays the same when this replica restarts (a pod's
+    /// name, a host's): a new incarnation frees the old one's saga leases at
+    /// once instead of after --holder-timeout. Leave unset when two replicas
+    /// might share a name.
+    #[arg(long, env = "ORDERMESH_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+    /// How long a replica may go without a heartbeat before the sagas it
+    /// drives are taken over.
+    #[arg(long, env = "ORDERMESH_HOLDER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub holder_timeout: Duration,
+    /// On shutdown, how long sagas in flight may finish before their leases
+    /// are handed over.
+    #[arg(long, env = "ORDERMESH_SAGA_DRAIN", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub saga_drain: Duration,
+    /// Test-only: shifts this replica's clock by this many milliseconds, to
+    /// show that saga leases go by the database's clock.
+    #[arg(
+        long,
+        env = "ORDERMESH_TEST_CLOCK_OFFSET_MS",
+        default_value_t = 0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
+    pub test_clock_offset_ms: i64,
     /// How often unfinished sagas are looked for and resumed.
     #[arg(long, env = "ORDERMESH_RECOVERY_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub recovery_interval: Duration,
@@ -93,15 +120,43 @@ pub async fn build(
     )
     .context("connecting to inventory and payment")?;
     let hub = OrderHub::default();
+    // One holder per process incarnation: a restart is a new holder, and
+    // the old one's leases are free once its heartbeats stop.
+    let leases = Leases {
+        holder: uuid::Uuid::now_v7().to_string(),
+        lease: settings.saga_lease,
+        holder_timeout: settings.holder_timeout,
+    };
+    let retired = store
+        .register(
+            &leases.holder,
+            settings.replica_name.as_deref(),
+            ordermesh_storage::now_millis(),
+        )
+        .await
+        .context("registering this saga lease holder")?;
+    if retired > 0 {
+        tracing::info!(
+            retired,
+            replica = settings.replica_name.as_deref(),
+            "an earlier incarnation of this replica retired; its saga leases are free"
+        );
+    }
     let runner = SagaRunner::new(
         store.clone(),
         peers.clone(),
         hub.clone(),
         context.metrics().clone(),
         context.failpoints().clone(),
-        settings.saga_lease,
+        leases,
+        settings.test_clock_offset_ms,
     );
-    let recovery = runner.recovery(settings.recovery_interval, shutdown.clone());
+    let recovery = runner.recovery(
+        settings.recovery_interval,
+        settings.saga_drain,
+        shutdown.clone(),
+    );
+    let heartbeat = runner.heartbeat(settings.holder_heartbeat, shutdown.clone());
     let limits = Limits {
         create_wait: settings.create_wait,
         watch_lifetime: settings.watch_lifetime,
@@ -109,7 +164,9 @@ pub async fn build(
     };
     let orders = Orders::new(store, peers, hub, runner, limits, shutdown);
     let server = grpc_service!(OrderServiceServer::new(OrderGrpc::new(orders, verifier)));
-    Ok(RoleServices::new("order", server).with_background(recovery))
+    Ok(RoleServices::new("order", server)
+        .with_background(recovery)
+        .with_background(heartbeat))
 }
 
 /// The order database, migrated, for tools that read it (the invariant

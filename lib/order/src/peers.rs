@@ -16,6 +16,8 @@ use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
 use ordermesh_runtime::deadline::Deadline;
 use ordermesh_runtime::status::describe_status;
+use ordermesh_storage::fence;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
 use crate::domain::{FailureReason, Outcome, Step};
@@ -48,6 +50,16 @@ impl Peers {
             payment: PaymentServiceClient::new(channel(payment_url)?),
             call_timeout: settings.default_call_timeout,
         })
+    }
+
+    /// A saga step's request: the default timeout, and the lease's fencing
+    /// number, by which inventory and payment refuse an older holder's steps.
+    fn step<T>(&self, message: T, fence: i64) -> Request<T> {
+        let mut request = self.request(message, None);
+        request
+            .metadata_mut()
+            .insert(fence::METADATA_KEY, MetadataValue::from(fence));
+        request
     }
 
     /// A request bounded by the caller's deadline, or the default timeout.
@@ -96,7 +108,7 @@ impl Peers {
             .collect()
     }
 
-    pub async fn reserve(&self, order: &StoredOrder) -> Outcome {
+    pub async fn reserve(&self, order: &StoredOrder, fence: i64) -> Outcome {
         let items = order
             .view
             .lines
@@ -107,27 +119,38 @@ impl Peers {
                 unit_price: None,
             })
             .collect();
-        let request = self.request(
+        let request = self.step(
             ReserveStockRequest {
                 reservation_id: order.view.order_id.clone(),
                 items,
             },
-            None,
+            fence,
         );
         match self.inventory.clone().reserve_stock(request).await {
-            Ok(_) => Outcome::Reserved,
+            Ok(response) => match response.get_ref().status() {
+                ReservationStatus::Reserved | ReservationStatus::Committed => Outcome::Reserved,
+                other => {
+                    // A replay of a reservation already given back holds
+                    // nothing: fail (releasing again is harmless).
+                    tracing::warn!(order_id = %order.view.order_id, status = ?other, "reserve answered a reservation that holds nothing");
+                    Outcome::ReserveFailed {
+                        reason: FailureReason::InventoryRejected,
+                        maybe_reserved: true,
+                    }
+                }
+            },
             Err(status) => reserve_failed(&order.view.order_id, &status),
         }
     }
 
-    pub async fn charge(&self, order: &StoredOrder) -> Outcome {
-        let request = self.request(
+    pub async fn charge(&self, order: &StoredOrder, fence: i64) -> Outcome {
+        let request = self.step(
             ProcessPaymentRequest {
                 order_id: order.view.order_id.clone(),
                 amount: Some(order.view.total.into()),
                 payment_method: order.payment_method.clone(),
             },
-            None,
+            fence,
         );
         match self.payment.clone().process_payment(request).await {
             Ok(response) => {
@@ -151,12 +174,12 @@ impl Peers {
         }
     }
 
-    pub async fn commit(&self, order: &StoredOrder) -> Outcome {
-        let request = self.request(
+    pub async fn commit(&self, order: &StoredOrder, fence: i64) -> Outcome {
+        let request = self.step(
             CommitReservationRequest {
                 reservation_id: order.view.order_id.clone(),
             },
-            None,
+            fence,
         );
         match self.inventory.clone().commit_reservation(request).await {
             Ok(response) if response.get_ref().status() == ReservationStatus::Committed => {
@@ -191,54 +214,109 @@ impl Peers {
 
     /// Releases stock and refunds or voids the payment, as the order's flags
     /// ask, both at once; reports which were acknowledged.
-    pub async fn compensate(&self, order: &StoredOrder) -> Outcome {
+    pub async fn compensate(&self, order: &StoredOrder, fence: i64) -> Outcome {
         let order_id = &order.view.order_id;
         let release = async {
             if !order.saga.compensate_stock {
-                return true;
+                return Acked::Yes;
             }
-            let request = self.request(
+            let request = self.step(
                 ReleaseReservationRequest {
                     reservation_id: order_id.clone(),
                 },
-                None,
+                fence,
             );
             match self.inventory.clone().release_reservation(request).await {
-                Ok(_) => true,
-                Err(status) => {
-                    failure("release reservation", order_id, &status);
-                    false
-                }
+                Ok(response) => Acked::from(released(order_id, response.get_ref().status())),
+                Err(status) => Acked::failed(failure("release reservation", order_id, &status)),
             }
         };
         let refund = async {
             if !order.saga.compensate_payment {
-                return true;
+                return Acked::Yes;
             }
-            let request = self.request(
+            let request = self.step(
                 RefundPaymentRequest {
                     order_id: order_id.clone(),
                 },
-                None,
+                fence,
             );
             match self.payment.clone().refund_payment(request).await {
-                Ok(_) => true,
-                Err(status) => {
-                    failure("refund payment", order_id, &status);
-                    false
-                }
+                Ok(response) => Acked::from(refunded(order_id, response.get_ref().status())),
+                Err(status) => Acked::failed(failure("refund payment", order_id, &status)),
             }
         };
         let (stock_released, payment_refunded) = tokio::join!(release, refund);
+        if stock_released == Acked::Fenced || payment_refunded == Acked::Fenced {
+            return Outcome::Fenced;
+        }
         Outcome::Compensated {
-            stock_released,
-            payment_refunded,
+            stock_released: stock_released == Acked::Yes,
+            payment_refunded: payment_refunded == Acked::Yes,
         }
     }
 }
 
+/// What one compensating call's answer means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Acked {
+    Yes,
+    No,
+    /// Refused: a newer holder of the lease was seen.
+    Fenced,
+}
+
+impl Acked {
+    fn from(done: bool) -> Self {
+        if done { Acked::Yes } else { Acked::No }
+    }
+
+    fn failed(failure: ErrorDescription) -> Self {
+        if fenced(&failure) {
+            Acked::Fenced
+        } else {
+            Acked::No
+        }
+    }
+}
+
+/// Whether a peer refused the step because a newer lease holder was seen.
+fn fenced(failure: &ErrorDescription) -> bool {
+    failure.reason.as_deref() == Some(reasons::STALE_SAGA_STEP)
+}
+
+/// Whether a release's answer means the order holds no stock: RELEASED
+/// (a tombstone for an id never reserved included) or EXPIRED. Anything else
+/// is retried.
+fn released(order_id: &str, status: ReservationStatus) -> bool {
+    let done = matches!(
+        status,
+        ReservationStatus::Released | ReservationStatus::Expired
+    );
+    if !done {
+        tracing::warn!(order_id, status = ?status, "release answered a reservation still holding stock; retrying");
+    }
+    done
+}
+
+/// Whether a refund's answer means the order holds no charge: REFUNDED,
+/// VOIDED or DECLINED. Anything else (SUCCEEDED) is retried.
+fn refunded(order_id: &str, status: PaymentStatus) -> bool {
+    let done = matches!(
+        status,
+        PaymentStatus::Refunded | PaymentStatus::Voided | PaymentStatus::Declined
+    );
+    if !done {
+        tracing::warn!(order_id, status = ?status, "refund answered a payment still charged; retrying");
+    }
+    done
+}
+
 fn reserve_failed(order_id: &str, status: &Status) -> Outcome {
     let failure = failure("reserve stock", order_id, status);
+    if fenced(&failure) {
+        return Outcome::Fenced;
+    }
     let reason = match (failure.kind, failure.reason.as_deref()) {
         (ErrorKind::FailedPrecondition, Some(reasons::OUT_OF_STOCK)) => {
             return Outcome::ReserveFailed {
@@ -264,6 +342,9 @@ fn reserve_failed(order_id: &str, status: &Status) -> Outcome {
 
 fn charge_failed(order_id: &str, status: &Status) -> Outcome {
     let failure = failure("charge payment", order_id, status);
+    if fenced(&failure) {
+        return Outcome::Fenced;
+    }
     match (failure.kind, failure.reason.as_deref()) {
         // The processor failed and said nothing was charged.
         (ErrorKind::Unavailable, Some(reasons::PROCESSOR_UNAVAILABLE)) => Outcome::ChargeFailed {
@@ -283,6 +364,9 @@ fn charge_failed(order_id: &str, status: &Status) -> Outcome {
 
 fn commit_failed(order_id: &str, status: &Status) -> Outcome {
     let failure = failure("commit reservation", order_id, status);
+    if fenced(&failure) {
+        return Outcome::Fenced;
+    }
     match failure.kind {
         ErrorKind::FailedPrecondition | ErrorKind::NotFound => Outcome::CommitRefused,
         _ => Outcome::RetryLater,
@@ -301,4 +385,46 @@ fn failure(call: &str, order_id: &str, status: &Status) -> ErrorDescription {
         "downstream call failed"
     );
     failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compensation_is_done_only_when_its_answer_says_so() {
+        assert!(released("o", ReservationStatus::Released));
+        assert!(released("o", ReservationStatus::Expired));
+        for holding in [
+            ReservationStatus::Reserved,
+            ReservationStatus::Committed,
+            ReservationStatus::Unspecified,
+        ] {
+            assert!(!released("o", holding), "{holding:?} is retried");
+        }
+        for done in [
+            PaymentStatus::Refunded,
+            PaymentStatus::Voided,
+            PaymentStatus::Declined,
+        ] {
+            assert!(refunded("o", done), "{done:?}");
+        }
+        assert!(!refunded("o", PaymentStatus::Succeeded), "still charged");
+        assert!(!refunded("o", PaymentStatus::Unspecified));
+    }
+
+    #[test]
+    fn a_stale_step_refusal_stops_the_saga_whatever_the_step() {
+        let stale = ordermesh_runtime::status::described(
+            &ErrorDescription::new(ErrorKind::Aborted, "newer holder")
+                .with_reason(reasons::STALE_SAGA_STEP),
+        );
+        assert_eq!(reserve_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(charge_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(commit_failed("o", &stale), Outcome::Fenced);
+        assert_eq!(Acked::failed(describe_status(&stale)), Acked::Fenced);
+        let other = Status::aborted("something else");
+        assert_ne!(charge_failed("o", &other), Outcome::Fenced);
+        assert_eq!(Acked::failed(describe_status(&other)), Acked::No);
+    }
 }

@@ -13,10 +13,15 @@ use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_storage::now_millis;
 use tracing::Instrument;
 
-use crate::domain::{Origin, Step, saga};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio_util::task::TaskTracker;
+
+use crate::domain::{Origin, Outcome, Step, saga};
 use crate::hub::OrderHub;
 use crate::peers::Peers;
-use crate::store::OrderStore;
+use crate::store::{Leases, OrderStore};
 
 #[derive(Clone, Debug)]
 pub struct SagaRunner {
@@ -25,8 +30,16 @@ pub struct SagaRunner {
     hub: OrderHub,
     metrics: Arc<Metrics>,
     failpoints: Failpoints,
-    /// How long a driver may hold an order before another may take it over.
-    lease: Duration,
+    /// This process's hold on saga leases.
+    leases: Leases,
+    /// A test-only shift of this replica's clock, in milliseconds (leases
+    /// never read it: they go by the database's clock).
+    clock_offset_ms: i64,
+    /// Every saga this process drives, drained on shutdown.
+    tracker: TaskTracker,
+    /// Leases held by a drive of this process (order id → owner), released
+    /// on shutdown if their drive did not finish.
+    held: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl SagaRunner {
@@ -36,26 +49,42 @@ impl SagaRunner {
         hub: OrderHub,
         metrics: Arc<Metrics>,
         failpoints: Failpoints,
-        lease: Duration,
+        leases: Leases,
+        clock_offset_ms: i64,
     ) -> Self {
+        // Exported from the start, at 0.
+        metrics
+            .saga_lease_takeovers_total
+            .with_label_values::<&str>(&[]);
+        metrics
+            .saga_oldest_unsettled_age_seconds
+            .with_label_values::<&str>(&[]);
         Self {
             store,
             peers,
             hub,
             metrics,
             failpoints,
-            lease,
+            leases,
+            clock_offset_ms,
+            tracker: TaskTracker::new(),
+            held: Arc::default(),
         }
     }
 
-    /// Drives `order_id` in the background.
+    /// This replica's clock (for the times shown on orders).
+    fn now(&self) -> i64 {
+        now_millis().saturating_add(self.clock_offset_ms)
+    }
+
+    /// Drives `order_id` in the background, on the tracked task set.
     /// The saga keeps the caller's trace and log context, so its calls to
     /// inventory and payment join the trace of the request that placed the
     /// order.
     pub fn spawn(&self, order_id: String) {
         let runner = self.clone();
         let drive = async move { runner.drive(&order_id).await };
-        tokio::spawn(
+        self.tracker.spawn(
             drive
                 .with_context(opentelemetry::Context::current())
                 .instrument(tracing::Span::current()),
@@ -70,42 +99,70 @@ impl SagaRunner {
             // The lease runs out by itself; recovery picks the order up again.
             tracing::warn!(order_id, %error, "saga paused: the order store failed");
         }
+        // A drive dropped mid-step (shutdown) leaves its entry, for the
+        // hand-over to release.
+        let mut held = self.held_map();
+        if held.get(order_id).is_some_and(|held_by| *held_by == owner) {
+            held.remove(order_id);
+        }
+    }
+
+    fn held_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn drive_as(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
-        let Some(mut order) = self
-            .store
-            .claim(order_id, owner, now_millis(), self.lease)
-            .await?
-        else {
+        let Some(claimed) = self.store.claim(order_id, owner, &self.leases).await? else {
             return Ok(());
         };
+        if claimed.taken_over {
+            self.metrics
+                .saga_lease_takeovers_total
+                .with_label_values::<&str>(&[])
+                .inc();
+            tracing::info!(
+                order_id,
+                fence = claimed.lease.fence,
+                "saga lease taken over"
+            );
+        }
+        self.held_map()
+            .insert(order_id.to_owned(), owner.to_owned());
+        let lease = claimed.lease;
+        let mut order = claimed.order;
         loop {
             if order.saga.step == Step::Done {
                 return Ok(());
             }
+            let fence = lease.fence;
             let outcome = match self.failpoint(order.saga.step).await {
                 // A test's failpoint `saga.<step>`: the step fails as if its
                 // call had failed so.
                 Some(status) => self.peers.failed_step(order.saga.step, &order, &status),
                 None => match order.saga.step {
-                    Step::Reserve => self.peers.reserve(&order).await,
-                    Step::Charge => self.peers.charge(&order).await,
-                    Step::Commit => self.peers.commit(&order).await,
-                    Step::Compensate => self.peers.compensate(&order).await,
+                    Step::Reserve => self.peers.reserve(&order, fence).await,
+                    Step::Charge => self.peers.charge(&order, fence).await,
+                    Step::Commit => self.peers.commit(&order, fence).await,
+                    Step::Compensate => self.peers.compensate(&order, fence).await,
                     Step::Done => return Ok(()),
                 },
             };
+            if outcome == Outcome::Fenced {
+                tracing::warn!(order_id, fence, "a newer holder drives this saga; stopping");
+                return Ok(());
+            }
             let transition = saga::advance(order.saga, outcome);
             let Some(next) = self
                 .store
                 .advance(
                     &order,
-                    owner,
+                    &lease,
                     &transition.state,
                     transition.retry_in,
-                    now_millis(),
-                    self.lease,
+                    self.now(),
+                    self.leases.lease,
                 )
                 .await?
             else {
@@ -153,24 +210,65 @@ impl SagaRunner {
     }
 
     /// Resumes every unfinished saga that is due, now and every `interval`,
-    /// until shutdown: orders left mid-saga by a crash, and paused retries.
-    pub fn recovery(&self, interval: Duration, shutdown: Shutdown) -> BackgroundTask {
+    /// until shutdown: orders left mid-saga by a crash or by a holder that
+    /// went silent, and paused retries. On shutdown, hands over: drains the
+    /// sagas in flight for at most `grace`, releases the leases still held
+    /// and retires this holder, so another replica takes over at once.
+    pub fn recovery(
+        &self,
+        interval: Duration,
+        grace: Duration,
+        shutdown: Shutdown,
+    ) -> BackgroundTask {
         let runner = self.clone();
         Box::pin(async move {
             loop {
-                match runner.store.due(now_millis(), 256).await {
-                    Ok(order_ids) => {
-                        if !order_ids.is_empty() {
-                            tracing::info!(count = order_ids.len(), "resuming unfinished sagas");
+                let scan = async {
+                    match runner.store.due(&runner.leases, 256).await {
+                        Ok(order_ids) => {
+                            if !order_ids.is_empty() {
+                                tracing::info!(
+                                    count = order_ids.len(),
+                                    "resuming unfinished sagas"
+                                );
+                            }
+                            let runner = &runner;
+                            futures::stream::iter(order_ids)
+                                .for_each_concurrent(16, |order_id| async move {
+                                    runner.drive(&order_id).await;
+                                })
+                                .await;
                         }
-                        let runner = &runner;
-                        futures::stream::iter(order_ids)
-                            .for_each_concurrent(16, |order_id| async move {
-                                runner.drive(&order_id).await;
-                            })
-                            .await;
+                        Err(error) => tracing::warn!(%error, "cannot scan for unfinished sagas"),
                     }
-                    Err(error) => tracing::warn!(%error, "cannot scan for unfinished sagas"),
+                    tokio::time::sleep(interval).await;
+                };
+                tokio::select! {
+                    () = scan => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            runner.hand_over(grace).await;
+        })
+    }
+
+    /// Heartbeats this holder every `interval` until shutdown, and publishes
+    /// the age of the oldest unsettled saga.
+    pub fn heartbeat(&self, interval: Duration, shutdown: Shutdown) -> BackgroundTask {
+        let runner = self.clone();
+        let started = now_millis();
+        Box::pin(async move {
+            loop {
+                if let Err(error) = runner.store.heartbeat(&runner.leases.holder, started).await {
+                    tracing::warn!(%error, "cannot record this holder's heartbeat");
+                }
+                match runner.store.oldest_unsettled_age_ms().await {
+                    Ok(age_ms) => runner
+                        .metrics
+                        .saga_oldest_unsettled_age_seconds
+                        .with_label_values::<&str>(&[])
+                        .set(age_ms / 1000),
+                    Err(error) => tracing::warn!(%error, "cannot read the oldest unsettled saga"),
                 }
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
@@ -178,5 +276,28 @@ impl SagaRunner {
                 }
             }
         })
+    }
+
+    async fn hand_over(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sagas = self.tracker.len(),
+                "sagas still in flight after the grace period; handing their leases over"
+            );
+        }
+        let held: Vec<(String, String)> = self.held_map().drain().collect();
+        for (order_id, owner) in &held {
+            if let Err(error) = self.store.release(order_id, owner).await {
+                tracing::warn!(order_id, %error, "cannot release a saga lease");
+            }
+        }
+        if let Err(error) = self.store.retire(&self.leases.holder).await {
+            tracing::warn!(%error, "cannot retire this lease holder");
+        }
+        tracing::info!(released = held.len(), "saga leases handed over");
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use ordermesh_domain::payment_method::masked;
 use ordermesh_domain::{Currency, Money};
 use ordermesh_storage::columns::decode_error;
 use ordermesh_storage::{Columns, Database, Param};
@@ -265,68 +266,91 @@ impl OrderStore {
         Ok(orders.0.into_iter().map(|order| order.view).collect())
     }
 
-    /// Takes the saga lease of an unfinished order whose lease is free, for
-    /// `lease`. None when the order is done or someone else drives it.
+    /// Takes the saga lease of an unfinished order whose lease is free: run
+    /// out by the database's clock, or held by a holder (process
+    /// incarnation) that stopped heartbeating. The order's fencing number
+    /// grows by one. None when the order is done or someone else drives it.
     pub async fn claim(
         &self,
         order_id: &str,
         owner: &str,
-        now_ms: i64,
-        lease: Duration,
-    ) -> Result<Option<StoredOrder>, sqlx::Error> {
-        let claimed = sqlx::query(
-            "UPDATE order_orders SET lease_owner = $1, lease_until = $2 \
-             WHERE order_id = $3 AND step <> 'done' AND lease_until < $4",
-        )
+        leases: &Leases,
+    ) -> Result<Option<Claimed>, sqlx::Error> {
+        let now = self.db.now_sql();
+        let claimed = sqlx::query(&format!(
+            "UPDATE order_orders SET lease_owner = $1, lease_holder = $2, \
+             lease_until = {now} + $3, fence = fence + 1, \
+             taken_over = CASE WHEN lease_until > 0 THEN 1 ELSE 0 END \
+             WHERE order_id = $4 AND step <> 'done' AND ({free}) \
+             RETURNING fence, taken_over",
+            free = free_lease_sql(now, "$2", "$5"),
+        ))
         .bind(owner)
-        .bind(now_ms + millis(lease))
+        .bind(&leases.holder)
+        .bind(millis(leases.lease))
         .bind(order_id)
-        .bind(now_ms)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
-        if claimed == 0 {
+        .bind(millis(leases.holder_timeout))
+        .fetch_optional(self.db.pool())
+        .await?;
+        let Some(claimed) = claimed else {
             return Ok(None);
-        }
-        self.get(order_id).await
+        };
+        let fence: i64 = claimed.try_get("fence")?;
+        let taken_over: i64 = claimed.try_get("taken_over")?;
+        Ok(self.get(order_id).await?.map(|order| Claimed {
+            order,
+            lease: Lease {
+                owner: owner.to_owned(),
+                fence,
+            },
+            taken_over: taken_over != 0,
+        }))
     }
 
-    /// Stores the saga's next state if `owner` still holds the lease; the
-    /// lease is renewed while the saga goes on and freed when it pauses or
-    /// ends. None when the lease was lost to another driver.
+    /// Stores the saga's next state if `lease` is still the order's; the
+    /// lease is renewed (by the database's clock) while the saga goes on and
+    /// freed when it pauses or ends. None when the lease was lost.
     pub async fn advance(
         &self,
         current: &StoredOrder,
-        owner: &str,
+        lease: &Lease,
         state: &SagaState,
         retry_in: Option<Duration>,
         now_ms: i64,
-        lease: Duration,
+        duration: Duration,
     ) -> Result<Option<StoredOrder>, sqlx::Error> {
         let keeps_going = retry_in.is_none() && state.step != Step::Done;
-        let lease_until = if keeps_going {
-            now_ms + millis(lease)
+        let lease_ms = if keeps_going { millis(duration) } else { 0 };
+        let retry_ms = retry_in.map_or(0, millis);
+        // The token is kept only while a charge may still be sent (recovery
+        // re-sends it); once the charge is decided only its masked form is.
+        let payment_method = if state.step.may_charge() {
+            current.payment_method.clone()
         } else {
-            0
+            masked(&current.payment_method)
         };
-        let next_attempt_at = now_ms + retry_in.map_or(0, millis);
-        let updated = sqlx::query(
+        let now = self.db.now_sql();
+        let updated = sqlx::query(&format!(
             "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
              compensate_stock = $4, compensate_payment = $5, attempts = $6, \
-             next_attempt_at = $7, lease_until = $8, version = version + 1, updated_at = $9 \
-             WHERE order_id = $10 AND lease_owner = $11",
-        )
+             next_attempt_at = {now} + $7, \
+             lease_until = CASE WHEN $8 = 0 THEN 0 ELSE {now} + $8 END, \
+             version = version + 1, updated_at = $9, payment_method = $12 \
+             WHERE order_id = $10 AND lease_owner = $11 AND fence = $13"
+        ))
         .bind(state.status.as_str())
         .bind(state.failure_reason.map(FailureReason::as_str))
         .bind(state.step.as_str())
         .bind(i64::from(state.compensate_stock))
         .bind(i64::from(state.compensate_payment))
         .bind(i64::from(state.attempts))
-        .bind(next_attempt_at)
-        .bind(lease_until)
+        .bind(retry_ms)
+        .bind(lease_ms)
         .bind(now_ms)
         .bind(&current.view.order_id)
-        .bind(owner)
+        .bind(&lease.owner)
+        .bind(&payment_method)
+        .bind(lease.fence)
         .execute(self.db.pool())
         .await?
         .rows_affected();
@@ -341,23 +365,93 @@ impl OrderStore {
         next.view.failure_reason = state.failure_reason;
         next.view.version += 1;
         next.view.updated_at_ms = now_ms;
+        next.payment_method = payment_method;
         Ok(Some(next))
     }
 
-    /// Frees the lease if `owner` holds it (the driver stopped early).
-    #[allow(
-        dead_code,
-        reason = "the graceful hand-over of leases on SIGTERM puts it to work"
-    )]
+    /// Frees the lease if `owner` holds it (the driver stopped early: a
+    /// graceful hand-over), so another replica may take the order at once.
     pub async fn release(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE order_orders SET lease_until = 0 WHERE order_id = $1 AND lease_owner = $2",
+            "UPDATE order_orders SET lease_until = 0, lease_owner = NULL \
+             WHERE order_id = $1 AND lease_owner = $2",
         )
         .bind(order_id)
         .bind(owner)
         .execute(self.db.pool())
         .await?;
         Ok(())
+    }
+
+    /// Records that `holder` is alive (by the database's clock).
+    pub async fn heartbeat(&self, holder: &str, started_ms: i64) -> Result<(), sqlx::Error> {
+        let now = self.db.now_sql();
+        sqlx::query(&format!(
+            "INSERT INTO order_holders (holder_id, started_at, heartbeat_at) \
+             VALUES ($1, $2, {now}) \
+             ON CONFLICT (holder_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        ))
+        .bind(holder)
+        .bind(started_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Registers `holder` as the new incarnation of `replica`, retiring the
+    /// older ones: a restarted replica's old leases are free at once.
+    /// Returns how many were retired.
+    pub async fn register(
+        &self,
+        holder: &str,
+        replica: Option<&str>,
+        started_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        self.heartbeat(holder, started_ms).await?;
+        let Some(replica) = replica else {
+            return Ok(0);
+        };
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("UPDATE order_holders SET replica = $1 WHERE holder_id = $2")
+            .bind(replica)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        let retired =
+            sqlx::query("DELETE FROM order_holders WHERE replica = $1 AND holder_id <> $2")
+                .bind(replica)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(retired)
+    }
+
+    /// Forgets `holder` (it is stopping), and holders silent for an hour:
+    /// their leases are free at once.
+    pub async fn retire(&self, holder: &str) -> Result<(), sqlx::Error> {
+        let now = self.db.now_sql();
+        sqlx::query(&format!(
+            "DELETE FROM order_holders WHERE holder_id = $1 OR heartbeat_at < {now} - 3600000"
+        ))
+        .bind(holder)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Milliseconds since the oldest unfinished order was placed, by the
+    /// database's clock; 0 when every order is settled.
+    pub async fn oldest_unsettled_age_ms(&self) -> Result<i64, sqlx::Error> {
+        let now = self.db.now_sql();
+        let age: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT {now} - MIN(created_at) FROM order_orders \
+             WHERE step IN ('reserve', 'charge', 'commit', 'compensate')"
+        ))
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(age.unwrap_or(0).max(0))
     }
 
     /// Turns a CONFIRMED order into `cancelled` (a state from
@@ -387,18 +481,62 @@ impl OrderStore {
         Ok(updated == 1)
     }
 
-    /// Orders whose saga is unfinished, due for another try, and not leased.
-    pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
+    /// Orders whose saga is unfinished, due for another try (by the
+    /// database's clock), and whose lease is free for `leases.holder`.
+    pub async fn due(&self, leases: &Leases, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        let now = self.db.now_sql();
+        sqlx::query_scalar(&format!(
             "SELECT order_id FROM order_orders WHERE step <> 'done' \
-             AND next_attempt_at <= $1 AND lease_until < $1 \
-             ORDER BY next_attempt_at LIMIT $2",
-        )
-        .bind(now_ms)
+             AND next_attempt_at <= {now} AND ({free}) \
+             ORDER BY next_attempt_at LIMIT $3",
+            free = free_lease_sql(now, "$1", "$2"),
+        ))
+        .bind(&leases.holder)
+        .bind(millis(leases.holder_timeout))
         .bind(limit)
         .fetch_all(self.db.pool())
         .await
     }
+}
+
+/// How this process holds saga leases.
+#[derive(Clone, Debug)]
+pub struct Leases {
+    /// This process incarnation, as `order_holders` knows it.
+    pub holder: String,
+    /// How long a lease lasts without a step.
+    pub lease: Duration,
+    /// How long a holder may be silent before its leases are free.
+    pub holder_timeout: Duration,
+}
+
+/// One driver's hold on one order's saga.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    /// Sent with every step; inventory and payment refuse smaller ones.
+    pub fence: i64,
+}
+
+/// A claimed order.
+#[derive(Debug)]
+pub struct Claimed {
+    pub order: StoredOrder,
+    pub lease: Lease,
+    /// The lease was taken from a holder still holding it (it ran out, or
+    /// its holder went silent), not handed over.
+    pub taken_over: bool,
+}
+
+/// The condition under which an order's lease is free for `holder`: it ran
+/// out by the database's clock, or another holder held it and stopped
+/// heartbeating (`timeout` ms).
+fn free_lease_sql(now: &str, holder: &str, timeout: &str) -> String {
+    format!(
+        "lease_until < {now} OR (lease_holder IS NOT NULL AND lease_holder <> {holder} \
+         AND NOT EXISTS (SELECT 1 FROM order_holders h \
+         WHERE h.holder_id = order_orders.lease_holder AND h.heartbeat_at >= {now} - {timeout}))"
+    )
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -482,124 +620,4 @@ fn decode_line(
 }
 
 #[cfg(test)]
-mod tests {
-    use ordermesh_domain::PaymentMethod;
-    use ordermesh_testkit::TestDatabase;
-
-    use super::*;
-
-    async fn store_with_orders(database: &TestDatabase) -> OrderStore {
-        let db = Database::open(
-            database.settings(),
-            "order",
-            &sqlx::migrate!("./migrations"),
-        )
-        .await
-        .expect("open");
-        let store = OrderStore::new(db);
-        let usd = Currency::USD;
-        for (n, lines) in [(1, 2), (2, 1), (3, 3)] {
-            let request = NewOrder {
-                customer_id: "cust_reads".to_owned(),
-                items: Vec::new(),
-                payment_method: PaymentMethod::parse("pm_card_visa").expect("known token"),
-                idempotency_key: Some(format!("key-{n}")),
-            };
-            let lines: Vec<OrderLine> = (0..lines)
-                .map(|line| OrderLine {
-                    product_id: format!("sku-{line}"),
-                    quantity: line + 1,
-                    unit_price: Money::new(usd, 100 * i64::from(line + 1)),
-                })
-                .collect();
-            store
-                .insert(
-                    &format!("ord_{n}"),
-                    &request,
-                    &lines,
-                    Money::new(usd, 1000),
-                    n,
-                )
-                .await
-                .expect("insert");
-        }
-        store
-    }
-
-    /// `store.get`, checking that it ran on the caller's thread (not on its
-    /// pool fallback).
-    async fn get_on_callers_thread(store: &OrderStore, order_id: &str) -> Option<StoredOrder> {
-        let before = store.database().reads_on_caller_thread();
-        let found = store.get(order_id).await.expect("read");
-        assert_eq!(
-            store.database().reads_on_caller_thread(),
-            before + 1,
-            "SQLite reads on the caller's thread"
-        );
-        found
-    }
-
-    #[tokio::test]
-    async fn reads_on_the_callers_thread_match_the_pool() {
-        let database = TestDatabase::sqlite();
-        let store = store_with_orders(&database).await;
-        let pooled = OrderStore::new(store.database().pool_only());
-        for order_id in ["ord_1", "ord_2", "ord_3", "ord_missing"] {
-            let now = get_on_callers_thread(&store, order_id).await;
-            let through_pool = pooled.get(order_id).await.expect("pooled read");
-            assert_eq!(
-                format!("{now:?}"),
-                format!("{through_pool:?}"),
-                "{order_id}"
-            );
-        }
-        let order = get_on_callers_thread(&store, "ord_3").await.expect("ord_3");
-        assert_eq!(order.view.lines.len(), 3, "every line, in order");
-        assert_eq!(order.view.lines[2].product_id, "sku-2");
-
-        let cursor = Cursor {
-            created_at_ms: 3,
-            order_id: "ord_3".to_owned(),
-        };
-        for after in [None, Some(&cursor)] {
-            let before = store.database().reads_on_caller_thread();
-            let now = store
-                .list_by_customer("cust_reads", 2, after)
-                .await
-                .expect("list");
-            assert_eq!(store.database().reads_on_caller_thread(), before + 1);
-            let through_pool = pooled
-                .list_by_customer("cust_reads", 2, after)
-                .await
-                .expect("pooled list");
-            assert_eq!(format!("{now:?}"), format!("{through_pool:?}"));
-        }
-        let first_page = store
-            .list_by_customer("cust_reads", 2, None)
-            .await
-            .expect("list");
-        let ids: Vec<&str> = first_page.iter().map(|o| o.order_id.as_str()).collect();
-        assert_eq!(ids, ["ord_3", "ord_2"], "newest first, page size 2");
-        assert_eq!(first_page[0].lines.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn postgres_reads_go_through_the_pool() {
-        let Some(database) = TestDatabase::postgres().await else {
-            return;
-        };
-        let store = store_with_orders(&database).await;
-        let order = store.get("ord_3").await.expect("get").expect("ord_3");
-        assert_eq!(
-            store.database().reads_on_caller_thread(),
-            0,
-            "no caller-thread reads on PostgreSQL"
-        );
-        assert_eq!(order.view.lines.len(), 3);
-        let page = store
-            .list_by_customer("cust_reads", 10, None)
-            .await
-            .expect("list");
-        assert_eq!(page.len(), 3);
-    }
-}
+mod tests;

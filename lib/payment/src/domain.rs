@@ -77,6 +77,10 @@ pub enum PaymentError {
     Voided(String),
     #[error("no payment for order {0}")]
     NotFound(String),
+    #[error(
+        "a newer saga step of order {order_id} was seen (this one's fencing number: {sent:?}); its sender lost the order's lease"
+    )]
+    StaleStep { order_id: String, sent: Option<i64> },
 }
 
 impl Describe for PaymentError {
@@ -95,6 +99,9 @@ impl Describe for PaymentError {
                 .with("order_id", order_id),
             PaymentError::NotFound(order_id) => described(ErrorKind::NotFound)
                 .with_reason(reasons::PAYMENT_NOT_FOUND)
+                .with("order_id", order_id),
+            PaymentError::StaleStep { order_id, .. } => described(ErrorKind::Aborted)
+                .with_reason(reasons::STALE_SAGA_STEP)
                 .with("order_id", order_id),
         }
     }

@@ -9,6 +9,7 @@ use ordermesh_proto::payment::v1::{
     ProcessPaymentRequest, RefundPaymentRequest,
 };
 use ordermesh_runtime::status::to_status;
+use ordermesh_storage::fence;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Charge, Payment, PaymentError, PaymentStatus};
@@ -30,6 +31,7 @@ impl PaymentService for PaymentGrpc {
         &self,
         request: Request<ProcessPaymentRequest>,
     ) -> Result<Response<ProtoPayment>, Status> {
+        let fence = fence_of(&request)?;
         let message = request.into_inner();
         let amount = message
             .amount
@@ -39,7 +41,11 @@ impl PaymentService for PaymentGrpc {
             .map_err(|e| to_status(PaymentError::Invalid(format!("amount.currency_code: {e}"))))?;
         let charge =
             Charge::parse(message.order_id, amount, &message.payment_method).map_err(to_status)?;
-        let payment = self.payments.process(charge).await.map_err(to_status)?;
+        let payment = self
+            .payments
+            .process(charge, fence)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(to_proto(&payment)))
     }
 
@@ -49,7 +55,7 @@ impl PaymentService for PaymentGrpc {
     ) -> Result<Response<ProtoPayment>, Status> {
         let payment = self
             .payments
-            .refund(&request.get_ref().order_id)
+            .refund(&request.get_ref().order_id, fence_of(&request)?)
             .await
             .map_err(to_status)?;
         Ok(Response::new(to_proto(&payment)))
@@ -66,6 +72,15 @@ impl PaymentService for PaymentGrpc {
             .map_err(to_status)?;
         Ok(Response::new(to_proto(&payment)))
     }
+}
+
+/// The saga's fencing number the request carries, if any.
+fn fence_of<T>(request: &Request<T>) -> Result<Option<i64>, Status> {
+    let value = request
+        .metadata()
+        .get(fence::METADATA_KEY)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    fence::parse(value).map_err(|message| to_status(PaymentError::Invalid(message)))
 }
 
 pub fn to_proto(payment: &Payment) -> ProtoPayment {

@@ -8,7 +8,7 @@ use ordermesh_runtime::metrics::Metrics;
 use ordermesh_storage::{StoreError, failed as store_error, now_millis};
 
 use crate::domain::{self, Charge, Payment, PaymentError, PaymentStatus};
-use crate::store::{PaymentStore, Stored};
+use crate::store::{PaymentStore, StoreFailure, Stored};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -36,6 +36,10 @@ pub struct Payments {
 
 impl Payments {
     pub fn new(store: PaymentStore, decline_rate: f64, metrics: Arc<Metrics>) -> Self {
+        // Exported from the start, at 0.
+        metrics
+            .saga_stale_steps_refused_total
+            .with_label_values(&["payment"]);
         Self {
             store,
             decline_rate,
@@ -45,19 +49,24 @@ impl Payments {
 
     /// Charges the order once: a retry returns the first outcome, whatever
     /// the token or the random decline would say now.
-    pub async fn process(&self, charge: Charge) -> Result<Payment, ServiceError> {
-        if let Some(existing) = self
-            .store
-            .get(&charge.order_id)
-            .await
-            .map_err(store_error("reading a payment"))?
-        {
-            return Ok(domain::replay(existing, &charge)?);
-        }
+    pub async fn process(
+        &self,
+        charge: Charge,
+        fence: Option<i64>,
+    ) -> Result<Payment, ServiceError> {
         let random_decline = self.decline_rate > 0.0 && rand::random::<f64>() < self.decline_rate;
         let (status, decline_reason) = match domain::decide(charge.method, random_decline) {
             Ok(outcome) => outcome,
             Err(error) => {
+                // A retry of a charge already decided gets its outcome.
+                if let Some(existing) = self
+                    .store
+                    .get(&charge.order_id)
+                    .await
+                    .map_err(store_error("reading a payment"))?
+                {
+                    return Ok(domain::replay(existing, &charge)?);
+                }
                 tracing::warn!(order_id = %charge.order_id, payment_method = %charge.method, "simulated processor error; nothing charged");
                 return Err(error.into());
             }
@@ -74,9 +83,9 @@ impl Payments {
         };
         match self
             .store
-            .insert(&payment, &charge.method.to_string())
+            .insert(&payment, &charge.method.to_string(), fence)
             .await
-            .map_err(store_error("storing a payment"))?
+            .map_err(|e| self.failed(e, &charge.order_id, "storing a payment"))?
         {
             Stored::New(payment) => {
                 self.metrics
@@ -100,7 +109,11 @@ impl Payments {
         }
     }
 
-    pub async fn refund(&self, order_id: &str) -> Result<Payment, ServiceError> {
+    pub async fn refund(
+        &self,
+        order_id: &str,
+        fence: Option<i64>,
+    ) -> Result<Payment, ServiceError> {
         ordermesh_domain::limits::check_id("order_id", order_id).map_err(PaymentError::Invalid)?;
         let now = now_millis();
         let void = Payment {
@@ -114,9 +127,9 @@ impl Payments {
         };
         let payment = self
             .store
-            .refund(&void, now)
+            .refund(&void, now, fence)
             .await
-            .map_err(store_error("refunding a payment"))?;
+            .map_err(|e| self.failed(e, order_id, "refunding a payment"))?;
         tracing::info!(
             order_id,
             status = payment.status.as_str(),
@@ -124,6 +137,25 @@ impl Payments {
             "refund requested"
         );
         Ok(payment)
+    }
+
+    /// A store failure as the caller sees it; a stale saga step is counted.
+    fn failed(&self, error: StoreFailure, order_id: &str, context: &'static str) -> ServiceError {
+        match error {
+            StoreFailure::Stale(stale) => {
+                let refusal = PaymentError::StaleStep {
+                    order_id: order_id.to_owned(),
+                    sent: stale.sent,
+                };
+                tracing::warn!(order_id, reason = %refusal, "stale saga step refused");
+                self.metrics
+                    .saga_stale_steps_refused_total
+                    .with_label_values(&["payment"])
+                    .inc();
+                refusal.into()
+            }
+            StoreFailure::Database(source) => store_error(context)(source).into(),
+        }
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Payment, ServiceError> {

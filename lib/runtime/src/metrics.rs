@@ -48,6 +48,15 @@ pub struct Metrics {
     pub failpoint_hits_total: IntCounterVec,
     /// Always 1, labelled with the version built in: {version}.
     pub build_info: IntGaugeVec,
+    /// Saga steps refused because a newer lease holder had been seen
+    /// (fencing): {service}.
+    pub saga_stale_steps_refused_total: IntCounterVec,
+    /// Saga leases taken from a holder that was still holding them (expired
+    /// or dead), not handed over: no labels.
+    pub saga_lease_takeovers_total: IntCounterVec,
+    /// Age of the oldest order whose saga is unfinished, by the database's
+    /// clock; 0 when every order is settled: no labels.
+    pub saga_oldest_unsettled_age_seconds: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -186,6 +195,24 @@ impl Metrics {
                 info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
                 info
             },
+            saga_stale_steps_refused_total: counter(
+                &registry,
+                "saga_stale_steps_refused_total",
+                "Saga steps refused because they carried an older fencing number than one already seen, by service.",
+                &["service"],
+            ),
+            saga_lease_takeovers_total: counter(
+                &registry,
+                "saga_lease_takeovers_total",
+                "Saga leases taken over from a holder that expired or stopped heartbeating.",
+                &[],
+            ),
+            saga_oldest_unsettled_age_seconds: gauge(
+                &registry,
+                "saga_oldest_unsettled_age_seconds",
+                "Age of the oldest order whose saga has not settled (0 when none).",
+                &[],
+            ),
             registry,
         }
     }

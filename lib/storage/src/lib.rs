@@ -12,6 +12,7 @@
 
 pub mod columns;
 mod error;
+pub mod fence;
 mod query;
 mod sqlite_reads;
 
@@ -50,6 +51,29 @@ pub struct DatabaseSettings {
     /// not need the pool (`Database::query_rows`).
     #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
+    /// SQLite's `synchronous`: `full` syncs every commit to disk before it
+    /// is acknowledged (what survives a power loss: docs/reliability.md);
+    /// `normal` is faster but may lose the last commits of a file on a
+    /// power loss, breaking the saga's promises across the three files.
+    #[arg(long, env = "ORDERMESH_SQLITE_SYNCHRONOUS", default_value = "full")]
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+/// SQLite's durability setting (see `--sqlite-synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    #[default]
+    Full,
+    Normal,
+}
+
+impl SqliteSynchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        }
+    }
 }
 
 impl DatabaseSettings {
@@ -59,6 +83,7 @@ impl DatabaseSettings {
             data_dir: data_dir.into(),
             database_url: None,
             db_max_connections: None,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 
@@ -68,6 +93,7 @@ impl DatabaseSettings {
             data_dir: PathBuf::from("./data"),
             database_url: Some(url.into()),
             db_max_connections: None,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 }
@@ -100,7 +126,12 @@ impl Database {
                 Self::connect_postgres(url, settings.db_max_connections.unwrap_or(16)).await?
             }
             Some(url) if url.starts_with("sqlite:") => {
-                Self::connect_sqlite(url, settings.db_max_connections.unwrap_or(1)).await?
+                Self::connect_sqlite(
+                    url,
+                    settings.db_max_connections.unwrap_or(1),
+                    settings.sqlite_synchronous,
+                )
+                .await?
             }
             Some(other) => anyhow::bail!(
                 "unsupported database URL {:?}: use postgres://… or leave it unset for SQLite",
@@ -112,27 +143,41 @@ impl Database {
                 })?;
                 let path = settings.data_dir.join(format!("{service}.db"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
-                Self::connect_sqlite(&url, settings.db_max_connections.unwrap_or(1)).await?
+                Self::connect_sqlite(
+                    &url,
+                    settings.db_max_connections.unwrap_or(1),
+                    settings.sqlite_synchronous,
+                )
+                .await?
             }
         };
         database.migrate(migrator, service).await?;
         Ok(database)
     }
 
-    async fn connect_sqlite(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    async fn connect_sqlite(
+        url: &str,
+        max_connections: u32,
+        synchronous: SqliteSynchronous,
+    ) -> anyhow::Result<Self> {
         let options = AnyConnectOptions::from_str(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?;
         let file = sqlite_file(url)?;
         let pool = pool_options(max_connections)
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the one writer; the busy
                     // timeout makes writers queue instead of failing.
-                    conn.execute(
+                    // synchronous = FULL syncs the WAL at every commit: in
+                    // WAL mode NORMAL may lose the last commits on a power
+                    // loss, and the saga's promises span three files (a
+                    // charge kept while the order that made it is lost).
+                    let pragmas = format!(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
+                         PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
+                        synchronous.pragma()
+                    );
+                    conn.execute(pragmas.as_str()).await?;
                     Ok(())
                 })
             })
@@ -191,6 +236,23 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// An SQL expression for the database's own clock in Unix milliseconds
+    /// (PostgreSQL's `now()`, SQLite's `julianday('now')`), for decisions
+    /// every replica must agree on whatever its own clock says (saga leases).
+    pub fn now_sql(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        }
+    }
+
+    /// The database's clock, Unix milliseconds.
+    pub async fn now_ms(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(&format!("SELECT {}", self.now_sql()))
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// The same database with every read through the pool (for tests that
@@ -296,6 +358,32 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(mode, "wal");
+        // 2 is FULL: every commit is on disk before it is acknowledged.
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(db.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(synchronous, 2, "synchronous = FULL by default");
+        let normal = Database::open(
+            &DatabaseSettings {
+                sqlite_synchronous: SqliteSynchronous::Normal,
+                ..DatabaseSettings::sqlite(dir.path())
+            },
+            "unit-normal",
+            &migrator,
+        )
+        .await
+        .expect("open");
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(normal.pool())
+            .await
+            .expect("pragma");
+        assert_eq!(synchronous, 1, "NORMAL when asked for");
         assert!(dir.path().join("unit.db").exists());
+        let clock = db.now_ms().await.expect("the database's clock");
+        assert!(
+            (clock - now_millis()).abs() < 5_000,
+            "SQLite's clock in Unix ms: {clock}"
+        );
     }
 }

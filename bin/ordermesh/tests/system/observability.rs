@@ -136,6 +136,9 @@ async fn dashboards_query_only_exported_metrics() {
         "current_stock",
         "client_requests_total",
         "process_resident_memory_bytes",
+        "saga_oldest_unsettled_age_seconds",
+        "saga_lease_takeovers_total",
+        "saga_stale_steps_refused_total",
     ] {
         assert!(
             exported.contains(name),

@@ -51,6 +51,12 @@ impl Step {
             Step::Done => "done",
         }
     }
+
+    /// Whether the saga may still send the charge from here (so the order
+    /// must keep the payment token).
+    pub fn may_charge(self) -> bool {
+        matches!(self, Step::Reserve | Step::Charge)
+    }
 }
 
 /// Why an order failed, as the stable code clients see in `failure_reason`.

@@ -70,6 +70,9 @@ pub enum Outcome {
     },
     /// The call's outcome is unknown and the step is safe to repeat.
     RetryLater,
+    /// The peer refused the step: a newer holder of the order's lease was
+    /// seen. The runner stops driving without storing anything.
+    Fenced,
 }
 
 /// The next state, and when to try again if the saga must pause.

@@ -146,7 +146,15 @@ async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
                     break;
                 }
                 Err(status) => {
-                    shared.report.lock().unwrap().errors.push(status.code());
+                    // tonic's client ends a call past its own timeout with
+                    // CANCELLED "Timeout expired": the deadline, seen first
+                    // by this side.
+                    let code = if ordermesh_runtime::status::is_timeout(&status) {
+                        tonic::Code::DeadlineExceeded
+                    } else {
+                        status.code()
+                    };
+                    shared.report.lock().unwrap().errors.push(code);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }

@@ -30,5 +30,7 @@ mod orderctl;
 mod orders;
 mod otlp;
 mod overload;
+mod postgres_tls;
+mod secrets;
 mod validation;
 mod workflow;

@@ -129,8 +129,13 @@ sidecar("payment", "payment", admin + 4, inbound=(env["PAYMENT_INBOUND_PORT"], e
 
 # The edge as shipped, on the mesh's ports.
 edge = Path(env["EDGE"]).read_text()
-for default, port in [(10000, env["EDGE_PORT"]), (9901, env["EDGE_ADMIN_PORT"]), (8080, env["GATEWAY_APP_PORT"])]:
+for default, port in [(10000, env["EDGE_PORT"]), (10080, env["EDGE_HTTP_PORT"]), (9901, env["EDGE_ADMIN_PORT"]),
+                      (8080, env["GATEWAY_APP_PORT"])]:
     edge, count = re.subn(rf"port_value: {default}\b", f"port_value: {port}", edge)
     assert count == 1, f"edge.yaml: expected one port_value {default}"
+edge, count = re.subn(r"port_redirect: 10000\b", f"port_redirect: {env['EDGE_PORT']}", edge)
+assert count == 1, "edge.yaml: expected one port_redirect 10000"
+edge, count = re.subn(r"filename: envoy/mesh/certs/", f"filename: {env['CERTS']}/", edge)
+assert count == 2, "edge.yaml: expected the edge's certificate and key under envoy/mesh/certs/"
 (out / "edge.yaml").write_text(edge)
 print(f"render: sidecar and edge configs in {out}")

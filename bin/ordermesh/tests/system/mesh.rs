@@ -43,6 +43,7 @@ const MESH_PORTS: &[&str] = &[
     "ORDER_TO_INVENTORY_PORT",
     "ORDER_TO_PAYMENT_PORT",
     "EDGE_PORT",
+    "EDGE_HTTP_PORT",
     "EDGE_ADMIN_PORT",
 ];
 
@@ -116,6 +117,8 @@ impl Mesh {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The edge speaks HTTPS with a certificate of the mesh's CA.
+        curl::use_tls(mesh.edge(), &mesh.dir.path().join("certs/ca.crt"));
         // Every role shares the mesh's data directory, so one development
         // issuer's key, whose tokens the edge and the services check.
         let keys = mesh.dir.path().join("db");

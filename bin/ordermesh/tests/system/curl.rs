@@ -72,6 +72,13 @@ pub fn use_tls(addr: SocketAddr, ca: &std::path::Path) {
     TLS.lock().unwrap().push((addr.to_string(), ca.to_owned()));
 }
 
+/// `addr` no longer speaks HTTPS (its Envoy stopped; the port may be reused).
+pub fn forget_tls(addr: SocketAddr) {
+    TLS.lock()
+        .unwrap()
+        .retain(|(known, _)| *known != addr.to_string());
+}
+
 fn tls_ca(authority: &str) -> Option<std::path::PathBuf> {
     TLS.lock()
         .unwrap()

@@ -19,8 +19,10 @@ pub fn envoy() -> Option<PathBuf> {
 pub struct Envoy {
     child: Child,
     _dir: tempfile::TempDir,
-    /// The edge's certificates (envoy/mesh/certs.sh), if it has any.
+    /// The edge's certificates (envoy/mesh/certs.sh), if it has any, and
+    /// the HTTPS address curl trusts them for.
     _certs: Option<tempfile::TempDir>,
+    tls: Option<std::net::SocketAddr>,
 }
 
 /// A CA and the edge's certificate signed by it, by `envoy/mesh/certs.sh`.
@@ -78,8 +80,10 @@ pub fn start_edge(
     all.extend(owned.iter().map(|(a, b)| (a.as_str(), b.as_str())));
     let mut edge = start_envoy(envoy, "envoy/edge.yaml", &ports, &all);
     let ca = certs.path().join("ca.crt");
-    curl::use_tls(([127, 0, 0, 1], https).into(), &ca);
+    let addr = ([127, 0, 0, 1], https).into();
+    curl::use_tls(addr, &ca);
     edge._certs = Some(certs);
+    edge.tls = Some(addr);
     (edge, http, ca)
 }
 
@@ -87,6 +91,9 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(addr) = self.tls {
+            curl::forget_tls(addr);
+        }
     }
 }
 
@@ -129,6 +136,7 @@ pub fn start_envoy(
         child,
         _dir: dir,
         _certs: None,
+        tls: None,
     }
 }
 

@@ -210,6 +210,7 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = self.script("stop");
+        curl::forget_tls(self.edge());
     }
 }
 

@@ -11,8 +11,13 @@
 # Dependencies are built in their own layer (cargo-chef), so a change to the
 # sources rebuilds only the workspace crates.
 
+# Base images are pinned by digest (the tag says which, the digest exactly
+# which bytes); scripts/check-image-pins.py refuses a bare tag, and CI's
+# `--resolve` step checks each digest exists and reports a tag that moved.
+# To update: docs/rollout.md, section 1.
+#
 # The toolchain the workspace is tested with; bump together with CI.
-FROM rust:1.95-bookworm AS chef
+FROM rust:1.95-bookworm@sha256:6258907abe69656e41cd992e0b705cdcfabcbbe3db374f92ed2d47121282d4a1 AS chef
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
@@ -37,7 +42,7 @@ RUN cargo build --release --locked --bin ordermesh --bin orderctl \
     && cp target/release/ordermesh target/release/orderctl /out/
 
 # glibc, libgcc, CA certificates and a `nonroot` user (65532); no shell.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 COPY --from=builder /out/ordermesh /usr/local/bin/ordermesh
 COPY --from=builder /out/orderctl /usr/local/bin/orderctl
 # The SQLite directory for `docker run`; in Kubernetes a volume is mounted here.

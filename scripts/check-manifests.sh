@@ -90,7 +90,17 @@ for dir in "${overlays[@]}"; do
   "$python" scripts/validate-istio.py --whole --label "$dir" "$rendered"
 done
 
+step "Images pinned by digest: the Dockerfile's bases, prod's and ambient's containers"
+"$python" scripts/check-image-pins.py Dockerfile "$(render k8s/overlays/prod)" "$(render k8s/overlays/ambient)"
+
+step "NetworkPolicies: what each pod may send (every overlay)"
+for dir in k8s/overlays/*/; do
+  "$python" scripts/check-netpol.py "$(render "${dir%/}")"
+done
+
 step "The validators refuse broken objects"
+"$python" scripts/check-netpol.py --self-test "$(render k8s/overlays/prod)" "$(render k8s/overlays/ambient)"
+"$python" scripts/check-image-pins.py --self-test
 "$python" scripts/check-pod-security.py --self-test
 "$python" scripts/validate-istio.py --self-test
 for variable in ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS; do

@@ -14,7 +14,8 @@ labels):
   cross-namespace reference, an HTTP listener beside HTTPS that only
   redirects; policy selectors that select pods, targetRefs that resolve and
   are applied (a Service's only by a waypoint), ambient namespaces' ztunnel
-  policies at L4 only, principals naming ServiceAccounts that exist, one set
+  policies at L4 only, ALLOW rules naming each gRPC method (no wildcard
+  method), principals naming ServiceAccounts that exist, one set
   of JWT issuers, and no host routed by both APIs.
 - migration_errors, against the build a namespace moves from (sidecars to
   ambient mode, and back): applying this one over it must not replace a
@@ -50,6 +51,8 @@ GRPC_CODES = {
 L7_OPERATION = {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}
 L7_SOURCE = {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}
 PRINCIPAL = re.compile(r"^[^/]+/ns/([^/]+)/sa/([^/]+)$")
+# A gRPC path, /package.Service/Method: its first segment has a dot.
+GRPC_PATH = re.compile(r"^/[^/]*\.")
 
 
 def group_of(doc) -> str:
@@ -302,6 +305,8 @@ def policy_errors(index: Index, doc) -> list[str]:
             if l7:
                 errors.append(f"spec.rules.{r}: ztunnel enforces this policy in an ambient namespace and sees "
                               f"no {', '.join(l7)}; bind L7 rules to the waypoint or a Service (targetRefs)")
+    if kind == "AuthorizationPolicy" and spec(doc).get("action", "ALLOW") == "ALLOW":
+        errors += wildcard_method_errors(doc)
     for r, rule in enumerate(spec(doc).get("rules") or []):
         for f, source in enumerate(rule.get("from") or []):
             for key in ("principals", "notPrincipals"):
@@ -314,6 +319,21 @@ def policy_errors(index: Index, doc) -> list[str]:
                     if known and sa not in known:
                         errors.append(f"spec.rules.{r}.from.{f}.source.{key}: no ServiceAccount {sa!r} in "
                                       f"{sa_ns!r} (there are {sorted(known)})")
+    return errors
+
+
+def wildcard_method_errors(doc) -> list[str]:
+    """Least privilege: an ALLOW rule names each gRPC method its caller
+    needs. `/pkg.Service/*` (or `*`, `/*`) would let the caller reach every
+    method the service has or will have (AdjustStock, an admin RPC added
+    later); REST prefixes (`/v1/orders*`) are the HTTP routes' own business."""
+    errors = []
+    for r, rule in enumerate(spec(doc).get("rules") or []):
+        for t, target in enumerate(rule.get("to") or []):
+            for path in (target.get("operation") or {}).get("paths") or []:
+                if "*" in path and (path in ("*", "/*") or GRPC_PATH.match(path)):
+                    errors.append(f"spec.rules.{r}.to.{t}.operation.paths: {path!r} allows every method; "
+                                  "list each method the caller needs")
     return errors
 
 

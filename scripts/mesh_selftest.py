@@ -84,7 +84,7 @@ GOOD = [
     obj("security.istio.io/v1", "AuthorizationPolicy", "t", "order-l7", {
         "targetRefs": [{"group": "", "kind": "Service", "name": "order"}], "action": "ALLOW",
         "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/t/sa/gateway"], "requestPrincipals": ["*"]}}],
-                   "to": [{"operation": {"ports": ["50051"], "paths": ["/ordermesh.order.v1.OrderService/*"]}}]}]}),
+                   "to": [{"operation": {"ports": ["50051"], "paths": ["/ordermesh.order.v1.OrderService/GetOrder"]}}]}]}),
     obj("security.istio.io/v1", "AuthorizationPolicy", "t", "order-l4", {
         "selector": {"matchLabels": {"app": "order"}}, "action": "ALLOW",
         "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/t/sa/waypoint"]}}],
@@ -185,6 +185,10 @@ BROKEN = {
     "L7 rule for ztunnel": (put(["/x"], 11, "spec", "rules", 0, "to", 0, "operation", "paths"), "sees no paths"),
     "JWT for ztunnel": (lambda d, c: at(d, 12, "spec").update(
         {"selector": {"matchLabels": {"app": "order"}}, "targetRefs": []}), "ztunnel reads no JWT"),
+    "a wildcard method": (put(["/ordermesh.order.v1.OrderService/*"], 10, "spec", "rules", 0, "to", 0, "operation",
+                                "paths"), "allows every method"),
+    "every path, gRPC or not": (put(["*"], 10, "spec", "rules", 0, "to", 0, "operation", "paths"),
+                                "allows every method"),
     "principal naming no ServiceAccount": (put(["cluster.local/ns/t/sa/gatewy"], 10, "spec", "rules", 0, "from", 0,
                                                "source", "principals"), "no ServiceAccount 'gatewy'"),
     "two sets of JWT issuers": (put("https://other.example/t", 13, "spec", "jwtRules", 0, "issuer"),

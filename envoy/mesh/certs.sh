@@ -33,7 +33,21 @@ EXT
   ) 2>/dev/null
   rm "$out/$service.csr"
 done
+# The edge's server certificate (envoy/edge.yaml's HTTPS listener), for the
+# names a local client uses.
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj "/O=ordermesh/CN=localhost" \
+  -keyout "$out/edge.key" -out "$out/edge.csr" 2>/dev/null
+openssl x509 -req -in "$out/edge.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" \
+  -CAcreateserial -days 30 -out "$out/edge.crt" -extfile <(cat <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1
+EXT
+) 2>/dev/null
+rm "$out/edge.csr"
 rm -f "$out/ca.srl"
 # Envoy reads the keys; it runs as the same user.
 chmod 600 "$out"/*.key
-echo "certs: CA and gateway, order, inventory, payment certificates in $out"
+echo "certs: CA, gateway, order, inventory, payment and edge certificates in $out"

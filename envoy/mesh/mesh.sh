@@ -9,7 +9,7 @@
 #   envoy/mesh/mesh.sh status    which of them run
 #   envoy/mesh/mesh.sh render    only writes the certificates and configs
 #
-# Then: curl http://127.0.0.1:10000/v1/products (the edge). Everything lands
+# Then: curl --cacert $MESH_DIR/certs/ca.crt https://127.0.0.1:10000/v1/products (the edge). Everything lands
 # in $MESH_DIR (./data/mesh): certs/, envoy/ (rendered configs), logs/, run/.
 # Environment: BIN_DIR (target/release), ENVOY (.venv/bin/envoy), MESH_DIR,
 # DATABASE_URL (else SQLite under $MESH_DIR/db), and every *_PORT below.
@@ -39,6 +39,7 @@ export ORDER_TO_INVENTORY_PORT=${ORDER_TO_INVENTORY_PORT:-17052}
 export ORDER_TO_PAYMENT_PORT=${ORDER_TO_PAYMENT_PORT:-17053}
 # The edge, and admin ports (Envoy admin, service metrics).
 export EDGE_PORT=${EDGE_PORT:-10000}
+export EDGE_HTTP_PORT=${EDGE_HTTP_PORT:-10080}
 export EDGE_ADMIN_PORT=${EDGE_ADMIN_PORT:-9901}
 export SIDECAR_ADMIN_PORT_BASE=${SIDECAR_ADMIN_PORT_BASE:-9911}
 export METRICS_PORT_BASE=${METRICS_PORT_BASE:-9464}
@@ -107,7 +108,7 @@ start() {
     ORDERMESH_DATA_DIR=$MESH_DIR/db launch "$name" "ordermesh $(service_args "$name" | cut -d' ' -f1-3)" \
       "$BIN_DIR/ordermesh" $(service_args "$name")
   done
-  echo "edge: http://127.0.0.1:$EDGE_PORT/  (logs in $MESH_DIR/logs)"
+  echo "edge: https://127.0.0.1:$EDGE_PORT/ (curl --cacert $MESH_DIR/certs/ca.crt; http on $EDGE_HTTP_PORT redirects; logs in $MESH_DIR/logs)"
 }
 
 stop() {

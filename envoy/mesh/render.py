@@ -13,22 +13,50 @@ templates = Path(env["TEMPLATES"])
 out = Path(env["OUT"])
 NS = "spiffe://cluster.local/ns/ordermesh/sa/"
 
-# Who may call whom, and which methods: the design's calls and no others.
-ORDER = r"^/ordermesh\.order\.v1\.OrderService/[A-Za-z]+$"
-INVENTORY = r"^/ordermesh\.inventory\.v1\.InventoryService/[A-Za-z]+$"
-INVENTORY_READS = r"^/ordermesh\.inventory\.v1\.InventoryService/(ListProducts|GetProduct|WatchStock)$"
-PAYMENT = r"^/ordermesh\.payment\.v1\.PaymentService/[A-Za-z]+$"
+# Who may call whom, and which methods: each method the caller needs, by
+# name, as istio/ does (a method added to a service is closed until listed).
+def methods(service, names):
+    return rf"^/ordermesh\.{service.split('.')[0]}\.v1\.{service.split('.')[1]}/({'|'.join(names)})$"
+
+
+ORDER = methods("order.OrderService", ["CreateOrder", "GetOrder", "ListOrders", "CancelOrder", "WatchOrder"])
+# The saga's calls: pricing and the reservation's three steps (no AdjustStock).
+INVENTORY_SAGA = methods("inventory.InventoryService",
+                         ["ListProducts", "ReserveStock", "CommitReservation", "ReleaseReservation"])
+# The gateway serves the catalog: reads only, never reservations.
+INVENTORY_READS = methods("inventory.InventoryService", ["ListProducts", "GetProduct", "WatchStock"])
+# The charge and its compensation (GetPayment is for operators).
+PAYMENT = methods("payment.PaymentService", ["ProcessPayment", "RefundPayment"])
 ALLOWED = {
     "order": [("gateway", ORDER)],
-    # The gateway serves the catalog: reads only, never reservations.
-    "inventory": [("order", INVENTORY), ("gateway", INVENTORY_READS)],
+    "inventory": [("order", INVENTORY_SAGA), ("gateway", INVENTORY_READS)],
     "payment": [("order", PAYMENT)],
 }
+for rules in ALLOWED.values():
+    for _, regex in rules:
+        assert "[" not in regex and "*" not in regex, f"a wildcard method in {regex}"
 HEALTH = {
     "order": "ordermesh.order.v1.OrderService",
     "inventory": "ordermesh.inventory.v1.InventoryService",
     "payment": "ordermesh.payment.v1.PaymentService",
 }
+# A CreateOrder without an idempotency key is not idempotent: a retry after
+# its response was lost (a reset, UNAVAILABLE, a cancel) would place a second
+# order and charge twice. It is retried only when it never reached the
+# service (the connection failed, or the stream was refused before any
+# byte), as istio/base/order.yaml does; with a key it takes the route below,
+# retried as every other call. (Envoy matches a header's absence with
+# present_match and invert_match.)
+CREATE_ORDER_ROUTE = """
+                        - match:
+                            path: /ordermesh.order.v1.OrderService/CreateOrder
+                            headers:
+                              - { name: idempotency-key, present_match: true, invert_match: true }
+                          route:
+                            cluster: order
+                            timeout: 10s
+                            max_stream_duration: { grpc_timeout_header_max: 10s }
+                            retry_policy: { retry_on: "connect-failure,refused-stream", num_retries: 3 }"""
 REPLICAS = {
     "order": ["ORDER_INBOUND_PORT"],
     "inventory": ["INVENTORY1_INBOUND_PORT", "INVENTORY2_INBOUND_PORT"],
@@ -80,7 +108,8 @@ def sidecar(name, service, admin_port, inbound=None, outbound=()):
         clusters.append(fill(template("local-app-cluster"), values))
     for target, port in outbound:
         values = dict(base, TARGET=target, OUTBOUND_PORT=port, ENDPOINTS=endpoints(target),
-                      HEALTH_SERVICE=HEALTH[target])
+                      HEALTH_SERVICE=HEALTH[target],
+                      CREATE_ORDER_ROUTE=CREATE_ORDER_ROUTE if target == "order" else "")
         listeners.append(fill(template("outbound-listener"), values))
         clusters.append(fill(template("outbound-cluster"), values))
     text = fill(template("sidecar"), dict(base, LISTENERS="".join(listeners), CLUSTERS="".join(clusters)))
@@ -100,8 +129,13 @@ sidecar("payment", "payment", admin + 4, inbound=(env["PAYMENT_INBOUND_PORT"], e
 
 # The edge as shipped, on the mesh's ports.
 edge = Path(env["EDGE"]).read_text()
-for default, port in [(10000, env["EDGE_PORT"]), (9901, env["EDGE_ADMIN_PORT"]), (8080, env["GATEWAY_APP_PORT"])]:
+for default, port in [(10000, env["EDGE_PORT"]), (10080, env["EDGE_HTTP_PORT"]), (9901, env["EDGE_ADMIN_PORT"]),
+                      (8080, env["GATEWAY_APP_PORT"])]:
     edge, count = re.subn(rf"port_value: {default}\b", f"port_value: {port}", edge)
     assert count >= 1, f"edge.yaml: expected port_value {default}"
+edge, count = re.subn(r"port_redirect: 10000\b", f"port_redirect: {env['EDGE_PORT']}", edge)
+assert count == 1, "edge.yaml: expected one port_redirect 10000"
+edge, count = re.subn(r"filename: envoy/mesh/certs/", f"filename: {env['CERTS']}/", edge)
+assert count == 2, "edge.yaml: expected the edge's certificate and key under envoy/mesh/certs/"
 (out / "edge.yaml").write_text(edge)
 print(f"render: sidecar and edge configs in {out}")

@@ -14,8 +14,9 @@ use crate::jwks::check_jwks_url;
 #[derive(Clone, Debug, clap::Args)]
 pub struct IdentitySettings {
     /// Where the issuer publishes its signing keys (JWKS), over https;
-    /// plain http only to a loopback host.
-    #[arg(long, env = "ORDERMESH_JWKS_URL", value_parser = parse_jwks_url, conflicts_with = "jwks_file")]
+    /// plain http only to a loopback host. (`--help` hides the variable's
+    /// value: a URL may carry credentials.)
+    #[arg(long, env = "ORDERMESH_JWKS_URL", hide_env_values = true, value_parser = parse_jwks_url, conflicts_with = "jwks_file")]
     pub jwks_url: Option<String>,
     /// A JWKS file instead of a URL; read again when a token names a key it
     /// lacks, e.g. DATA_DIR/dev-issuer-jwks.json of the development issuer.

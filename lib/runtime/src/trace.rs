@@ -49,12 +49,17 @@ pub enum OtlpProtocol {
 pub struct TraceSettings {
     /// OTLP base endpoint (`/v1/traces` is added for HTTP); unset, spans
     /// are not exported.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        hide_env_values = true
+    )]
     pub endpoint: Option<String>,
     /// OTLP endpoint for traces, used as given (wins over --otlp-endpoint).
     #[arg(
         long = "otlp-traces-endpoint",
-        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        hide_env_values = true
     )]
     pub traces_endpoint: Option<String>,
     /// OTLP transport.

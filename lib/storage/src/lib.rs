@@ -38,8 +38,13 @@ pub struct DatabaseSettings {
     /// Directory of the embedded SQLite databases (one file per service).
     #[arg(long, env = "ORDERMESH_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// A postgres:// URL to use PostgreSQL instead of SQLite.
-    #[arg(long, env = "DATABASE_URL")]
+    /// A postgres:// URL to use PostgreSQL instead of SQLite; over TLS with
+    /// the server's certificate checked, add
+    /// `?sslmode=verify-full&sslrootcert=CA.pem`.
+    ///
+    /// `--help` never shows the variable's value, and logs show the URL
+    /// without its passwords (`redact_url`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Most pooled connections one service holds [default: 16 on
     /// PostgreSQL, 1 on SQLite].
@@ -290,8 +295,37 @@ fn pool_options(max_connections: u32) -> AnyPoolOptions {
         .test_before_acquire(false)
 }
 
-/// The URL without its password, fit for logs and error messages.
+/// The URL without its passwords, fit for logs and error messages: the
+/// userinfo's (`user:***@`) and any query parameter naming one
+/// (`?password=***`, `&sslpassword=***`, as libpq and sqlx accept them).
 pub fn redact_url(url: &str) -> String {
+    // The query starts after the userinfo, whose password may hold a `?`.
+    let host_start = url.rfind('@').map_or(0, |at| at + 1);
+    let (base, query) = match url[host_start..].find('?') {
+        Some(mark) => (
+            &url[..host_start + mark],
+            Some(&url[host_start + mark + 1..]),
+        ),
+        None => (url, None),
+    };
+    let mut redacted = redact_userinfo(base);
+    if let Some(query) = query {
+        redacted.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push_str(&pairs.join("&"));
+    }
+    redacted
+}
+
+fn redact_userinfo(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
@@ -343,6 +377,29 @@ mod tests {
             "postgres://user@db/orders"
         );
         assert_eq!(redact_url("postgres://db/orders"), "postgres://db/orders");
+        // A password with an `@` or a `?` in it is still cut at the host.
+        assert_eq!(
+            redact_url("postgres://user:s@c?ret@db/orders"),
+            "postgres://user:***@db/orders"
+        );
+    }
+
+    #[test]
+    fn redacts_passwords_in_the_query() {
+        assert_eq!(
+            redact_url("postgres://user@db/orders?password=secret"),
+            "postgres://user@db/orders?password=***"
+        );
+        assert_eq!(
+            redact_url(
+                "postgres://u:secret@db/o?sslmode=verify-full&Password=secret&sslpassword=secret&application_name=om"
+            ),
+            "postgres://u:***@db/o?sslmode=verify-full&Password=***&sslpassword=***&application_name=om"
+        );
+        assert_eq!(
+            redact_url("postgres://db/o?sslmode=require"),
+            "postgres://db/o?sslmode=require"
+        );
     }
 
     #[tokio::test]

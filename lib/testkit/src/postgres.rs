@@ -25,7 +25,20 @@ impl PrivatePostgres {
     /// A new cluster on 127.0.0.1, started; None (skip) when PostgreSQL is
     /// not installed.
     pub fn start() -> Option<Self> {
-        Self::start_on(Ipv4Addr::LOCALHOST.into(), free_port(), None, None)
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), free_port(), None, None, None)
+    }
+
+    /// A new cluster on 127.0.0.1 that takes TCP connections over TLS only
+    /// (`hostssl` in pg_hba.conf), with `tls`'s certificate chain and key
+    /// (PEM); None (skip) when PostgreSQL is not installed.
+    pub fn start_with_tls(tls: &ServerTls) -> Option<Self> {
+        Self::start_on(
+            Ipv4Addr::LOCALHOST.into(),
+            free_port(),
+            None,
+            None,
+            Some(tls),
+        )
     }
 
     /// A new cluster inside `host`, listening on the host's address (port
@@ -44,6 +57,7 @@ impl PrivatePostgres {
             port,
             host.netns().map(str::to_owned),
             Some(&subnet),
+            None,
         )
     }
 
@@ -54,6 +68,7 @@ impl PrivatePostgres {
         port: u16,
         netns: Option<String>,
         trusted: Option<&str>,
+        tls: Option<&ServerTls>,
     ) -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
@@ -89,8 +104,49 @@ impl PrivatePostgres {
             let mut file = std::fs::OpenOptions::new().append(true).open(&hba).unwrap();
             writeln!(file, "host all all {trusted} trust").unwrap();
         }
+        if let Some(tls) = tls {
+            server.use_tls(tls);
+        }
         server.up();
         Some(server)
+    }
+
+    /// Turns TLS on and refuses TCP clients that do not use it.
+    fn use_tls(&self, tls: &ServerTls) {
+        let data = std::path::Path::new(&self.data()).to_path_buf();
+        std::fs::write(data.join("server.crt"), &tls.cert_chain).unwrap();
+        std::fs::write(data.join("server.key"), &tls.key).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )
+        .unwrap();
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        writeln!(conf, "ssl = on").unwrap();
+        writeln!(conf, "ssl_cert_file = 'server.crt'").unwrap();
+        writeln!(conf, "ssl_key_file = 'server.key'").unwrap();
+        // PostgreSQL refuses a key others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        if running_as_root() {
+            for file in ["server.crt", "server.key", "pg_hba.conf"] {
+                assert!(
+                    Command::new("chown")
+                        .arg("postgres")
+                        .arg(data.join(file))
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
     }
 
     fn data(&self) -> String {
@@ -177,6 +233,12 @@ impl PrivatePostgres {
     fn pg(&self, program: &str, args: &[&str]) {
         run(self.tool(program), args);
     }
+}
+
+/// A server's certificate chain and private key, PEM.
+pub struct ServerTls {
+    pub cert_chain: Vec<u8>,
+    pub key: Vec<u8>,
 }
 
 fn run(mut command: Command, args: &[&str]) {

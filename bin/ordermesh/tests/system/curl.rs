@@ -62,6 +62,37 @@ pub fn curl(args: &[&str]) -> Response {
     curl_with_input(args, None)
 }
 
+/// Addresses that speak HTTPS (the Envoy edge), with the CA file that
+/// signed their certificate: [`url`] names them `https://`, and [`curl`]
+/// trusts that CA for them (`--cacert`), and no other.
+static TLS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// `addr` speaks HTTPS with a certificate `ca` signed.
+pub fn use_tls(addr: SocketAddr, ca: &std::path::Path) {
+    TLS.lock().unwrap().push((addr.to_string(), ca.to_owned()));
+}
+
+/// `addr` no longer speaks HTTPS (its Envoy stopped; the port may be reused).
+pub fn forget_tls(addr: SocketAddr) {
+    TLS.lock()
+        .unwrap()
+        .retain(|(known, _)| *known != addr.to_string());
+}
+
+fn tls_ca(authority: &str) -> Option<std::path::PathBuf> {
+    TLS.lock()
+        .unwrap()
+        .iter()
+        .find(|(addr, _)| addr == authority)
+        .map(|(_, ca)| ca.clone())
+}
+
+/// The `host:port/path` of a URL argument, if it is one.
+fn after_scheme(arg: &str) -> Option<&str> {
+    arg.strip_prefix("http://")
+        .or_else(|| arg.strip_prefix("https://"))
+}
+
 /// Addresses whose tokens come from a development issuer, by its data dir.
 static DEV_ISSUERS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> =
     std::sync::Mutex::new(Vec::new());
@@ -79,14 +110,13 @@ pub fn use_dev_issuer(addr: SocketAddr, data_dir: &std::path::Path) {
 fn token_for(args: &[&str], customer: Option<&str>) -> String {
     let target = args
         .iter()
-        .find(|arg| arg.starts_with("http://"))
-        .copied()
+        .find_map(|arg| after_scheme(arg))
         .unwrap_or_default();
     let dev = DEV_ISSUERS
         .lock()
         .unwrap()
         .iter()
-        .find(|(addr, _)| target.starts_with(&format!("http://{addr}/")))
+        .find(|(addr, _)| target.starts_with(&format!("{addr}/")))
         .map(|(_, dir)| dir.clone());
     match (dev, customer) {
         (Some(dir), customer) => {
@@ -129,7 +159,7 @@ fn body_customer(args: &[&str]) -> Option<String> {
 /// Whether the command's target is the order API (REST or grpc-web).
 fn targets_orders(args: &[&str]) -> bool {
     args.iter().any(|arg| {
-        arg.starts_with("http://")
+        after_scheme(arg).is_some()
             && (arg.contains("/v1/orders") || arg.contains("/ordermesh.order.v1.OrderService/"))
     })
 }
@@ -144,6 +174,14 @@ pub fn curl_with_input(args: &[&str], input: Option<&[u8]>) -> Response {
     let mut args = args.to_vec();
     if targets_orders(&args) && !names_authorization(&args) {
         args.splice(0..0, ["-H", authorization.as_str()]);
+    }
+    let ca = args
+        .iter()
+        .filter_map(|arg| arg.strip_prefix("https://"))
+        .find_map(|rest| tls_ca(rest.split('/').next().unwrap_or_default()))
+        .map(|ca| ca.display().to_string());
+    if let Some(ca) = &ca {
+        args.splice(0..0, ["--cacert", ca.as_str()]);
     }
     let args = args.as_slice();
     let mut child = Command::new(curl)
@@ -258,7 +296,11 @@ pub fn post_json(
 }
 
 pub fn url(addr: SocketAddr, path: &str) -> String {
-    format!("http://{addr}{path}")
+    let scheme = match tls_ca(&addr.to_string()) {
+        Some(_) => "https",
+        None => "http",
+    };
+    format!("{scheme}://{addr}{path}")
 }
 
 /// The value of one sample in a Prometheus text exposition, e.g.

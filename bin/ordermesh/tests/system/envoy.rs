@@ -19,12 +19,81 @@ pub fn envoy() -> Option<PathBuf> {
 pub struct Envoy {
     child: Child,
     _dir: tempfile::TempDir,
+    /// The edge's certificates (envoy/mesh/certs.sh), if it has any, and
+    /// the HTTPS address curl trusts them for.
+    _certs: Option<tempfile::TempDir>,
+    tls: Option<std::net::SocketAddr>,
+}
+
+/// A CA and the edge's certificate signed by it, by `envoy/mesh/certs.sh`.
+pub fn edge_certs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new(workspace_root().join("envoy/mesh/certs.sh"))
+        .arg(dir.path())
+        .output()
+        .expect("run envoy/mesh/certs.sh");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    dir
+}
+
+/// `envoy/edge.yaml` with its certificate from `certs` (see [`edge_certs`]).
+fn edge_cert_tweaks(certs: &Path) -> [(String, String); 2] {
+    ["edge.crt", "edge.key"].map(|file| {
+        (
+            format!("filename: envoy/mesh/certs/{file}"),
+            format!("filename: {}", certs.join(file).display()),
+        )
+    })
+}
+
+/// The shipped edge (`envoy/edge.yaml`) with `ports` rewritten (10000 its
+/// HTTPS port, as [`start_envoy`]), its plain-HTTP port on a free one and
+/// its certificate made by `envoy/mesh/certs.sh`; [`curl`] trusts that CA
+/// for the HTTPS port. Returns the Envoy, its HTTP port and the CA file.
+pub fn start_edge(
+    envoy: &Path,
+    ports: &[(u16, u16)],
+    tweaks: &[(&str, &str)],
+) -> (Envoy, u16, PathBuf) {
+    let certs = edge_certs();
+    let https = ports
+        .iter()
+        .find(|(from, _)| *from == 10000)
+        .map(|(_, to)| *to)
+        .expect("the edge's port");
+    let http = free_port();
+    let mut ports = ports.to_vec();
+    ports.push((10080, http));
+    let redirect = (
+        "port_redirect: 10000".to_owned(),
+        format!("port_redirect: {https}"),
+    );
+    let owned: Vec<(String, String)> = edge_cert_tweaks(certs.path())
+        .into_iter()
+        .chain([redirect])
+        .collect();
+    let mut all: Vec<(&str, &str)> = tweaks.to_vec();
+    all.extend(owned.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut edge = start_envoy(envoy, "envoy/edge.yaml", &ports, &all);
+    let ca = certs.path().join("ca.crt");
+    let addr = ([127, 0, 0, 1], https).into();
+    curl::use_tls(addr, &ca);
+    edge._certs = Some(certs);
+    edge.tls = Some(addr);
+    (edge, http, ca)
 }
 
 impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(addr) = self.tls {
+            curl::forget_tls(addr);
+        }
     }
 }
 
@@ -64,7 +133,12 @@ pub fn start_envoy(
         .stderr(Stdio::null())
         .spawn()
         .expect("start envoy");
-    Envoy { child, _dir: dir }
+    Envoy {
+        child,
+        _dir: dir,
+        _certs: None,
+        tls: None,
+    }
 }
 
 pub async fn wait_for_http(addr: &str) {
@@ -98,9 +172,17 @@ fn every_envoy_config_validates() {
     let Some(envoy) = envoy() else {
         return;
     };
-    for shipped in ["envoy/edge.yaml", "envoy/transcoder.yaml"] {
-        validate(&envoy, &workspace_root().join(shipped));
+    validate(&envoy, &workspace_root().join("envoy/transcoder.yaml"));
+    // The edge as shipped, with a certificate where it expects one.
+    let certs = edge_certs();
+    let mut edge = std::fs::read_to_string(workspace_root().join("envoy/edge.yaml")).unwrap();
+    for (from, to) in edge_cert_tweaks(certs.path()) {
+        assert_eq!(edge.matches(&from).count(), 1, "envoy/edge.yaml: {from}");
+        edge = edge.replace(&from, &to);
     }
+    let edge_path = certs.path().join("edge.yaml");
+    std::fs::write(&edge_path, edge).unwrap();
+    validate(&envoy, &edge_path);
     let mesh = tempfile::tempdir().unwrap();
     let rendered = Command::new(workspace_root().join("envoy/mesh/mesh.sh"))
         .arg("render")
@@ -153,9 +235,8 @@ async fn edge_and_transcoder_serve_the_same_api() {
     let system = with_dev_issuer().await;
     let (edge_port, edge_admin, transcoder_port, transcoder_admin) =
         (free_port(), free_port(), free_port(), free_port());
-    let _edge = start_envoy(
+    let (_edge, _, _) = start_edge(
         &envoy,
-        "envoy/edge.yaml",
         &[
             (10000, edge_port),
             (9901, edge_admin),
@@ -326,9 +407,8 @@ async fn the_edge_rate_limits_with_a_json_429() {
     let system = with_dev_issuer().await;
     let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped limit, shrunk so that a handful of calls exceed it.
-    let _edge = start_envoy(
+    let (_edge, _, _) = start_edge(
         &envoy,
-        "envoy/edge.yaml",
         &[
             (10000, edge_port),
             (9901, edge_admin),
@@ -355,5 +435,79 @@ async fn the_edge_rate_limits_with_a_json_429() {
     assert!(
         stats.contains("edge_rate_limit.http_local_rate_limit.rate_limited: 3"),
         "{stats}"
+    );
+}
+
+/// The edge speaks HTTPS only: its certificate chains to the CA that
+/// signed it (and to no other), and plain HTTP gets nothing but a redirect
+/// to the same path over HTTPS, whatever the path and method.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_serves_https_and_redirects_plain_http() {
+    let Some(envoy) = envoy() else {
+        return;
+    };
+    if !curl::available() {
+        return;
+    }
+    let system = with_dev_issuer().await;
+    let (edge_port, edge_admin) = (free_port(), free_port());
+    let (_edge, http_port, ca) = start_edge(
+        &envoy,
+        &[
+            (10000, edge_port),
+            (9901, edge_admin),
+            (8080, system.gateway_addr().port()),
+        ],
+        &[],
+    );
+    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
+    let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    let products = url(edge, "/v1/products");
+    assert!(products.starts_with("https://"), "{products}");
+    let answer = curl(&[&products]).expect(200);
+    assert!(answer["products"].is_array(), "{answer}");
+
+    // Another CA: curl refuses the certificate (no response at all).
+    let other = edge_certs();
+    let refused = Command::new(tool("curl").unwrap())
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(other.path().join("ca.crt"))
+        .arg(&products)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a certificate of another CA was accepted"
+    );
+    // No TLS: the HTTPS port does not speak plain HTTP.
+    let plain = Command::new(tool("curl").unwrap())
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("http://{edge}/v1/products"))
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success() || !String::from_utf8_lossy(&plain.stdout).contains("products"),
+        "the HTTPS port served plain HTTP"
+    );
+
+    // Plain HTTP: a 301 to the same path over HTTPS, and nothing forwarded.
+    let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    for (method, path) in [("GET", "/v1/products?pageSize=2"), ("POST", "/v1/orders")] {
+        let redirect = curl(&["-X", method, &format!("http://{http}{path}")]);
+        assert_eq!(redirect.status, 301, "{method} {path}: {redirect:?}");
+        assert_eq!(
+            redirect.header("location"),
+            Some(format!("https://127.0.0.1:{edge_port}{path}").as_str()),
+            "{redirect:?}"
+        );
+    }
+    // Followed with the CA, the redirect reaches the API (curl -i prints
+    // the 301's head, then the 200's).
+    let ca = ca.display().to_string();
+    let followed = curl(&["-L", "--cacert", &ca, &format!("http://{http}/v1/products")]);
+    let rest = followed.text();
+    assert!(
+        followed.status == 301 && rest.contains("HTTP/1.1 200") && rest.contains("\"products\""),
+        "{followed:?}"
     );
 }

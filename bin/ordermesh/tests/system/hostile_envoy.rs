@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use super::Recorder;
 use crate::curl::{self, Response, curl, url};
-use crate::envoy::{envoy, start_envoy, wait_for_http, with_dev_issuer};
+use crate::envoy::{envoy, start_edge, wait_for_http, with_dev_issuer};
 use crate::harness::{Endpoints, free_port};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,9 +20,8 @@ async fn the_edge_removes_clients_x_envoy_headers() {
     // What Envoy forwards is recorded by a server in the gateway's place.
     let recorder = Recorder::start().await;
     let (edge_port, edge_admin) = (free_port(), free_port());
-    let _edge = start_envoy(
+    let (_edge, _, _) = start_edge(
         &envoy,
-        "envoy/edge.yaml",
         &[
             (10000, edge_port),
             (9901, edge_admin),
@@ -91,9 +90,8 @@ async fn one_noisy_client_is_limited_while_another_gets_through() {
     let system = with_dev_issuer().await;
     let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped per-client bucket, shrunk so a handful of calls exceed it.
-    let _edge = start_envoy(
+    let (_edge, _, _) = start_edge(
         &envoy,
-        "envoy/edge.yaml",
         &[
             (10000, edge_port),
             (9901, edge_admin),

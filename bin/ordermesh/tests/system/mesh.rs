@@ -1,6 +1,7 @@
 //! The local sidecar mesh of `envoy/mesh/` with the real Envoy: load
 //! spread over replicas and a replica killed mid-load, a lost response
-//! retried and charged once, identities refused by the sidecars.
+//! retried and charged once, a lost keyless CreateOrder not retried,
+//! identities and methods refused by the sidecars.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ const MESH_PORTS: &[&str] = &[
     "ORDER_TO_INVENTORY_PORT",
     "ORDER_TO_PAYMENT_PORT",
     "EDGE_PORT",
+    "EDGE_HTTP_PORT",
     "EDGE_ADMIN_PORT",
 ];
 
@@ -115,6 +117,8 @@ impl Mesh {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The edge speaks HTTPS with a certificate of the mesh's CA.
+        curl::use_tls(mesh.edge(), &mesh.dir.path().join("certs/ca.crt"));
         // Every role shares the mesh's data directory, so one development
         // issuer's key, whose tokens the edge and the services check.
         let keys = mesh.dir.path().join("db");
@@ -206,16 +210,22 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         let _ = self.script("stop");
+        curl::forget_tls(self.edge());
     }
 }
 
 fn place_order(edge: std::net::SocketAddr, customer: &str, key: &str) -> Response {
+    place_order_keyed(edge, customer, Some(key))
+}
+
+fn place_order_keyed(edge: std::net::SocketAddr, customer: &str, key: Option<&str>) -> Response {
     let body = json!({"customerId": customer, "items": [{"productId": "sku-filter", "quantity": 1}], "paymentMethod": "pm_card_visa"});
+    let header = key.map(|key| format!("idempotency-key: {key}"));
     post_json(
         edge,
         "/v1/orders",
         &body,
-        &[&format!("idempotency-key: {key}")],
+        &Vec::from_iter(header.as_deref()),
     )
 }
 
@@ -377,6 +387,57 @@ async fn a_lost_payment_response_is_retried_and_charged_once() {
     );
 }
 
+/// A CreateOrder whose response is lost after the order was placed: without
+/// an idempotency key no proxy may send it again (a second order, a second
+/// charge); with one, the gateway's sidecar retries it and the key returns
+/// the order already placed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_create_is_retried_only_with_an_idempotency_key() {
+    if envoy().is_none() || !curl::available() {
+        return;
+    }
+    let mesh = Mesh::start(&[(
+        "ORDERMESH_FAILPOINTS",
+        "/ordermesh.order.v1.OrderService/CreateOrder=lose(2)",
+    )])
+    .await;
+    let orders_and_charges = || {
+        let orders = sample(&mesh.service_metrics("order"), "orders_created_total", &[]);
+        let charges = sample(
+            &mesh.service_metrics("payment"),
+            "payments_processed_total",
+            &[],
+        );
+        (orders, charges)
+    };
+    let retries = || {
+        stat(
+            &mesh.sidecar_stats("gateway"),
+            "cluster.order.upstream_rq_retry",
+        )
+    };
+
+    // Keyless: the caller sees the loss, and the order stands alone.
+    let lost = place_order_keyed(mesh.edge(), "mesh-keyless", None);
+    assert!(lost.status >= 500, "{} {}", lost.status, lost.text());
+    assert!(
+        mesh.log("order").contains("lose response"),
+        "the failpoint lost no response"
+    );
+    assert_eq!(orders_and_charges(), (1.0, 1.0), "one order, one charge");
+    assert_eq!(retries(), 0, "a keyless CreateOrder was retried");
+
+    // Keyed: the second lost response is retried, and the key answers it.
+    let order = place_order_keyed(mesh.edge(), "mesh-keyed", Some("lost-create-1")).expect(200);
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    assert!(retries() >= 1, "the keyed CreateOrder was not retried");
+    assert_eq!(
+        orders_and_charges(),
+        (2.0, 2.0),
+        "the retry placed a second order"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sidecars_refuse_unknown_and_wrong_identities() {
     let Some(grpcurl) = tool("grpcurl") else {
@@ -388,7 +449,7 @@ async fn sidecars_refuse_unknown_and_wrong_identities() {
     let mesh = Mesh::start(&[]).await;
     let certs = mesh.dir.path().join("certs");
     let payment = format!("127.0.0.1:{}", mesh.port("PAYMENT_INBOUND_PORT"));
-    let call = |identity: Option<&str>| {
+    let call = |identity: Option<&str>, method: &str| {
         let mut command = Command::new(&grpcurl);
         command.current_dir(&certs).args([
             "-cacert",
@@ -411,7 +472,7 @@ async fn sidecars_refuse_unknown_and_wrong_identities() {
             .args(["-import-path", proto_root.to_str().unwrap()])
             .args(["-proto", "ordermesh/payment/v1/payment.proto"])
             .args(["-d", r#"{"orderId":"ord_probe"}"#, &payment])
-            .arg("ordermesh.payment.v1.PaymentService/GetPayment");
+            .arg(format!("ordermesh.payment.v1.PaymentService/{method}"));
         let output = command.output().expect("run grpcurl");
         format!(
             "{}{}",
@@ -419,15 +480,22 @@ async fn sidecars_refuse_unknown_and_wrong_identities() {
             String::from_utf8_lossy(&output.stderr)
         )
     };
-    // The order service's identity may call payment (which then says NotFound).
-    assert!(call(Some("order")).contains("NotFound"));
-    // The gateway's may not: RBAC refuses it.
-    let wrong = call(Some("gateway"));
+    // The order service's identity may refund (a refund before any charge
+    // leaves a tombstone and answers)...
+    let refund = call(Some("order"), "RefundPayment");
+    assert!(!refund.contains("PermissionDenied"), "{refund}");
+    // ...but not call a method the saga does not need.
+    let read = call(Some("order"), "GetPayment");
+    assert!(read.contains("PermissionDenied"), "{read}");
+    // The gateway's may not call payment at all: RBAC refuses it.
+    let wrong = call(Some("gateway"), "RefundPayment");
     assert!(wrong.contains("PermissionDenied"), "{wrong}");
     // No certificate: no connection at all.
-    let anonymous = call(None);
+    let anonymous = call(None, "GetPayment");
     assert!(
-        !anonymous.contains("NotFound") && !anonymous.contains("PermissionDenied"),
+        !anonymous.contains("NotFound")
+            && !anonymous.contains("PermissionDenied")
+            && !anonymous.contains("Code: OK"),
         "{anonymous}"
     );
 

@@ -6,6 +6,7 @@
 mod harness;
 
 mod browser;
+mod canary;
 mod concurrency;
 mod curl;
 mod envoy;
@@ -16,6 +17,8 @@ mod fronting;
 mod gateway;
 mod grpc_web;
 mod grpcurl;
+mod hostile;
+mod hostile_edge;
 mod idempotency;
 mod identity;
 mod lifecycle;

@@ -258,7 +258,9 @@ impl SagaRunner {
         let runner = self.clone();
         let started = now_millis();
         Box::pin(async move {
-            loop {
+            // Never after shutdown started: the hand-over retires this
+            // holder, and a late heartbeat would bring it back to life.
+            while !shutdown.is_triggered() {
                 if let Err(error) = runner.store.heartbeat(&runner.leases.holder, started).await {
                     tracing::warn!(%error, "cannot record this holder's heartbeat");
                 }

@@ -6,6 +6,7 @@
 mod harness;
 
 mod browser;
+mod chaos;
 mod concurrency;
 mod curl;
 mod envoy;
@@ -28,6 +29,7 @@ mod orderctl;
 mod orders;
 mod otlp;
 mod overload;
+mod partitions;
 mod saga_races;
 mod takeover;
 mod validation;

@@ -70,7 +70,7 @@ async fn partition_mid_load(cut: Cut, tag: &str) {
         return;
     };
     let before = stock(&cluster).await;
-    let order_addr = cluster.host("order").socket(50051);
+    let order_addr = cluster.order_addr();
     let load = Load::start_with_timeout(order_addr, 4, tag, CALL_TIMEOUT);
     load.wait_taken(12, Duration::from_secs(30)).await;
 

@@ -15,7 +15,7 @@ use ordermesh_testkit::postgres::PrivatePostgres;
 use ordermesh_testkit::process::{ChildProcess, Logs};
 use ordermesh_testkit::tokens;
 
-use crate::harness::ORDERMESH;
+use crate::harness::{ORDERMESH, OrderClient, order_client};
 
 /// The three roles, in the order they start.
 pub const ROLES: [&str; 3] = ["inventory", "payment", "order"];
@@ -80,6 +80,11 @@ impl Cluster {
         self.postgres.url()
     }
 
+    /// The failpoints `role` is started with from now on (its next start).
+    pub fn set_failpoints(&mut self, role: &'static str, failpoints: Vec<String>) {
+        self.failpoints.insert(role, failpoints);
+    }
+
     /// Starts `role` on its host (again), waiting until it listens. A role
     /// cannot start while PostgreSQL is out of its reach; the caller
     /// restores that first.
@@ -131,6 +136,29 @@ impl Cluster {
         self.processes.insert(role, process);
     }
 
+    /// SIGKILL: no drain, as in a crash.
+    pub async fn kill(&mut self, role: &str) {
+        if let Some(mut process) = self.processes.remove(role) {
+            process.kill().await;
+        }
+    }
+
+    /// A client of the order service, from the runner; it connects lazily
+    /// and gives up a connect after 1 s, so a dark path fails a call
+    /// rather than hanging it.
+    pub fn orders(&self) -> OrderClient {
+        let addr = self.order_addr();
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("a valid URL")
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        order_client(channel)
+    }
+
+    pub fn order_addr(&self) -> std::net::SocketAddr {
+        self.hosts["order"].socket(port("order"))
+    }
+
     pub fn inventory_addr(&self) -> std::net::SocketAddr {
         self.hosts["inventory"].socket(port("inventory"))
     }
@@ -141,6 +169,15 @@ impl Cluster {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// Stops PostgreSQL (fast shutdown), as an outage would.
+    pub fn postgres_down(&self) {
+        tokio::task::block_in_place(|| self.postgres.down());
+    }
+
+    pub fn postgres_up(&self) {
+        tokio::task::block_in_place(|| self.postgres.up());
     }
 }
 

@@ -25,7 +25,7 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 pub use crate::columns::Columns;
 pub use crate::error::{StoreError, failed};
@@ -194,6 +194,23 @@ impl Database {
     async fn connect_postgres(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // A connection that sat idle may have died with the server (a
+            // restart, a failover) while nothing used it: ping it before
+            // handing it out, so that after a restart a caller gets a live
+            // connection instead of each dead one's error in turn. Found by
+            // the chaos run (docs/reliability.md): a compensation retried
+            // with backoff spent its tries on one dead pooled connection
+            // after another, and its order was still unsettled a minute
+            // after PostgreSQL was back. Connections passed from one query
+            // to the next under load are not pinged.
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_IDLE_AFTER {
+                        return Ok(true);
+                    }
+                    conn.ping().await.map(|()| true)
+                })
+            })
             .connect(url)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact_url(url)))?;
@@ -278,6 +295,10 @@ fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok((!in_memory).then(|| file.to_path_buf()))
 }
 
+/// How long a PostgreSQL connection may sit idle before it is pinged on
+/// its way out of the pool.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Pool settings shared by both backends.
 fn pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -286,7 +307,9 @@ fn pool_options(max_connections: u32) -> AnyPoolOptions {
         // ping before each use would be one more round trip (to PostgreSQL,
         // or to the SQLite connection's thread) on every query's path. A
         // connection that died while idle fails its next query, whose caller
-        // sees UNAVAILABLE, and is then dropped by that ping on release.
+        // sees UNAVAILABLE, and is then dropped by that ping on release;
+        // on PostgreSQL one idle for a second is pinged first
+        // (`connect_postgres`).
         .test_before_acquire(false)
 }
 

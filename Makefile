@@ -11,14 +11,16 @@ CARGO ?= cargo
 # (files of their releases, read in place; see docs/rollout.md).
 ISTIO_CRDS ?= $(abspath ../shared/istio/crd-all.gen.yaml)
 GATEWAY_API_CRDS ?= $(abspath ../shared/gateway-api/standard-install.yaml)
+# Flagger's (v1.44.0: Canary, MetricTemplate, AlertProvider), for k8s/.
+FLAGGER_CRDS ?= $(abspath ../shared/flagger/crd.yaml)
 
 # Tests find the tools here; with ORDERMESH_REQUIRE_ALL=1 a missing tool or
 # database fails the test instead of skipping it.
 export ORDERMESH_TOOLS_DIR := $(TOOLS)
-export ISTIO_CRDS GATEWAY_API_CRDS
+export ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
-	test-client fuzz bench chaos mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests
+	test-client fuzz bench chaos mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests check-migrations
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
@@ -59,6 +61,7 @@ lint: setup ## clippy -D warnings, rustfmt, buf lint, cargo deny, hadolint, comp
 		else echo "cargo deny: the advisory database is out of reach here; advisories not checked"; fi
 	$(MAKE) --no-print-directory check-compose
 	$(MAKE) --no-print-directory check-manifests
+	$(MAKE) --no-print-directory check-migrations
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -145,6 +148,10 @@ check-observability: setup ## promtool: scrape configs, alert rules and their un
 check-compose: setup ## The Compose file: Compose Specification schema, mounts, variables, health-check binaries
 	$(TOOLS)/check-jsonschema --builtin-schema vendor.compose-spec deploy/docker-compose.yaml
 	$(TOOLS)/python scripts/check-compose.py deploy/docker-compose.yaml Dockerfile
+
+check-migrations: ## Migrations only expand what the previous release uses (scripts/check-migrations.py), with its self-test
+	python3 scripts/check-migrations.py --self-test
+	python3 scripts/check-migrations.py lib/*/migrations
 
 check-manifests: setup ## Dockerfile (hadolint), k8s overlays (kubernetes-validate, Pod Security restricted), istio/ (Istio's and Gateway API CRDs), workflows (actionlint)
 	scripts/check-manifests.sh

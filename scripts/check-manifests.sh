@@ -6,19 +6,22 @@
 #      Deployments against the flags `ordermesh` has (check-deployments.py),
 #      its pods against the restricted Pod Security level
 #      (check-pod-security.py);
-#   3. every Istio and Gateway API object, in istio/ and rendered from each
-#      of its kustomizations: validated against Istio's and the Gateway
-#      API's CRD schemas, strictly, with their CEL rules, and each build as a
+#   3. every Istio, Gateway API and Flagger object, in istio/, k8s/ and
+#      rendered from each kustomization: validated against Istio's, the
+#      Gateway API's and Flagger's CRD schemas, strictly, with their CEL
+#      rules (flagger_rules.py: what Flagger adds), and each build as a
 #      whole against the Kubernetes overlay it is applied with
 #      (validate-istio.py), after proving the validators refuse broken
 #      objects and fail without the CRD files;
-#   4. the GitHub workflows: actionlint and GitHub's workflow schema.
+#   4. the GitHub workflows: actionlint and GitHub's workflow schema, and
+#      scripts/release.sh (the deploy workflow's) against a fake cluster.
 #
 # Tools come from $ORDERMESH_TOOLS_DIR, else ./.venv/bin (`make setup`);
 # kubectl from PATH. Istio's CRDs from $ISTIO_CRDS, else
 # ../shared/istio/crd-all.gen.yaml beside the repository; the Gateway API's
 # (standard channel) from $GATEWAY_API_CRDS, else
-# ../shared/gateway-api/standard-install.yaml.
+# ../shared/gateway-api/standard-install.yaml; Flagger's from $FLAGGER_CRDS,
+# else ../shared/flagger/crd.yaml.
 # Environment: K8S_VERSIONS (default "1.32 1.35"), the Kubernetes versions
 # to validate against.
 set -euo pipefail
@@ -68,7 +71,7 @@ kube_validate() { # <label> <rendered file>
       grep -v '^INFO' "$report" >&2 || true
       fail "$1 does not validate against Kubernetes $version"
     fi
-    if grep '^WARN' "$report" | grep -vE 'api version ([a-z.]*istio\.io|gateway\.networking\.k8s\.io)/' >&2; then
+    if grep '^WARN' "$report" | grep -vE 'api version ([a-z.]*istio\.io|gateway\.networking\.k8s\.io|flagger\.app)/' >&2; then
       fail "$1 has objects kubernetes-validate could not check"
     fi
     echo "kubernetes-validate: $(grep -c '^INFO.*passed' "$report") objects passed"
@@ -82,14 +85,15 @@ for dir in "${overlays[@]}"; do
   kube_validate "$dir" "$rendered"
   "$python" scripts/check-deployments.py "$rendered"
   "$python" scripts/check-pod-security.py "$rendered"
-  # Any Istio or Gateway API objects an overlay carries.
-  "$python" scripts/validate-istio.py --label "$dir" "$rendered"
+  # Any Istio, Gateway API or Flagger objects an overlay carries, and the
+  # overlay as a whole (Canaries against their targets and policies).
+  "$python" scripts/validate-istio.py --whole --label "$dir" "$rendered"
 done
 
 step "The validators refuse broken objects"
 "$python" scripts/check-pod-security.py --self-test
 "$python" scripts/validate-istio.py --self-test
-for variable in ISTIO_CRDS GATEWAY_API_CRDS; do
+for variable in ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS; do
   if env "$variable=$work/no-such-file.yaml" "$python" scripts/validate-istio.py istio >/dev/null 2>&1; then
     fail "validate-istio.py passed without the CRD file of $variable"
   fi
@@ -104,7 +108,6 @@ step "Istio and Gateway API: every YAML file in istio/, each object alone"
 context_of() {
   case $1 in
     istio/ambient*) echo k8s/overlays/ambient ;;
-    istio/canary/*) echo k8s/overlays/canary ;;
     *) echo k8s/overlays/prod ;;
   esac
 }
@@ -135,6 +138,8 @@ step "GitHub workflows: actionlint and the workflow schema"
 "$tools/actionlint" .github/workflows/*.yml
 echo "actionlint: ok"
 "$tools/check-jsonschema" --builtin-schema vendor.github-workflows .github/workflows/*.yml
+# What the deploy workflow runs decides as it should (fake kubectl, istioctl).
+scripts/release-selftest.sh
 
 printf '\ncheck-manifests: ok (Dockerfile, %d Kubernetes builds x Kubernetes %s, %d Istio builds, workflows)\n' \
   "${#overlays[@]}" "$k8s_versions" "${#istio_builds[@]}"

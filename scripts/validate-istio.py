@@ -5,7 +5,7 @@
     scripts/validate-istio.py --context k8s.yaml BUILD    # and the build as a whole
     scripts/validate-istio.py --self-test                 # proves broken objects are refused
 
-Every *.istio.io and gateway.networking.k8s.io object is checked against the
+Every *.istio.io, gateway.networking.k8s.io and flagger.app object is checked against the
 openAPIV3Schema of its CRD, strictly (mesh_schemas.py: unknown fields
 refused, defaults filled in, every CEL rule evaluated), and against what
 istiod and `istioctl analyze` would say of it (mesh_rules.py). With
@@ -18,8 +18,10 @@ policy away while the pods restart.
 The CRDs: Istio's crd-all.gen.yaml from $ISTIO_CRDS (default:
 ../shared/istio/crd-all.gen.yaml beside the repository) and the Gateway
 API's standard-install.yaml from $GATEWAY_API_CRDS (default:
-../shared/gateway-api/standard-install.yaml). Without either this fails: an
-unvalidated pass is no pass.
+../shared/gateway-api/standard-install.yaml), Flagger's crd.yaml from
+$FLAGGER_CRDS (default: ../shared/flagger/crd.yaml; flagger_rules.py adds
+what Flagger itself would refuse or get wrong). Without any of them this
+fails: an unvalidated pass is no pass.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 
 import yaml  # noqa: E402
 
+import flagger_rules  # noqa: E402
 import mesh_rules  # noqa: E402
 import mesh_schemas  # noqa: E402
 
@@ -41,12 +44,14 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CRDS = {
     "ISTIO_CRDS": REPO.parent / "shared" / "istio" / "crd-all.gen.yaml",
     "GATEWAY_API_CRDS": REPO.parent / "shared" / "gateway-api" / "standard-install.yaml",
+    "FLAGGER_CRDS": REPO.parent / "shared" / "flagger" / "crd.yaml",
 }
 
 
 def is_mesh(doc) -> bool:
     group = mesh_rules.group_of(doc)
-    return group == "istio.io" or group.endswith(".istio.io") or group == mesh_rules.GATEWAY_GROUP
+    return (group == "istio.io" or group.endswith(".istio.io") or group == mesh_rules.GATEWAY_GROUP
+            or group == flagger_rules.GROUP)
 
 
 def schema_errors(doc, schemas) -> list[str]:
@@ -67,10 +72,11 @@ def validate(docs, schemas, context=None, previous=None) -> list[str]:
     errors = []
     for doc in docs:
         if is_mesh(doc):
-            found = schema_errors(doc, schemas) + mesh_rules.object_errors(doc)
+            found = schema_errors(doc, schemas) + mesh_rules.object_errors(doc) + flagger_rules.object_errors(doc)
             errors += [f"{mesh_rules.where(doc)}: {e}" for e in found]
     if context is not None:
         errors += mesh_rules.build_errors(docs, context)
+        errors += flagger_rules.build_errors(docs, context)
     if previous is not None:
         errors += mesh_rules.migration_errors(docs, previous)
     return errors
@@ -98,6 +104,8 @@ def main() -> int:
     parser.add_argument("--context", action="append", default=[], metavar="FILE",
                         help="the rendered Kubernetes objects the build is applied with (repeatable); "
                              "turns on the build-wide checks")
+    parser.add_argument("--whole", action="store_true",
+                        help="check the input as a whole build with no other context (a Kubernetes overlay)")
     parser.add_argument("--migrates-from", action="append", default=[], metavar="FILE",
                         help="a rendered build the namespace moves from to this one (repeatable)")
     parser.add_argument("--label", help="name the input so in the report (e.g. the kustomization)")
@@ -117,10 +125,13 @@ def main() -> int:
     if args.self_test:
         import mesh_selftest
 
-        return mesh_selftest.run(lambda docs, context=None, previous=None: validate(docs, schemas, context, previous))
+        import flagger_selftest
+
+        check = lambda docs, context=None, previous=None: validate(docs, schemas, context, previous)  # noqa: E731
+        return mesh_selftest.run(check) or flagger_selftest.run(check)
 
     documents = read_documents(args.paths)
-    context = [doc for _, doc in read_documents(args.context)] if args.context else None
+    context = [doc for _, doc in read_documents(args.context)] if args.context else ([] if args.whole else None)
     mesh = [doc for _, doc in documents if is_mesh(doc)]
     previous = [doc for _, doc in read_documents(args.migrates_from)] if args.migrates_from else None
     errors = validate([doc for _, doc in documents], schemas, context, previous)

@@ -102,6 +102,6 @@ sidecar("payment", "payment", admin + 4, inbound=(env["PAYMENT_INBOUND_PORT"], e
 edge = Path(env["EDGE"]).read_text()
 for default, port in [(10000, env["EDGE_PORT"]), (9901, env["EDGE_ADMIN_PORT"]), (8080, env["GATEWAY_APP_PORT"])]:
     edge, count = re.subn(rf"port_value: {default}\b", f"port_value: {port}", edge)
-    assert count == 1, f"edge.yaml: expected one port_value {default}"
+    assert count >= 1, f"edge.yaml: expected port_value {default}"
 (out / "edge.yaml").write_text(edge)
 print(f"render: sidecar and edge configs in {out}")

@@ -18,7 +18,7 @@ use crate::error::GatewayError;
 use crate::metadata::{headers_from, metadata_from, timeout_from};
 use crate::routes::{NoRoute, Route};
 use crate::template::PathBindings;
-use crate::transcode::{request_message, to_json};
+use crate::transcode::{needs_json, request_message, require_json, to_json};
 
 pub async fn transcode(
     gateway: &Gateway,
@@ -78,14 +78,18 @@ async fn handle(
         None
     };
     let (parts, body) = request.into_parts();
-    let limit = gateway.settings.body_limit;
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| GatewayError::PayloadTooLarge { limit })?;
     let content_type = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    // Before a byte of the body is read.
+    if needs_json(route, &parts.method) {
+        require_json(content_type)?;
+    }
+    let limit = gateway.settings.body_limit;
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| GatewayError::PayloadTooLarge { limit })?;
     let message = request_message(
         route,
         bindings,

@@ -41,7 +41,7 @@ use ordermesh_runtime::listener::{self, ConnectionSettings, Protocols};
 use ordermesh_runtime::methods::KnownMethods;
 use ordermesh_runtime::shutdown::Shutdown;
 use ordermesh_runtime::watches::{
-    CLIENT_HEADER, HeldBody, WatchBudget, WatchSettings, bearer_subject, client_key,
+    HeldBody, WatchBudget, WatchSettings, bearer_subject, client_key,
 };
 use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
@@ -64,6 +64,7 @@ pub struct Gateway {
     upstreams: Upstreams,
     openapi: serde_json::Value,
     identity: Identity,
+    pass_through: Arc<grpc_web::PassThrough>,
     instruments: Instruments,
     shutdown: Shutdown,
     /// Open watches, per client and in all.
@@ -98,7 +99,12 @@ impl Gateway {
             }
         }
         let openapi = openapi::document(&routes, &settings.token_services);
+        let pass_through = Arc::new(grpc_web::PassThrough {
+            body_limit: settings.body_limit,
+            forward_headers: settings.forward_headers.clone(),
+        });
         Ok(Self {
+            pass_through,
             settings,
             routes,
             upstreams,
@@ -182,8 +188,24 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// CORS: closed unless `--cors-allowed-origin` names the sites that may
+/// call the gateway from a browser. The page is served by the gateway
+/// itself (same origin) and needs none; with no origin listed, a foreign
+/// page gets no grant, so its scripts cannot read an answer or send a
+/// request a browser would preflight.
 fn cors(settings: &GatewaySettings) -> CorsLayer {
-    let layer = CorsLayer::new()
+    let origins = settings
+        .cors_allowed_origins
+        .iter()
+        .filter_map(|origin| match origin.parse() {
+            Ok(origin) => Some(origin),
+            Err(_) => {
+                tracing::warn!(origin, "not a valid CORS origin; ignored");
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    CorsLayer::new()
         .allow_methods(Any)
         .allow_headers(Any)
         .expose_headers([
@@ -191,17 +213,8 @@ fn cors(settings: &GatewaySettings) -> CorsLayer {
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
             HeaderName::from_static("x-request-id"),
-        ]);
-    if settings.cors_allowed_origins.is_empty() {
-        layer.allow_origin(Any)
-    } else {
-        let origins = settings
-            .cors_allowed_origins
-            .iter()
-            .filter_map(|origin| origin.parse().ok())
-            .collect::<Vec<_>>();
-        layer.allow_origin(AllowOrigin::list(origins))
-    }
+        ])
+        .allow_origin(AllowOrigin::list(origins))
 }
 
 /// `/healthz` and `/readyz` answered before the load budget.
@@ -257,8 +270,9 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
         }
         Matched::GrpcWeb { service, exposed } => {
             let upstream = exposed.then(|| gateway.upstreams.get(&service)).flatten();
+            let limits = gateway.pass_through.clone();
             if !gateway.methods.is_server_streaming(request.uri().path()) {
-                return grpc_web::serve(upstream.map(|u| u.channel()), request).await;
+                return grpc_web::serve(upstream.map(|u| u.channel()), limits, request).await;
             }
             // A watch: its own connection upstream, and the budget. The
             // token is not checked here (the service checks it); its
@@ -270,9 +284,11 @@ async fn dispatch(State(gateway): State<Arc<Gateway>>, mut request: Request) -> 
             };
             let mut request = request;
             if let Ok(value) = client.parse() {
-                request.headers_mut().insert(CLIENT_HEADER, value);
+                request
+                    .extensions_mut()
+                    .insert(grpc_web::WatchClient(value));
             }
-            grpc_web::serve(upstream.map(|u| u.stream_channel()), request)
+            grpc_web::serve(upstream.map(|u| u.stream_channel()), limits, request)
                 .await
                 .map(|body| axum::body::Body::new(HeldBody::new(body, permit)))
                 .into_response()

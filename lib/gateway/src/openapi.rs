@@ -54,7 +54,7 @@ pub fn document(routes: &RouteTable, token_services: &[String]) -> Value {
             }
         }
         let mut operation = json!({
-            "operationId": format!("{}_{}", route.rpc.parent_service().name(), route.rpc.name()),
+            "operationId": operation_id(route),
             "summary": route.rpc.name(),
             "tags": [route.rpc.parent_service().name()],
             "parameters": parameters,
@@ -78,6 +78,10 @@ pub fn document(routes: &RouteTable, token_services: &[String]) -> Value {
             })
         };
         operation["responses"]["200"] = success;
+        let links = links(routes, route);
+        if !links.is_empty() {
+            operation["responses"]["200"]["links"] = Value::Object(links);
+        }
         if token_services.contains(&route.service) {
             operation["security"] = json!([{ BEARER_SCHEME: [] }]);
             operation["responses"]["401"] = json!({
@@ -168,6 +172,49 @@ pub fn document(routes: &RouteTable, token_services: &[String]) -> Value {
             }
         }
     })
+}
+
+/// OpenAPI links from a creating route (a POST with no path variable,
+/// answering one message) to each route whose one path variable is a field
+/// of that answer: `POST /v1/orders` to get, cancel and watch the order it
+/// made. Stateful fuzzers (schemathesis) follow them.
+fn links(routes: &RouteTable, from: &crate::routes::Route) -> serde_json::Map<String, Value> {
+    let mut links = serde_json::Map::new();
+    if from.http_method != http::Method::POST
+        || from.template.variables().next().is_some()
+        || from.server_streaming()
+    {
+        return links;
+    }
+    let output = from.rpc.output();
+    for to in routes.routes() {
+        let variables: Vec<Vec<String>> = to.template.variables().map(<[String]>::to_vec).collect();
+        let [variable] = variables.as_slice() else {
+            continue;
+        };
+        let [name] = variable.as_slice() else {
+            continue;
+        };
+        let Some(field) = output.get_field_by_name(name) else {
+            continue;
+        };
+        if field.is_list() || matches!(field.kind(), Kind::Message(_)) {
+            continue;
+        }
+        links.insert(
+            to.rpc.name().to_owned(),
+            json!({
+                "operationId": operation_id(to),
+                "parameters": { name: format!("$response.body#/{}", field.json_name()) },
+                "description": format!("The `{}` of this answer, to {}", field.json_name(), to.rpc.name()),
+            }),
+        );
+    }
+    links
+}
+
+fn operation_id(route: &crate::routes::Route) -> String {
+    format!("{}_{}", route.rpc.parent_service().name(), route.rpc.name())
 }
 
 fn reference(name: &str) -> Value {
@@ -283,6 +330,17 @@ mod tests {
         );
         let money = &document["components"]["schemas"]["ordermesh.common.v1.Money"];
         assert_eq!(money["properties"]["minorUnits"]["type"], "string");
+        let links = create["responses"]["200"]["links"].as_object().unwrap();
+        let mut linked: Vec<&str> = links.keys().map(String::as_str).collect();
+        linked.sort_unstable();
+        assert_eq!(linked, ["CancelOrder", "GetOrder", "WatchOrder"]);
+        assert_eq!(
+            links["GetOrder"]["parameters"]["order_id"],
+            "$response.body#/orderId"
+        );
+        assert_eq!(links["GetOrder"]["operationId"], "OrderService_GetOrder");
+        let get = &document["paths"]["/v1/orders/{order_id}"]["get"];
+        assert!(get["responses"]["200"].get("links").is_none());
         let list = &document["paths"]["/v1/orders"]["get"]["parameters"];
         assert!(
             list.as_array()

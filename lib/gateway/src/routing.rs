@@ -106,7 +106,8 @@ impl Matched {
 }
 
 /// The routing layer: matches the request and leaves the match in its
-/// extensions for the layers and handlers inside.
+/// extensions for the layers and handlers inside; marks every answer
+/// `X-Content-Type-Options: nosniff`.
 pub async fn route(
     State(gateway): State<Arc<Gateway>>,
     mut request: Request,
@@ -119,7 +120,13 @@ pub async fn route(
         request.uri().path(),
     );
     request.extensions_mut().insert(matched);
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // Every answer is what its Content-Type says, never sniffed into HTML.
+    response.headers_mut().insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 #[cfg(test)]

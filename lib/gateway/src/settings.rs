@@ -81,18 +81,23 @@ pub struct GatewaySettings {
     /// Ignore unknown JSON fields instead of refusing them.
     #[arg(long, env = "ORDERMESH_GATEWAY_IGNORE_UNKNOWN_FIELDS")]
     pub ignore_unknown_fields: bool,
-    /// Other request headers passed on as gRPC metadata (lower case).
+    /// Another request header passed on as gRPC metadata (lower case;
+    /// repeat it, or separate with commas), directly or as
+    /// `Grpc-Metadata-NAME`. Besides these only `authorization`,
+    /// `idempotency-key`, `x-request-id` and the trace headers pass;
+    /// `x-envoy-*`, `grpc-*` and hop-by-hop headers never do.
     #[arg(
         long = "forward-header",
         env = "ORDERMESH_GATEWAY_FORWARD_HEADERS",
         value_delimiter = ','
     )]
     pub forward_headers: Vec<String>,
-    /// Origins allowed by CORS (grpc-web and fetch from other sites); none
-    /// given allows any origin, fine on a laptop, not on the internet.
+    /// An origin (`https://shop.example`) whose pages may call the gateway
+    /// from a browser (CORS; repeat it, or separate with commas). None by
+    /// default: only the gateway's own page (same origin) may.
     #[arg(
         long = "cors-allowed-origin",
-        env = "ORDERMESH_GATEWAY_CORS_ORIGINS",
+        env = "ORDERMESH_CORS_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     pub cors_allowed_origins: Vec<String>,

@@ -77,12 +77,12 @@ fn check_json(body: &[u8], content_type: Option<&str>) -> Result<(), GatewayErro
     require_json(content_type)
 }
 
-/// Refuses a body declared as anything but JSON.
+/// Refuses a body not declared as JSON (`application/json`, any charset).
+/// A missing type is refused too: `curl -d` and HTML forms send
+/// form encoding, `fetch` sends text/plain, and all three are requests a
+/// browser sends cross-site without a preflight; JSON is not.
 pub fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
     match content_type {
-        // curl -d sends form encoding unless told otherwise; a JSON body is
-        // still accepted then, but any other declared type is refused.
-        None | Some("application/x-www-form-urlencoded") => Ok(()),
         Some(value)
             if value
                 .split(';')
@@ -92,7 +92,19 @@ pub fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
             Ok(())
         }
         Some(other) => Err(GatewayError::UnsupportedMediaType(other.to_owned())),
+        None => Err(GatewayError::UnsupportedMediaType("none".to_owned())),
     }
+}
+
+/// Whether a request must declare a JSON body: any route that reads one,
+/// and any method but GET, HEAD and DELETE (a POST that reads no body is
+/// still not to be sent by a cross-site form).
+pub fn needs_json(route: &Route, method: &http::Method) -> bool {
+    !matches!(route.body, BodyRule::None)
+        || !matches!(
+            *method,
+            http::Method::GET | http::Method::HEAD | http::Method::DELETE
+        )
 }
 
 fn parse_json(
@@ -301,8 +313,29 @@ mod tests {
     fn wrong_content_types_are_refused() {
         let table = table();
         let (route, bindings) = table.find(&Method::POST, "/v1/orders").unwrap();
-        let refused =
-            request_message(route, bindings, None, b"{}", Some("text/xml"), false).unwrap_err();
-        assert!(matches!(refused, GatewayError::UnsupportedMediaType(_)));
+        for refused in [
+            Some("text/xml"),
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            None,
+        ] {
+            let error =
+                request_message(route, bindings.clone(), None, b"{}", refused, false).unwrap_err();
+            assert!(
+                matches!(error, GatewayError::UnsupportedMediaType(_)),
+                "{refused:?}"
+            );
+        }
+        for accepted in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            require_json(Some(accepted)).unwrap();
+        }
+        assert!(needs_json(route, &Method::POST));
+        let (get, _) = table.find(&Method::GET, "/v1/orders").unwrap();
+        assert!(!needs_json(get, &Method::GET));
     }
 }

@@ -412,3 +412,82 @@ async fn the_development_issuer_hands_out_tokens_its_keys_verify() {
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
     }
 }
+
+#[tokio::test]
+async fn grpc_web_bodies_over_the_limit_are_refused_however_they_arrive() {
+    let context = AppContext::for_tests();
+    let settings = GatewaySettings {
+        body_limit: 1024,
+        ..settings()
+    };
+    let router = router(&settings, &context);
+    let path = "/ordermesh.inventory.v1.InventoryService/GetProduct";
+    let grpc_web = |body: Body, length: Option<usize>| {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-type", "application/grpc-web+proto");
+        if let Some(length) = length {
+            builder = builder.header("content-length", length);
+        }
+        builder.body(body).unwrap()
+    };
+    let grpc_status = |answer: &Answer| {
+        answer
+            .headers
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let framed = |len: usize| {
+        let mut bytes = vec![0, 0, 0, 0, 0];
+        bytes[1..5].copy_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+        bytes.extend(std::iter::repeat_n(0x0a, len));
+        bytes
+    };
+    // Declared over the limit: refused before a byte is read.
+    let declared = framed(4096);
+    let length = declared.len();
+    let answer = send(router.clone(), grpc_web(Body::from(declared), Some(length))).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        grpc_status(&answer).as_deref(),
+        Some("8"),
+        "RESOURCE_EXHAUSTED"
+    );
+    // Streamed with no length, in small chunks: cut off at the limit.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        framed(4096).chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let streamed = Body::from_stream(futures::stream::iter(chunks));
+    let answer = send(router.clone(), grpc_web(streamed, None)).await;
+    assert_eq!(
+        grpc_status(&answer).as_deref(),
+        Some("8"),
+        "RESOURCE_EXHAUSTED"
+    );
+    // Within the limit: passed on (and nothing answers there).
+    let answer = send(router.clone(), grpc_web(Body::from(framed(100)), None)).await;
+    assert_eq!(grpc_status(&answer).as_deref(), Some("14"), "UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn cors_is_closed_by_default_and_every_answer_is_nosniff() {
+    let context = AppContext::for_tests();
+    let router = router(&settings(), &context);
+    let mut page = request(Method::GET, "/openapi.json", None, Body::empty());
+    page.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let answer = send(router.clone(), page).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(answer.headers["x-content-type-options"], "nosniff");
+    let form = request(
+        Method::POST,
+        "/v1/dev/token",
+        Some("application/x-www-form-urlencoded"),
+        r#"{"customerId":"alice"}"#,
+    );
+    let answer = send(router, form).await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer.json()["code"], 3);
+    assert_eq!(answer.headers["x-content-type-options"], "nosniff");
+}

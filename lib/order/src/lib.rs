@@ -61,7 +61,7 @@ pub struct OrderSettings {
     #[arg(long, env = "ORDERMESH_SAGA_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub saga_lease: Duration,
     /// How often this process proves it is alive to the other replicas.
-    #[arg(long, env = "ORDERMESH_HOLDER_HEARTBEAT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORDERMESH_HOLDER_HEARTBEAT", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub holder_heartbeat: Duration,
     /// A name that stays the same when this replica restarts (a pod's
     /// name, a host's): a new incarnation frees the old one's saga leases at
@@ -71,7 +71,7 @@ pub struct OrderSettings {
     pub replica_name: Option<String>,
     /// How long a replica may go without a heartbeat before the sagas it
     /// drives are taken over.
-    #[arg(long, env = "ORDERMESH_HOLDER_TIMEOUT", default_value = "1500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ORDERMESH_HOLDER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub holder_timeout: Duration,
     /// On shutdown, how long sagas in flight may finish before their leases
     /// are handed over.

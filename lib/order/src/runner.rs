@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{Outcome, Step, saga};
+use crate::domain::{Origin, Outcome, Step, saga};
 use crate::hub::OrderHub;
 use crate::peers::Peers;
 use crate::store::{Leases, OrderStore};
@@ -184,6 +184,7 @@ impl SagaRunner {
                     .with_label_values(&[
                         next.view.status.as_str(),
                         next.view.failure_reason.map_or("none", |r| r.as_str()),
+                        Origin::of(&next.view.customer_id).as_str(),
                     ])
                     .inc();
             }
@@ -257,7 +258,9 @@ impl SagaRunner {
         let runner = self.clone();
         let started = now_millis();
         Box::pin(async move {
-            loop {
+            // Never after shutdown started: the hand-over retires this
+            // holder, and a late heartbeat would bring it back to life.
+            while !shutdown.is_triggered() {
                 if let Err(error) = runner.store.heartbeat(&runner.leases.holder, started).await {
                     tracing::warn!(%error, "cannot record this holder's heartbeat");
                 }

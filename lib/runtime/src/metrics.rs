@@ -34,8 +34,9 @@ pub struct Metrics {
     pub open_watches: IntGaugeVec,
     /// Watches refused over a budget: {service, limit} ("client", "total").
     pub watches_refused_total: IntCounterVec,
-    /// Orders by the status they settled in and why a failed one failed
-    /// (a `FailureReason`, or "none"): {status, reason}.
+    /// Orders by the status they settled in, why a failed one failed (a
+    /// `FailureReason`, or "none") and whose it was ("customer", or
+    /// "synthetic" for the rollout's own test orders): {status, reason, origin}.
     pub orders_created_total: IntCounterVec,
     /// Charges by outcome: {status}.
     pub payments_processed_total: IntCounterVec,
@@ -157,8 +158,8 @@ impl Metrics {
             orders_created_total: counter(
                 &registry,
                 "orders_created_total",
-                "Orders placed, by the status their saga settled in and the failure reason.",
-                &["status", "reason"],
+                "Orders placed, by the status their saga settled in, the failure reason and the origin.",
+                &["status", "reason", "origin"],
             ),
             payments_processed_total: counter(
                 &registry,

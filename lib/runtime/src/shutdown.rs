@@ -24,6 +24,11 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
+    /// Whether shutdown has started.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Triggers shutdown on the first SIGTERM or Ctrl-C.
     pub fn trigger_on_signal(&self) {
         let shutdown = self.clone();

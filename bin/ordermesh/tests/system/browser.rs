@@ -1,5 +1,7 @@
 //! The web page in a real headless Chromium (Debian's package): load it,
-//! place an order, watch it reach CONFIRMED, and check a screenshot.
+//! place an order, watch it reach CONFIRMED, and check a screenshot; its
+//! Content-Security-Policy blocks nothing the page needs (no violation
+//! event, no console message about it).
 //!
 //! Chromium is driven over the DevTools protocol on a websocket. Only three
 //! commands are needed, so a few lines here replace a browser-automation
@@ -28,6 +30,8 @@ struct Browser {
     socket: Socket,
     session: String,
     next_id: u64,
+    /// Console messages, log entries and exceptions seen so far.
+    console: Vec<String>,
 }
 
 impl Browser {
@@ -76,9 +80,10 @@ impl Browser {
             socket,
             session: String::new(),
             next_id: 0,
+            console: Vec::new(),
         };
         let target = browser
-            .call(None, "Target.createTarget", json!({"url": url}))
+            .call(None, "Target.createTarget", json!({"url": "about:blank"}))
             .await;
         let target_id = target["targetId"].as_str().unwrap().to_owned();
         let attached = browser
@@ -89,6 +94,22 @@ impl Browser {
             )
             .await;
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
+        // Listen before the page loads: the console, the log (where
+        // Chromium reports CSP refusals) and the page's own violation events.
+        let session = Some(attached["sessionId"].as_str().unwrap().to_owned());
+        for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
+            browser.call(session.as_deref(), domain, json!({})).await;
+        }
+        browser
+            .call(
+                session.as_deref(),
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({"source": "window.__violations = []; document.addEventListener('securitypolicyviolation', e => window.__violations.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+            )
+            .await;
+        browser
+            .call(session.as_deref(), "Page.navigate", json!({"url": url}))
+            .await;
         browser
     }
 
@@ -112,6 +133,24 @@ impl Browser {
                 let value: Value = serde_json::from_str(&text).unwrap();
                 if value["id"] == id {
                     return value;
+                }
+                match value["method"].as_str() {
+                    Some("Runtime.consoleAPICalled") => self.console.push(format!(
+                        "console.{}: {}",
+                        value["params"]["type"].as_str().unwrap_or("?"),
+                        value["params"]["args"]
+                    )),
+                    Some("Log.entryAdded") => self.console.push(format!(
+                        "log {} {}: {}",
+                        value["params"]["entry"]["source"].as_str().unwrap_or("?"),
+                        value["params"]["entry"]["level"].as_str().unwrap_or("?"),
+                        value["params"]["entry"]["text"].as_str().unwrap_or("?")
+                    )),
+                    Some("Runtime.exceptionThrown") => self.console.push(format!(
+                        "exception: {}",
+                        value["params"]["exceptionDetails"]
+                    )),
+                    _ => {}
                 }
             }
             panic!("DevTools closed the connection");
@@ -214,6 +253,26 @@ async fn the_page_places_an_order_and_follows_it_live() {
         |v| (v.as_i64()? >= 1).then_some(()),
     )
     .await;
+
+    // The policy let the page do all of that, and refused nothing.
+    let violations = browser
+        .eval("JSON.stringify(window.__violations || ['no listener'])")
+        .await;
+    assert_eq!(violations, json!("[]"), "CSP violations");
+    let csp_messages: Vec<&String> = browser
+        .console
+        .iter()
+        .filter(|line| {
+            let line = line.to_ascii_lowercase();
+            line.contains("content security policy") || line.contains("content-security-policy")
+        })
+        .collect();
+    println!(
+        "browser: {} console/log messages, {} about the CSP, violations {violations}",
+        browser.console.len(),
+        csp_messages.len()
+    );
+    assert!(csp_messages.is_empty(), "{csp_messages:?}");
 
     let png = browser.screenshot().await;
     let (width, height, distinct) = png_summary(&png);

@@ -324,11 +324,14 @@ async fn a_database_restart_mid_load_keeps_every_invariant() {
         away.contains(&tonic::Code::Unavailable),
         "no UNAVAILABLE while the database was down: {away:?}"
     );
-    // ...and told only to retry, nothing else.
+    // ...and told only to retry, nothing else. CANCELLED is the load's own
+    // 8 s timeout expiring (tonic's "Timeout expired"): a call that waited
+    // for the pool's connect attempts, statement after statement, on a
+    // machine busy with other tests.
     assert!(
         report.errors.iter().all(|code| matches!(
             code,
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
         )),
         "{:?}",
         report.errors

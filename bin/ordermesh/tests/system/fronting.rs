@@ -17,7 +17,7 @@ const ECHO: &str = "ordermesh.bench.v1.EchoService";
 
 /// The echo proto's descriptor set with its imports, as `protoc
 /// --include_imports -o` or `buf build -o` would write it.
-fn echo_descriptor_set(dir: &std::path::Path) -> std::path::PathBuf {
+pub fn echo_descriptor_set(dir: &std::path::Path) -> std::path::PathBuf {
     let root = workspace_root();
     let mut compiler = protox::Compiler::new([root.join("bin/bench/proto"), root.join("proto")])
         .expect("the proto roots");

@@ -605,7 +605,8 @@ async fn readme_curl_examples_run_as_written() {
 }
 
 /// A standard OpenAPI fuzzer (schemathesis) drives every operation the
-/// document lists: no 5xx, and every response matches the document.
+/// document lists, one at a time and then statefully along its links, with
+/// a bearer token: no 5xx, and every response matches the document.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_openapi_fuzzer_finds_no_server_error() {
     let Some(schemathesis) = tool("schemathesis") else {
@@ -615,9 +616,18 @@ async fn an_openapi_fuzzer_finds_no_server_error() {
     let base = url(system.gateway_addr(), "");
     // It keeps its example database in the working directory.
     let scratch = tempfile::tempdir().unwrap();
+    // With a customer's token, so the order API answers beyond 401, and
+    // with the stateful phase, which follows the document's links (create,
+    // then get, cancel or watch the order made).
+    let authorization = format!(
+        "Authorization: Bearer {}",
+        ordermesh_testkit::tokens::customer("schemathesis")
+    );
     let output = Command::new(schemathesis)
         .current_dir(scratch.path())
         .args(["run", &format!("{base}/openapi.json"), "--url", &base])
+        .args(["--header", &authorization])
+        .args(["--phases", "examples,coverage,fuzzing,stateful"])
         // Bounded: a fixed number of cases per operation, deterministic.
         .args(["--max-examples", "30", "--generation-deterministic"])
         .args(["--request-timeout", "10"])

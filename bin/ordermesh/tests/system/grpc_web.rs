@@ -80,7 +80,12 @@ async fn grpc_web_unary_and_streaming_over_http1() {
     if !curl::available() {
         return;
     }
-    let system = TestApp::sqlite().await;
+    // The shop's site may call the gateway from its pages (CORS).
+    let system = TestApp::spawn(
+        std::sync::Arc::new(ordermesh_testkit::TestDatabase::sqlite()),
+        |settings| settings.gateway.cors_allowed_origins = vec!["http://shop.example".into()],
+    )
+    .await;
     let gw = system.gateway_addr();
     let order = post_json(gw, "/v1/orders", &mug_order("web", 1, "pm_card_visa"), &[]).expect(200);
     let order_id = order["orderId"].as_str().unwrap().to_owned();
@@ -97,7 +102,10 @@ async fn grpc_web_unary_and_streaming_over_http1() {
         &frame(0, &request),
     );
     assert_eq!(response.status, 200);
-    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://shop.example")
+    );
     let (messages, trailers) = unframe(&response.body);
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
     let fetched = Order::decode(messages[0].as_slice()).unwrap();

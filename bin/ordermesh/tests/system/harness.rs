@@ -79,6 +79,11 @@ impl Endpoints for System {
 }
 
 impl System {
+    /// The process's id, to read its memory.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     pub async fn start(database: Arc<TestDatabase>, args: &[&str]) -> Self {
         Self::start_with_env(database, args, &[]).await
     }

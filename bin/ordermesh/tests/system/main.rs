@@ -6,6 +6,7 @@
 mod harness;
 
 mod browser;
+mod canary;
 mod chaos;
 mod concurrency;
 mod curl;
@@ -17,6 +18,8 @@ mod fronting;
 mod gateway;
 mod grpc_web;
 mod grpcurl;
+mod hostile;
+mod hostile_edge;
 mod idempotency;
 mod identity;
 mod lifecycle;

@@ -46,6 +46,26 @@ async fn channels(app: &TestApp, role: Role) -> Vec<Channel> {
     channels
 }
 
+/// The call, retried while it answers UNAVAILABLE (600 calls at once may
+/// wait longer than the pool's 5 s for a connection on a busy machine), as
+/// the mesh retries it. Whatever the retries, the properties must hold.
+async fn retried<T, F, Fut>(mut call: F) -> Result<tonic::Response<T>, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 fn reason(status: &tonic::Status) -> Option<String> {
     describe_status(status).reason
 }
@@ -92,16 +112,24 @@ async fn reserve_release_pairs(database: TestDatabase) {
         async move {
             let id = format!("race-{i}");
             let reserve = {
-                let mut client = client.clone();
+                let client = client.clone();
                 let request = reserve_request(&id);
-                async move { client.reserve_stock(request).await }
+                retried(move || {
+                    let mut client = client.clone();
+                    let request = request.clone();
+                    async move { client.reserve_stock(request).await }
+                })
             };
             let release = {
-                let mut client = client.clone();
+                let client = client.clone();
                 let request = ReleaseReservationRequest {
                     reservation_id: id.clone(),
                 };
-                async move { client.release_reservation(request).await }
+                retried(move || {
+                    let mut client = client.clone();
+                    let request = request.clone();
+                    async move { client.release_reservation(request).await }
+                })
             };
             // Half the pairs send the release first, as a retry racing
             // ahead of the call it retries.
@@ -188,13 +216,19 @@ async fn commit_release_pairs(database: TestDatabase) {
         let client = InventoryServiceClient::new(channels[i % channels.len()].clone());
         async move {
             let id = format!("commit-{i}");
-            let mut committer = client.clone();
-            let mut releaser = client;
-            let commit = committer.commit_reservation(CommitReservationRequest {
-                reservation_id: id.clone(),
+            let commit = retried(|| {
+                let mut client = client.clone();
+                let request = CommitReservationRequest {
+                    reservation_id: id.clone(),
+                };
+                async move { client.commit_reservation(request).await }
             });
-            let release = releaser.release_reservation(ReleaseReservationRequest {
-                reservation_id: id.clone(),
+            let release = retried(|| {
+                let mut client = client.clone();
+                let request = ReleaseReservationRequest {
+                    reservation_id: id.clone(),
+                };
+                async move { client.release_reservation(request).await }
             });
             let (commit, release) = tokio::join!(commit, release);
             (id, commit, release)
@@ -262,18 +296,24 @@ async fn charge_refund_pairs(database: TestDatabase) {
         let client = PaymentServiceClient::new(channels[i % channels.len()].clone());
         async move {
             let id = format!("pay-race-{i}");
-            let mut charger = client.clone();
-            let mut refunder = client;
-            let charge = charger.process_payment(ProcessPaymentRequest {
-                order_id: id.clone(),
-                amount: Some(ordermesh_proto::common::v1::Money {
-                    currency_code: "USD".into(),
-                    minor_units: 1250,
-                }),
-                payment_method: "pm_card_visa".into(),
+            let charge = retried(|| {
+                let mut client = client.clone();
+                let request = ProcessPaymentRequest {
+                    order_id: id.clone(),
+                    amount: Some(ordermesh_proto::common::v1::Money {
+                        currency_code: "USD".into(),
+                        minor_units: 1250,
+                    }),
+                    payment_method: "pm_card_visa".into(),
+                };
+                async move { client.process_payment(request).await }
             });
-            let refund = refunder.refund_payment(RefundPaymentRequest {
-                order_id: id.clone(),
+            let refund = retried(|| {
+                let mut client = client.clone();
+                let request = RefundPaymentRequest {
+                    order_id: id.clone(),
+                };
+                async move { client.refund_payment(request).await }
             });
             let (charge, refund) = if i % 2 == 0 {
                 tokio::join!(charge, refund)

@@ -7,6 +7,6 @@ pub mod request;
 pub mod saga;
 
 pub use caller::{Caller, Forbidden, ListScope};
-pub use order::{FailureReason, OrderLine, OrderStatus, OrderView, Step};
+pub use order::{FailureReason, OrderLine, OrderStatus, OrderView, Origin, Step};
 pub use request::{NewOrder, OrderForm, RequestError};
 pub use saga::{Outcome, SagaState};

@@ -1,10 +1,10 @@
 //! The layers every served gRPC call passes, outermost first:
-//! instrumentation (spans, metrics, logs), failpoints, then either the
-//! load budget (shed at once over `--max-in-flight`) or, for health checks
-//! and reflection, no budget at all, so an overloaded pod still answers its
-//! probes; then the caller's deadline, then the service.
+//! instrumentation (spans, metrics, logs), then either the load budget
+//! (shed at once over `--max-in-flight`; watches also held to theirs) or,
+//! for health checks and reflection, no budget at all, so an overloaded pod
+//! still answers its probes; then failpoints, the caller's deadline, and
+//! the service.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -65,11 +65,14 @@ pub fn stack(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             max_in_flight,
         ))
+        // Inside the budget: a slowed call holds its slot, as a slow
+        // handler would.
+        .layer(context.failpoints().layer())
         .layer_fn(WithDeadline)
         .layer_fn(|inner| watches.clone().around(inner))
         .service(routes.clone());
     let free = ServiceBuilder::new()
-        .map_err(|never: Infallible| -> BoxError { match never {} })
+        .layer(context.failpoints().layer())
         .layer_fn(WithDeadline)
         .service(routes);
     let split = Split {
@@ -79,7 +82,6 @@ pub fn stack(
     ServiceBuilder::new()
         .map_request(|request: http::Request<Incoming>| request.map(tonic::body::Body::new))
         .layer(InstrumentLayer::server(role, context))
-        .layer(context.failpoints().layer())
         .service(split)
 }
 

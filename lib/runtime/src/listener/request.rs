@@ -120,8 +120,26 @@ impl<S> PerConnection<S> {
         }
     }
 
-    fn refuse(&self, reason: RefuseReason) -> Option<http::Response<Full<Bytes>>> {
+    fn refuse(&self, reason: RefuseReason, grpc: bool) -> Option<http::Response<Full<Bytes>>> {
         self.events.refused(reason, self.peer);
+        if grpc {
+            // A gRPC client reads a status, not an HTTP error page: a
+            // trailers-only answer, as gRPC servers give for oversized
+            // metadata.
+            let message = match reason {
+                RefuseReason::UriTooLong => "request path too long",
+                RefuseReason::TooManyHeaders => "too many metadata entries",
+            };
+            return http::Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header(
+                    "grpc-status",
+                    (tonic::Code::ResourceExhausted as i32).to_string(),
+                )
+                .header("grpc-message", message.replace(' ', "%20"))
+                .body(Full::new(Bytes::new()))
+                .ok();
+        }
         let (status, message) = match reason {
             RefuseReason::UriTooLong => {
                 (http::StatusCode::URI_TOO_LONG, "request target too long\n")
@@ -172,7 +190,14 @@ where
         } else {
             None
         };
-        if let Some(response) = refusal.and_then(|reason| self.refuse(reason)) {
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.starts_with("application/grpc") && !v.starts_with("application/grpc-web")
+            });
+        if let Some(response) = refusal.and_then(|reason| self.refuse(reason, grpc)) {
             let response = response.map(|body| GuardedBody::new(Either::Right(body), guard));
             return Box::pin(async move { Ok(response) });
         }

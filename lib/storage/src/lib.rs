@@ -251,6 +251,25 @@ impl Database {
         &self.pool
     }
 
+    /// A transaction on a pooled connection, begun on a task of its own:
+    /// unlike `pool().begin()`, a caller cancelled meanwhile (a client's
+    /// deadline, a reset stream) cannot leave the connection inside a
+    /// transaction. sqlx 0.8.6's PostgreSQL `begin` counts the transaction
+    /// only once BEGIN's answer is read, so a future dropped while BEGIN is
+    /// in flight returns the connection to the pool with the server's
+    /// transaction open and nothing to end it (transact-rs/sqlx#4393): the
+    /// next borrower's statements, autocommit ones included, run inside it.
+    /// The chaos run's logs showed it ("there is already a transaction in
+    /// progress", docs/reliability.md). Here the task always finishes the
+    /// BEGIN, and a transaction nobody awaits any more is dropped, which
+    /// rolls it back.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

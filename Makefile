@@ -20,7 +20,7 @@ export ORDERMESH_TOOLS_DIR := $(TOOLS)
 export ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS
 
 .PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
-	test-client fuzz bench mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests check-migrations
+	test-client fuzz bench chaos mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests check-migrations
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
@@ -103,6 +103,16 @@ fuzz: setup ## cargo-fuzz on the gateway's transcoding and path templates, FUZZ_
 			|| { tail -n 80 target/fuzz-$$target.log; echo "fuzz: $$target failed; the input is in fuzz/artifacts/$$target"; exit 1; }; \
 		grep -E '^(Done|stat::number_of_executed_units)' target/fuzz-$$target.log; \
 	done
+
+# The Jepsen-style run of bin/ordermesh/tests/system/chaos/ (docs/reliability.md),
+# as long as CHAOS_DURATION says (seconds, or 5m); CHAOS_SEED replays a
+# schedule. `make test` runs it for 30 s. Needs CAP_NET_ADMIN and
+# CAP_SYS_ADMIN (network namespaces) and PostgreSQL's server binaries.
+CHAOS_DURATION ?= 300s
+CHAOS_SEED ?=
+chaos: ## A Jepsen-style run under random faults: CHAOS_DURATION (300s), CHAOS_SEED; summary and, on an anomaly, history and logs in target/chaos/
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) ORDERMESH_REQUIRE_ALL=1 \
+		$(CARGO) test --locked -p ordermesh --test system chaos::a_jepsen_style_run -- --nocapture
 
 bench: $(VENV)/.installed ## Benchmarks (docs/performance.md): gateway vs Envoy's transcoder, gRPC, echo ceiling, SQLite vs PostgreSQL, memory; JSON in target/bench/results.json
 	scripts/bench.sh

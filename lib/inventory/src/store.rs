@@ -127,7 +127,7 @@ impl InventoryStore {
         fence: Option<i64>,
     ) -> Result<Reserved, StoreFailure> {
         let expires_at = now_ms + millis(ttl);
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         // The first statement writes, so SQLite takes its write lock at once.
         fenced(&mut tx, &request.reservation_id, fence).await?;
         let created = sqlx::query(
@@ -205,7 +205,7 @@ impl InventoryStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         fenced(&mut tx, reservation_id, fence).await?;
         let committed = sqlx::query(
             "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
@@ -256,7 +256,7 @@ impl InventoryStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         fenced(&mut tx, reservation_id, fence).await?;
         let tombstone = sqlx::query(
             "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
@@ -298,7 +298,7 @@ impl InventoryStore {
         reservation_id: &str,
         now_ms: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let expired = sqlx::query(
             "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
              WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1",

@@ -381,7 +381,7 @@ fn failure(call: &str, order_id: &str, status: &Status) -> ErrorDescription {
         call,
         code = ?status.code(),
         reason = failure.reason.as_deref(),
-        message = status.message(),
+        detail = status.message(),
         "downstream call failed"
     );
     failure

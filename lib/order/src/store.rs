@@ -118,7 +118,7 @@ impl OrderStore {
     ) -> Result<Inserted, sqlx::Error> {
         let fingerprint = request.fingerprint();
         let saga = SagaState::new_order();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO order_orders (order_id, customer_id, payment_method, currency, \
              total_minor_units, status, step, idempotency_key, request_fingerprint, \
@@ -411,7 +411,7 @@ impl OrderStore {
         let Some(replica) = replica else {
             return Ok(0);
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query("UPDATE order_holders SET replica = $1 WHERE holder_id = $2")
             .bind(replica)
             .bind(holder)

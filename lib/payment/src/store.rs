@@ -36,7 +36,7 @@ impl PaymentStore {
         method_kind: &str,
         fence: Option<i64>,
     ) -> Result<Stored, StoreFailure> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         fenced(&mut tx, &payment.order_id, fence).await?;
         let stored = insert_in(&mut tx, payment, method_kind).await?;
         tx.commit().await?;
@@ -56,7 +56,7 @@ impl PaymentStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Payment, StoreFailure> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         fenced(&mut tx, &void.order_id, fence).await?;
         // After this insert a row surely exists (PostgreSQL waits for a
         // racing charge's transaction), so no charge can slip in after it.

@@ -25,7 +25,7 @@ use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 pub use crate::columns::Columns;
 pub use crate::error::{StoreError, failed};
@@ -199,6 +199,23 @@ impl Database {
     async fn connect_postgres(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // A connection that sat idle may have died with the server (a
+            // restart, a failover) while nothing used it: ping it before
+            // handing it out, so that after a restart a caller gets a live
+            // connection instead of each dead one's error in turn. Found by
+            // the chaos run (docs/reliability.md): a compensation retried
+            // with backoff spent its tries on one dead pooled connection
+            // after another, and its order was still unsettled a minute
+            // after PostgreSQL was back. Connections passed from one query
+            // to the next under load are not pinged.
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PING_IDLE_AFTER {
+                        return Ok(true);
+                    }
+                    conn.ping().await.map(|()| true)
+                })
+            })
             .connect(url)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact_url(url)))?;
@@ -237,6 +254,25 @@ impl Database {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A transaction on a pooled connection, begun on a task of its own:
+    /// unlike `pool().begin()`, a caller cancelled meanwhile (a client's
+    /// deadline, a reset stream) cannot leave the connection inside a
+    /// transaction. sqlx 0.8.6's PostgreSQL `begin` counts the transaction
+    /// only once BEGIN's answer is read, so a future dropped while BEGIN is
+    /// in flight returns the connection to the pool with the server's
+    /// transaction open and nothing to end it (transact-rs/sqlx#4393): the
+    /// next borrower's statements, autocommit ones included, run inside it.
+    /// The chaos run's logs showed it ("there is already a transaction in
+    /// progress", docs/reliability.md). Here the task always finishes the
+    /// BEGIN, and a transaction nobody awaits any more is dropped, which
+    /// rolls it back.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
     }
 
     pub fn backend(&self) -> Backend {
@@ -283,6 +319,10 @@ fn sqlite_file(url: &str) -> anyhow::Result<Option<PathBuf>> {
     Ok((!in_memory).then(|| file.to_path_buf()))
 }
 
+/// How long a PostgreSQL connection may sit idle before it is pinged on
+/// its way out of the pool.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Pool settings shared by both backends.
 fn pool_options(max_connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -291,7 +331,9 @@ fn pool_options(max_connections: u32) -> AnyPoolOptions {
         // ping before each use would be one more round trip (to PostgreSQL,
         // or to the SQLite connection's thread) on every query's path. A
         // connection that died while idle fails its next query, whose caller
-        // sees UNAVAILABLE, and is then dropped by that ping on release.
+        // sees UNAVAILABLE, and is then dropped by that ping on release;
+        // on PostgreSQL one idle for a second is pinged first
+        // (`connect_postgres`).
         .test_before_acquire(false)
 }
 

@@ -348,3 +348,49 @@ async fn a_database_restart_mid_load_keeps_every_invariant() {
     }
     drop(roles);
 }
+
+/// After a PostgreSQL restart, a service whose pooled connections all died
+/// while idle answers its next calls on live connections, not with each
+/// dead connection's error in turn (found by the chaos run: a saga's
+/// compensation spent its retries on them; docs/reliability.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_database_restart_no_call_gets_a_dead_pooled_connection() {
+    use ordermesh_proto::inventory::v1::GetProductRequest;
+    use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+
+    let Some(server) = PrivatePostgres::start() else {
+        return;
+    };
+    let database = TestDatabase::postgres_on(&server.url()).await;
+    let inventory = crate::harness::RoleProcess::start(&database, "inventory", &[]).await;
+    let client = InventoryServiceClient::new(connect(inventory.addr()).await);
+    let read = |mut client: InventoryServiceClient<tonic::transport::Channel>| async move {
+        client
+            .get_product(GetProductRequest {
+                product_id: "sku-mug".to_owned(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|status| status.code())
+    };
+    // Reads at once, so the pool holds several connections.
+    let at_once = futures::future::join_all((0..32).map(|_| read(client.clone()))).await;
+    assert!(at_once.iter().all(Result::is_ok), "{at_once:?}");
+    tokio::task::block_in_place(|| {
+        server.down();
+        server.up();
+    });
+    // Idle past the pool's ping threshold (1 s), as after a quiet spell.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut failed = Vec::new();
+    for _ in 0..20 {
+        if let Err(code) = read(client.clone()).await {
+            failed.push(code);
+        }
+    }
+    println!(
+        "PostgreSQL restarted under an idle pool: {} of 20 reads after it failed {failed:?}",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "reads got dead connections: {failed:?}");
+}

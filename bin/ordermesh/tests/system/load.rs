@@ -67,6 +67,20 @@ pub struct Load {
 impl Load {
     /// Starts `clients` clients placing orders at the order service.
     pub fn start(order_addr: SocketAddr, clients: usize, tag: &str) -> Self {
+        // Longer than the server's wait for a database connection (5 s),
+        // so an outage answers UNAVAILABLE rather than the deadline.
+        Self::start_with_timeout(order_addr, clients, tag, Duration::from_secs(8))
+    }
+
+    /// As [`Load::start`], each call with its own deadline of `timeout`:
+    /// shorter than a fault, so a call that hangs in it ends
+    /// DEADLINE_EXCEEDED and is retried.
+    pub fn start_with_timeout(
+        order_addr: SocketAddr,
+        clients: usize,
+        tag: &str,
+        timeout: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             report: Mutex::default(),
@@ -75,7 +89,7 @@ impl Load {
             .map(|client| {
                 let shared = shared.clone();
                 let tag = format!("{tag}-{client}");
-                tokio::spawn(async move { place_orders(order_addr, &tag, &shared).await })
+                tokio::spawn(async move { place_orders(order_addr, &tag, timeout, &shared).await })
             })
             .collect();
         Self { shared, clients }
@@ -108,7 +122,7 @@ impl Load {
     }
 }
 
-async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
+async fn place_orders(order_addr: SocketAddr, tag: &str, timeout: Duration, shared: &Shared) {
     let channel = tonic::transport::Channel::from_shared(format!("http://{order_addr}"))
         .expect("a valid URL")
         .connect_timeout(Duration::from_secs(1))
@@ -131,9 +145,7 @@ async fn place_orders(order_addr: SocketAddr, tag: &str, shared: &Shared) {
             request
                 .metadata_mut()
                 .insert("idempotency-key", key.parse().expect("ASCII"));
-            // Longer than the server's wait for a database connection (5 s),
-            // so an outage answers UNAVAILABLE rather than the deadline.
-            request.set_timeout(Duration::from_secs(8));
+            request.set_timeout(timeout);
             match orders.create_order(request).await {
                 Ok(order) => {
                     let order = order.into_inner();

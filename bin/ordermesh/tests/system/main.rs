@@ -7,6 +7,7 @@ mod harness;
 
 mod browser;
 mod canary;
+mod chaos;
 mod concurrency;
 mod curl;
 mod envoy;
@@ -31,6 +32,7 @@ mod orderctl;
 mod orders;
 mod otlp;
 mod overload;
+mod partitions;
 mod postgres_tls;
 mod saga_races;
 mod secrets;

@@ -441,7 +441,10 @@ async fn a_lost_create_is_retried_only_with_an_idempotency_key() {
     let order = place_order_keyed(mesh.edge(), "mesh-keyed", Some("lost-create-1")).expect(200);
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
     assert!(retries() >= 1, "the keyed CreateOrder was not retried");
-    assert!(creates() >= 3.0, "the keyed CreateOrder reached the service once");
+    assert!(
+        creates() >= 3.0,
+        "the keyed CreateOrder reached the service once"
+    );
     assert_eq!(
         orders_and_charges(),
         (2.0, 2.0),

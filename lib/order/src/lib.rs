@@ -6,6 +6,7 @@ mod domain;
 mod error;
 mod grpc;
 mod hub;
+mod outbox;
 mod peers;
 mod runner;
 mod service;

@@ -10,6 +10,7 @@ use ordermesh_storage::{Columns, Database, Param};
 use sqlx::Row;
 
 use crate::domain::{FailureReason, NewOrder, OrderLine, OrderStatus, OrderView, SagaState, Step};
+use crate::outbox::{self, EventKind};
 
 /// An order with the saga's bookkeeping, as stored.
 #[derive(Clone, Debug)]
@@ -166,6 +167,7 @@ impl OrderStore {
             .execute(&mut *tx)
             .await?;
         }
+        outbox::record(&mut tx, order_id, EventKind::Placed, now_ms).await?;
         tx.commit().await?;
         Ok(Inserted::New(StoredOrder {
             view: OrderView {
@@ -310,6 +312,8 @@ impl OrderStore {
             0
         };
         let next_attempt_at = now_ms + retry_in.map_or(0, millis);
+        let event = outbox::event_for(&current.saga, state);
+        let mut tx = self.db.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
              compensate_stock = $4, compensate_payment = $5, attempts = $6, \
@@ -327,12 +331,16 @@ impl OrderStore {
         .bind(now_ms)
         .bind(&current.view.order_id)
         .bind(owner)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 0 {
             return Ok(None);
         }
+        if let Some(kind) = event {
+            outbox::record(&mut tx, &current.view.order_id, kind, now_ms).await?;
+        }
+        tx.commit().await?;
         // Under the lease only this driver writes the row, so the stored
         // order is `current` with this update applied: no need to read it.
         let mut next = current.clone();
@@ -369,6 +377,7 @@ impl OrderStore {
         cancelled: &SagaState,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
         let updated = sqlx::query(
             "UPDATE order_orders SET status = $1, step = $2, compensate_stock = $3, \
              compensate_payment = $4, attempts = 0, next_attempt_at = 0, \
@@ -381,9 +390,13 @@ impl OrderStore {
         .bind(i64::from(cancelled.compensate_payment))
         .bind(now_ms)
         .bind(order_id)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if updated == 1 {
+            outbox::record(&mut tx, order_id, EventKind::Cancelled, now_ms).await?;
+        }
+        tx.commit().await?;
         Ok(updated == 1)
     }
 

@@ -12,6 +12,7 @@
 
 pub mod columns;
 mod error;
+pub mod outbox;
 mod query;
 mod sqlite_reads;
 

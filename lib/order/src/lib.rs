@@ -14,6 +14,9 @@ mod store;
 
 use crate::store::OrderStore;
 
+/// The order service's outbox, which the relay (`ordermesh-events`) reads.
+pub use crate::outbox::OUTBOX;
+
 use std::time::Duration;
 
 use anyhow::Context;

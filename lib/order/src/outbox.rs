@@ -3,7 +3,6 @@
 //! calls [`record`] as each transaction's last statement). The relay in
 //! `ordermesh-events` publishes them; nothing here talks to a broker.
 
-use opentelemetry::trace::TraceContextExt;
 use ordermesh_proto::events::v1 as proto;
 use ordermesh_storage::outbox::{EventHeader, NewEvent, Outbox};
 use prost::Message;
@@ -101,7 +100,7 @@ pub async fn record(
                 aggregate_id: order_id,
                 event_type: kind.as_str(),
                 message_type: MESSAGE_TYPE,
-                traceparent: current_traceparent(),
+                traceparent: ordermesh_runtime::trace::current_traceparent(),
                 now_ms,
             },
             |header| {
@@ -121,22 +120,6 @@ pub fn header_to_proto(header: &EventHeader) -> proto::EventHeader {
         occurred_at: Some(ordermesh_proto::convert::timestamp(header.occurred_at_ms)),
         traceparent: header.traceparent.clone().unwrap_or_default(),
     }
-}
-
-/// The W3C `traceparent` of the span in which the change is made (the
-/// order's trace), so the relay's publish joins it.
-fn current_traceparent() -> Option<String> {
-    let cx = opentelemetry::Context::current();
-    let span = cx.span();
-    let span_context = span.span_context();
-    span_context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            span_context.trace_id(),
-            span_context.span_id(),
-            span_context.trace_flags().to_u8()
-        )
-    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod canary;
 mod concurrency;
 mod curl;
 mod envoy;
+mod events;
 mod failures;
 mod faults;
 mod fronting;

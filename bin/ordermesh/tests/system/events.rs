@@ -280,6 +280,7 @@ async fn a_nats_outage_mid_load_loses_and_duplicates_nothing() {
         seen.len(),
     );
     assert!(peak > 0, "the backlog rose while NATS was away");
+    dashboards_query_exported_outbox_metrics(&app.metrics().render());
     assert!(errors > 0, "the relay saw the outage");
     assert_eq!(per_order.len(), report.taken.len(), "one order per key");
     for order_id in &report.taken {
@@ -289,6 +290,28 @@ async fn a_nats_outage_mid_load_loses_and_duplicates_nothing() {
             "{order_id}: placed and settled"
         );
     }
+}
+
+/// The dashboards' `outbox_*` series exist where a relay runs (the
+/// observability test checks every other name without NATS).
+fn dashboards_query_exported_outbox_metrics(exposition: &str) {
+    let dashboards =
+        crate::harness::workspace_root().join("deploy/observability/grafana/dashboards");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dashboards).expect("dashboards") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        for name in text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("outbox_"))
+        {
+            assert!(
+                exposition.contains(&format!("\n{name}{{")),
+                "{name} is not exported:\n{exposition}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the dashboards show the outbox");
 }
 
 #[tokio::test(flavor = "multi_thread")]

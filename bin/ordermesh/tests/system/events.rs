@@ -61,10 +61,21 @@ async fn stream_messages(js: &jetstream::Context) -> Vec<Seen> {
             header("traceparent").starts_with("00-"),
             "a traceparent on every message"
         );
+        let event = OrderEvent::decode(message.payload.as_ref()).expect("an OrderEvent");
+        // The relay's publish span joins the change's trace: same trace id,
+        // its own span id.
+        let change = event.header.as_ref().map(|h| h.traceparent.clone());
+        if let Some(change) = change.filter(|t| !t.is_empty()) {
+            let published = header("traceparent");
+            let (ours, theirs): (Vec<&str>, Vec<&str>) =
+                (published.split('-').collect(), change.split('-').collect());
+            assert_eq!(ours[1], theirs[1], "one trace: {published} after {change}");
+            assert_ne!(ours[2], theirs[2], "the relay's own span");
+        }
         seen.push(Seen {
             subject: message.subject.to_string(),
             msg_id: header("Nats-Msg-Id"),
-            event: OrderEvent::decode(message.payload.as_ref()).expect("an OrderEvent"),
+            event,
         });
     }
     seen
@@ -184,6 +195,16 @@ async fn each_settled_order_has_one_settling_event_and_a_cancel_its_own() {
     assert_eq!(seen_again.len(), 20, "nothing more than the 20 events");
     let per_order = check_contract(&seen);
     assert_eq!(per_order.len(), 8);
+    let traced = seen
+        .iter()
+        .filter(|m| {
+            m.event
+                .header
+                .as_ref()
+                .is_some_and(|h| !h.traceparent.is_empty())
+        })
+        .count();
+    assert_eq!(traced, seen.len(), "every change carries its trace");
     for (order_id, status) in &settled_as {
         let kinds = &per_order[order_id];
         let settling = match status {

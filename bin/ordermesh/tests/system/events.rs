@@ -448,3 +448,81 @@ async fn a_consumer_that_acks_late_gets_redelivery_and_dedups_by_event_id() {
     );
     assert_eq!(handled.len(), 6);
 }
+
+/// `orderctl events tail` with `args`, bounded in time.
+fn tail(nats: &PrivateNats, args: &[&str]) -> Vec<String> {
+    let mut child = std::process::Command::new(crate::harness::sibling_binary("orderctl"))
+        .args(["events", "tail", "--nats-url", &nats.url()])
+        .args(args)
+        .env_remove("ORDERMESH_NATS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run orderctl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("orderctl events tail {args:?} did not finish in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orderctl_tails_events_through_a_durable_consumer() {
+    let Some(nats) = PrivateNats::start() else {
+        return;
+    };
+    let app = app_with_nats(&nats).await;
+    let mut orders = order_client(connect(app.addr(Role::Order)).await);
+    for token in ["pm_card_visa", "pm_card_chargeDeclined"] {
+        let order = orders
+            .create_order(order_request("events-tail", &[("sku-mug", 1)], token))
+            .await
+            .expect("placed")
+            .into_inner();
+        wait_terminal(&mut orders, &order.order_id, Duration::from_secs(20)).await;
+    }
+    let js = jetstream(&nats).await;
+    let seen = wait_for_messages(&js, 4, Duration::from_secs(30)).await;
+
+    // Two runs of one durable consumer: the second resumes after the first.
+    let mut lines = tail(&nats, &["--json", "--count", "3"]);
+    lines.extend(tail(&nats, &["--json", "--count", "1"]));
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            value["eventId"].as_str().expect("an id").to_owned()
+        })
+        .collect();
+    let in_stream: Vec<String> = seen
+        .iter()
+        .map(|m| m.event.header.clone().expect("header").event_id)
+        .collect();
+    assert_eq!(ids, in_stream, "every event once, in stream order");
+
+    let text = tail(&nats, &["--durable", "text", "--count", "4"]);
+    assert!(
+        text[3].starts_with("ordermesh.orders.failed ")
+            && text[3].ends_with(" #2 FAILED CARD_DECLINED"),
+        "{text:?}"
+    );
+    let stock = tail(&nats, &["--stream", "stock", "--count", "1"]);
+    assert!(
+        stock[0].starts_with("ordermesh.stock.changed sku-mug #1 available="),
+        "{stock:?}"
+    );
+    eprintln!("orderctl events tail: {lines:?}\n{text:?}\n{stock:?}");
+}

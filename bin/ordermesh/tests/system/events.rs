@@ -526,3 +526,56 @@ async fn orderctl_tails_events_through_a_durable_consumer() {
     );
     eprintln!("orderctl events tail: {lines:?}\n{text:?}\n{stock:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_relay_publishes_at_a_time_across_replicas() {
+    let Some(nats) = PrivateNats::start() else {
+        return;
+    };
+    // Replicas share a database only on PostgreSQL.
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let database = Arc::new(database);
+    let peers =
+        TestApp::spawn_roles(database.clone(), &[Role::Inventory, Role::Payment], |_| {}).await;
+    let replica = || {
+        let (inventory, payment, url) = (
+            peers.url(Role::Inventory),
+            peers.url(Role::Payment),
+            nats.url(),
+        );
+        TestApp::spawn_roles(database.clone(), &[Role::Order], move |settings| {
+            settings.order.inventory_url = inventory;
+            settings.order.payment_url = payment;
+            settings.events.nats_url = Some(url);
+        })
+    };
+    let (first, second) = (replica().await, replica().await);
+    for (n, app) in [&first, &second, &first, &second].into_iter().enumerate() {
+        let mut orders = order_client(connect(app.addr(Role::Order)).await);
+        let order = orders
+            .create_order(order_request(
+                &format!("events-replicas-{n}"),
+                &[("sku-mug", 1)],
+                "pm_card_visa",
+            ))
+            .await
+            .expect("placed")
+            .into_inner();
+        wait_terminal(&mut orders, &order.order_id, Duration::from_secs(20)).await;
+    }
+    let js = jetstream(&nats).await;
+    let seen = wait_for_messages(&js, 8, Duration::from_secs(30)).await;
+    check_contract(&seen);
+    let published = |app: &TestApp| {
+        app.metrics()
+            .outbox_published_total
+            .with_label_values(&["order"])
+            .get()
+    };
+    let (a, b) = (published(&first), published(&second));
+    eprintln!("two order replicas: their relays published {a} and {b} of 8 events");
+    assert_eq!(a + b, 8, "each event published once, not once per replica");
+    assert!(a == 0 || b == 0, "one relay holds the lease: {a} and {b}");
+}

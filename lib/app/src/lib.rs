@@ -107,6 +107,16 @@ impl App {
             app.serve_grpc(services, listener, &settings);
         }
         if let (Some(listener), Some((verifier, _))) = (listeners.order, &identity) {
+            let events = ordermesh_events::EventWatch {
+                outbox: ordermesh_order::OUTBOX,
+                pool: ordermesh_order::open_database(database)
+                    .await?
+                    .pool()
+                    .clone(),
+                stream: ordermesh_events::ORDERS,
+                serves: ordermesh_proto::events::v1::EventStream::Orders,
+                verifier: verifier.clone(),
+            };
             let services = ordermesh_order::build(
                 &settings.order,
                 &settings.client,
@@ -114,7 +124,8 @@ impl App {
                 verifier.clone(),
                 &context,
             )
-            .await?;
+            .await?
+            .with_service(events.server());
             app.serve_grpc(services, listener, &settings);
             if settings.events.nats_url.is_some() {
                 let db = ordermesh_order::open_database(database).await?;

@@ -5,6 +5,8 @@
 
 pub mod relay;
 mod settings;
+pub mod watch;
 
 pub use relay::{ORDERS, Relay, STOCK, StreamSpec, TYPE_HEADER};
 pub use settings::EventSettings;
+pub use watch::EventWatch;

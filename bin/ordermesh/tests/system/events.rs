@@ -579,3 +579,111 @@ async fn one_relay_publishes_at_a_time_across_replicas() {
     assert_eq!(a + b, 8, "each event published once, not once per replica");
     assert!(a == 0 || b == 0, "one relay holds the lease: {a} and {b}");
 }
+
+/// The next `count` events of a watch, each within 10 s.
+async fn next_events(
+    stream: &mut tonic::Streaming<ordermesh_proto::events::v1::WatchEventsResponse>,
+    count: usize,
+) -> Vec<ordermesh_proto::events::v1::WatchEventsResponse> {
+    let mut events = Vec::new();
+    for _ in 0..count {
+        let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .expect("the watch goes on")
+            .expect("not ended");
+        events.push(next);
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_events_follows_the_outbox_from_a_cursor_without_a_broker() {
+    use ordermesh_proto::events::v1::event_service_client::EventServiceClient;
+    use ordermesh_proto::events::v1::{EventStream, WatchEventsRequest, watch_events_response};
+
+    let app = TestApp::sqlite().await;
+    let channel = connect(app.addr(Role::Order)).await;
+    let mut orders = order_client(channel.clone());
+    let mut place = async |token: &str| {
+        let order = orders
+            .create_order(order_request("events-watch", &[("sku-mug", 1)], token))
+            .await
+            .expect("placed")
+            .into_inner();
+        wait_terminal(&mut orders, &order.order_id, Duration::from_secs(20))
+            .await
+            .order_id
+    };
+    let first = place("pm_card_visa").await;
+    let mut events =
+        EventServiceClient::with_interceptor(channel.clone(), crate::harness::OperatorUnlessGiven);
+    let watch = |cursor: &str| WatchEventsRequest {
+        stream: EventStream::Orders.into(),
+        cursor: cursor.to_owned(),
+    };
+    let mut stream = events
+        .watch_events(watch(""))
+        .await
+        .expect("watch")
+        .into_inner();
+    let got = next_events(&mut stream, 2).await;
+    let subjects: Vec<&str> = got.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["ordermesh.orders.placed", "ordermesh.orders.confirmed"]
+    );
+    // Live: an order placed while watching arrives.
+    let second = place("pm_card_chargeDeclined").await;
+    let live = next_events(&mut stream, 2).await;
+    let order_of = |e: &ordermesh_proto::events::v1::WatchEventsResponse| match &e.event {
+        Some(watch_events_response::Event::Order(order)) => order.order_id.clone(),
+        other => panic!("an order event: {other:?}"),
+    };
+    assert_eq!(order_of(&got[0]), first);
+    assert_eq!(order_of(&live[1]), second);
+    assert_eq!(live[1].subject, "ordermesh.orders.failed");
+    drop(stream);
+
+    // Resumed after the first event's cursor: the rest, nothing missed.
+    let mut resumed = events
+        .watch_events(watch(&got[0].cursor))
+        .await
+        .expect("watch")
+        .into_inner();
+    let rest = next_events(&mut resumed, 3).await;
+    let cursors: Vec<&str> = rest.iter().map(|e| e.cursor.as_str()).collect();
+    assert_eq!(cursors, [&got[1].cursor, &live[0].cursor, &live[1].cursor]);
+
+    // Refusals.
+    let mut customer = tonic::Request::new(watch(""));
+    crate::harness::authorize(
+        &mut customer,
+        &ordermesh_testkit::tokens::customer("events-watch"),
+    );
+    let refused = events
+        .watch_events(customer)
+        .await
+        .expect_err("not an admin");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let bad = events
+        .watch_events(watch("x"))
+        .await
+        .expect_err("a bad cursor");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    let stock = WatchEventsRequest {
+        stream: EventStream::Stock.into(),
+        cursor: String::new(),
+    };
+    let elsewhere = events
+        .watch_events(stock)
+        .await
+        .expect_err("stock is inventory's");
+    assert_eq!(elsewhere.code(), tonic::Code::FailedPrecondition);
+    eprintln!(
+        "WatchEvents: {} events, resumed after cursor {} with {:?}",
+        got.len() + live.len(),
+        got[0].cursor,
+        cursors
+    );
+}

@@ -121,6 +121,16 @@ impl AppSettings {
         }
         if let Some(addr) = addrs.order {
             self.gateway.gateway_order_url = url(addr);
+            // The order service also serves the events' watch.
+            let events = "ordermesh.events.v1.EventService".to_owned();
+            if !self
+                .gateway
+                .upstreams
+                .iter()
+                .any(|(service, _)| *service == events)
+            {
+                self.gateway.upstreams.push((events, url(addr)));
+            }
         }
     }
 }

@@ -687,3 +687,88 @@ async fn watch_events_follows_the_outbox_from_a_cursor_without_a_broker() {
         cursors
     );
 }
+
+/// `GET path` on the gateway as a raw HTTP/1.1 SSE client, with
+/// `headers`; returns the (id, data) of the first `count` events, within 10 s.
+async fn sse_events(
+    gateway: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    count: usize,
+) -> Vec<(String, serde_json::Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(gateway)
+        .await
+        .expect("connect");
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: gateway\r\nAccept: text/event-stream\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events: Vec<(String, serde_json::Value)> = text
+            .split("\n\n")
+            .filter_map(|block| {
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name).map(str::trim).map(str::to_owned))
+                };
+                Some((field("id:")?, serde_json::from_str(&field("data:")?).ok()?))
+            })
+            .collect();
+        if events.len() >= count {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            return events.into_iter().take(count).collect();
+        }
+        let mut buffer = [0u8; 8192];
+        let read = tokio::time::timeout_at(deadline, socket.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("{count} events within 10 s: {text}"))
+            .expect("read");
+        assert!(read > 0, "the stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_through_the_gateway_resumes_after_last_event_id() {
+    let app = TestApp::sqlite().await;
+    let mut orders = order_client(connect(app.addr(Role::Order)).await);
+    for token in ["pm_card_visa", "pm_card_chargeDeclined"] {
+        let order = orders
+            .create_order(order_request("events-sse", &[("sku-mug", 1)], token))
+            .await
+            .expect("placed")
+            .into_inner();
+        wait_terminal(&mut orders, &order.order_id, Duration::from_secs(20)).await;
+    }
+    let bearer = format!(
+        "Bearer {}",
+        ordermesh_testkit::tokens::admin("sse-operator")
+    );
+    let auth = [("Authorization", bearer.as_str())];
+    let gateway = app.addr(Role::Gateway);
+    let all = sse_events(gateway, "/v1/events:watch", &auth, 4).await;
+    let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4"], "each event's id is its cursor");
+    assert_eq!(all[3].1["subject"], "ordermesh.orders.failed");
+    assert_eq!(all[3].1["cursor"], "4");
+
+    // A reconnect with Last-Event-ID gets what came after, nothing missed.
+    let resumed = sse_events(
+        gateway,
+        "/v1/events:watch",
+        &[auth[0], ("Last-Event-ID", "2")],
+        2,
+    )
+    .await;
+    let resumed_ids: Vec<&str> = resumed.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(resumed_ids, ["3", "4"]);
+    assert_eq!(resumed[0].1, all[2].1, "the same event");
+    eprintln!("SSE: 4 events with ids {ids:?}; after Last-Event-ID 2: {resumed_ids:?}");
+}

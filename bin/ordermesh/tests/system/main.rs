@@ -11,6 +11,7 @@ mod concurrency;
 mod curl;
 mod envoy;
 mod events;
+mod events_watch;
 mod failures;
 mod faults;
 mod fronting;

@@ -52,10 +52,15 @@ test: setup ## Run every test: lint, manifests, PostgreSQL and every external to
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain --include-files 'lib/domain/*'"
 
+# What `buf breaking` compares proto/ with: the main branch (worktrees
+# included: the repository's common git directory).
+BUF_BREAKING_AGAINST ?= $(shell git rev-parse --path-format=absolute --git-common-dir)\#branch=main,subdir=proto
+
 lint: setup ## clippy -D warnings, rustfmt, buf lint, cargo deny, hadolint, compose and manifest validators
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	cd proto && $(TOOLS)/buf lint
+	cd proto && $(TOOLS)/buf breaking --against '$(BUF_BREAKING_AGAINST)'
 	$(CARGO) deny check licenses bans sources
 	@if timeout 30 $(CARGO) deny fetch db >/dev/null 2>&1; then $(CARGO) deny check advisories; \
 		else echo "cargo deny: the advisory database is out of reach here; advisories not checked"; fi

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive, when they are missing:
-#   prometheus (the server and promtool), chromium (the headless-browser test).
+#   prometheus (the server and promtool), chromium (the headless-browser test),
+#   nats-server (JetStream, for the events tests; Debian puts it in /usr/sbin).
 # Needs root (or sudo); a no-op when everything is there.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+[[ -x /usr/sbin/nats-server || -x /usr/bin/nats-server ]] || missing+=(nats-server)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -8,6 +8,7 @@ const PROTO_FILES: &[&str] = &[
     "ordermesh/order/v1/order.proto",
     "ordermesh/inventory/v1/inventory.proto",
     "ordermesh/payment/v1/payment.proto",
+    "ordermesh/events/v1/events.proto",
     // Not used by the code (tonic-types has them), but in the descriptor set
     // so Envoy's transcoder and grpcurl can print error details.
     "google/rpc/status.proto",

@@ -66,6 +66,9 @@ pub enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Follow order or stock events (docs/events.md).
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Print the kept token, e.g. `TOKEN=$(orderctl token)` for curl.
     Token,
     /// Forget the kept token.
@@ -79,6 +82,45 @@ pub enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print events as they are published, from NATS JetStream through a
+    /// durable consumer (acked once printed; a restart resumes after the
+    /// last acked event).
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The NATS server the relays publish to.
+    #[arg(
+        long,
+        env = "ORDERMESH_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// A NATS credentials file.
+    #[arg(long, env = "ORDERMESH_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
+    /// Which events.
+    #[arg(long, value_enum, default_value = "orders")]
+    pub stream: EventStream,
+    /// The durable consumer's name: the same name resumes where it stopped.
+    #[arg(long, default_value = "orderctl")]
+    pub durable: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EventStream {
+    /// `ORDERMESH_ORDERS`: placed, confirmed, failed, cancelled, refunded.
+    Orders,
+    /// `ORDERMESH_STOCK`: changed, low.
+    Stock,
 }
 
 #[derive(Debug, Subcommand)]

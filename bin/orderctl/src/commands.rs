@@ -15,7 +15,7 @@ use ordermesh_runtime::client::{GrpcClientSettings, channel};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::cli::{Cli, Command, CreateArgs, OrderCommand, ProductCommand};
+use crate::cli::{Cli, Command, CreateArgs, EventsCommand, OrderCommand, ProductCommand};
 use crate::{login, render};
 
 struct Session {
@@ -144,6 +144,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Order(command) => order(&context, command).await,
+        Command::Events(EventsCommand::Tail(args)) => {
+            crate::events::tail(&args, context.cli_json).await
+        }
         Command::Health { url, service } => {
             crate::health::check(&url, &service, context.timeout).await
         }

@@ -15,6 +15,7 @@ macro_rules! say {
 
 mod cli;
 mod commands;
+mod events;
 mod health;
 mod login;
 mod render;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 use ordermesh_app::{AppSettings, Role};
+use ordermesh_events::EventSettings;
 use ordermesh_gateway::GatewaySettings;
 use ordermesh_identity::IdentitySettings;
 use ordermesh_inventory::InventorySettings;
@@ -86,6 +87,8 @@ pub struct Common {
     failpoints: FailpointSettings,
     #[command(flatten)]
     identity: IdentitySettings,
+    #[command(flatten)]
+    events: EventSettings,
 }
 
 impl Common {
@@ -97,6 +100,7 @@ impl Common {
         settings.trace = self.trace;
         settings.failpoints = self.failpoints;
         settings.identity = self.identity;
+        settings.events = self.events;
         settings
     }
 }

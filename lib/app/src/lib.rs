@@ -91,12 +91,32 @@ impl App {
             let services =
                 ordermesh_inventory::build(&settings.inventory, database, &context).await?;
             app.serve_grpc(services, listener, &settings);
+            if settings.events.nats_url.is_some() {
+                let db = ordermesh_inventory::open_database(database).await?;
+                app.background.push(Box::pin(relay(
+                    &settings,
+                    &context,
+                    db,
+                    ordermesh_inventory::OUTBOX,
+                    ordermesh_events::STOCK,
+                )));
+            }
         }
         if let Some(listener) = listeners.payment {
             let services = ordermesh_payment::build(&settings.payment, database, &context).await?;
             app.serve_grpc(services, listener, &settings);
         }
         if let (Some(listener), Some((verifier, _))) = (listeners.order, &identity) {
+            let events = ordermesh_events::EventWatch {
+                outbox: ordermesh_order::OUTBOX,
+                pool: ordermesh_order::open_database(database)
+                    .await?
+                    .pool()
+                    .clone(),
+                stream: ordermesh_events::ORDERS,
+                serves: ordermesh_proto::events::v1::EventStream::Orders,
+                verifier: verifier.clone(),
+            };
             let services = ordermesh_order::build(
                 &settings.order,
                 &settings.client,
@@ -104,8 +124,19 @@ impl App {
                 verifier.clone(),
                 &context,
             )
-            .await?;
+            .await?
+            .with_service(events.server());
             app.serve_grpc(services, listener, &settings);
+            if settings.events.nats_url.is_some() {
+                let db = ordermesh_order::open_database(database).await?;
+                app.background.push(Box::pin(relay(
+                    &settings,
+                    &context,
+                    db,
+                    ordermesh_order::OUTBOX,
+                    ordermesh_events::ORDERS,
+                )));
+            }
         }
         if let (Some(listener), Some((verifier, dev_issuer))) = (listeners.gateway, identity) {
             let identity = ordermesh_gateway::Identity {
@@ -262,4 +293,30 @@ async fn bind(addr: SocketAddr, role: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the {role} listener to {addr}"))
+}
+
+/// The outbox relay of one service (see `ordermesh-events`), as a
+/// background task that ends with the App.
+fn relay(
+    settings: &AppSettings,
+    context: &AppContext,
+    db: ordermesh_storage::Database,
+    outbox: ordermesh_storage::outbox::Outbox,
+    stream: ordermesh_events::StreamSpec,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let holder = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "ordermesh".to_owned()),
+        uuid::Uuid::now_v7()
+    );
+    let relay = ordermesh_events::Relay {
+        outbox,
+        pool: db.pool().clone(),
+        stream,
+        settings: settings.events.clone(),
+        metrics: context.metrics().clone(),
+        tracer: context.tracer(stream.service),
+        holder,
+    };
+    relay.run(context.shutdown().clone())
 }

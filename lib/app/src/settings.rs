@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use ordermesh_events::EventSettings;
 use ordermesh_gateway::GatewaySettings;
 use ordermesh_identity::IdentitySettings;
 use ordermesh_inventory::InventorySettings;
@@ -59,6 +60,8 @@ pub struct AppSettings {
     /// Who issues customers' tokens (the order service and the gateway
     /// check them).
     pub identity: IdentitySettings,
+    /// Where the outbox relays publish events (none without a NATS URL).
+    pub events: EventSettings,
 }
 
 impl AppSettings {
@@ -91,6 +94,7 @@ impl AppSettings {
             trace: TraceSettings::default(),
             failpoints: FailpointSettings::default(),
             identity: IdentitySettings::default(),
+            events: EventSettings::default(),
         }
     }
 
@@ -117,6 +121,16 @@ impl AppSettings {
         }
         if let Some(addr) = addrs.order {
             self.gateway.gateway_order_url = url(addr);
+            // The order service also serves the events' watch.
+            let events = "ordermesh.events.v1.EventService".to_owned();
+            if !self
+                .gateway
+                .upstreams
+                .iter()
+                .any(|(service, _)| *service == events)
+            {
+                self.gateway.upstreams.push((events, url(addr)));
+            }
         }
     }
 }

@@ -101,6 +101,12 @@ async fn handle(
     let mut metadata = metadata_from(&parts.headers, &gateway.settings.forward_headers);
 
     if let Some((permit, client)) = permit {
+        let mut message = message;
+        let last_event_id = parts
+            .headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok());
+        crate::cursor::resume(&mut message, last_event_id);
         // The service budgets watches by this client, not by the gateway.
         if let Ok(value) = client.parse() {
             metadata.insert(CLIENT_HEADER, value);
@@ -138,7 +144,13 @@ async fn handle(
                 match next {
                     None => return,
                     Some(Ok(message)) => match to_json(&message) {
-                        Ok(json) => yield Ok::<_, Infallible>(Event::default().data(json)),
+                        Ok(json) => {
+                            let event = Event::default().data(json);
+                            yield Ok::<_, Infallible>(match crate::cursor::event_id(&message) {
+                                Some(id) => event.id(id),
+                                None => event,
+                            })
+                        }
                         Err(error) => {
                             yield Ok(Event::default().event("error").data(error.body().to_string()));
                             return;

@@ -11,6 +11,7 @@
 
 mod auth;
 mod codec;
+mod cursor;
 mod error;
 pub mod fuzzing;
 mod grpc_web;

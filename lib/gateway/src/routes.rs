@@ -214,6 +214,7 @@ mod tests {
         assert_eq!(
             routed,
             vec![
+                "GET /v1/events:watch WatchEvents",
                 "GET /v1/orders ListOrders",
                 "GET /v1/orders/{order_id} GetOrder",
                 "GET /v1/orders/{order_id}:watch WatchOrder",
@@ -260,6 +261,7 @@ mod tests {
         assert_eq!(
             table.services(),
             [
+                "ordermesh.events.v1.EventService",
                 "ordermesh.inventory.v1.InventoryService",
                 "ordermesh.order.v1.OrderService"
             ]

@@ -6,10 +6,14 @@
 mod catalog;
 mod domain;
 mod grpc;
+mod outbox;
 mod service;
 mod store;
 
 use crate::store::InventoryStore;
+
+/// The inventory service's outbox, which the relay (`ordermesh-events`) reads.
+pub use crate::outbox::OUTBOX;
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ use crate::catalog::DEMO_CATALOG;
 use crate::domain::{
     InventoryError, Product, Reservation, ReservationStatus, ReserveRequest, ReservedItem,
 };
+use crate::outbox;
 
 #[derive(Clone, Debug)]
 pub struct InventoryStore {
@@ -186,6 +187,11 @@ impl InventoryStore {
                 unit_price: Money::new(parse_currency(&currency)?, unit_price),
             });
         }
+        let taken = request
+            .items
+            .iter()
+            .map(|(p, q)| (p.as_str(), -i64::from(*q)));
+        outbox::record_changes(&mut tx, taken, now_ms).await?;
         tx.commit().await?;
         Ok(Reserved::New(Reservation {
             reservation_id: request.reservation_id.clone(),
@@ -346,6 +352,7 @@ impl InventoryStore {
         delta: i32,
         now_ms: i64,
     ) -> Result<Product, StoreFailure> {
+        let mut tx = self.db.begin().await?;
         let adjusted = sqlx::query(&format!(
             "UPDATE inventory_products SET available = available + $1, \
              stock_total = stock_total + $1, updated_at = $2 \
@@ -357,11 +364,15 @@ impl InventoryStore {
         .bind(now_ms)
         .bind(product_id)
         .bind(MAX_STOCK)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = adjusted {
-            return Ok(decode_product(&row)?);
+            let product = decode_product(&row)?;
+            outbox::record_changes(&mut tx, [(product_id, i64::from(delta))], now_ms).await?;
+            tx.commit().await?;
+            return Ok(product);
         }
+        tx.rollback().await?;
         let counts: Option<(i64, i64)> = sqlx::query_as(
             "SELECT available, stock_total FROM inventory_products WHERE product_id = $1",
         )
@@ -550,6 +561,8 @@ async fn return_items(
         .execute(&mut **tx)
         .await?;
     }
+    let returned = items.iter().map(|(p, q)| (p.as_str(), *q));
+    outbox::record_changes(tx, returned, now_ms).await?;
     Ok(items
         .into_iter()
         .map(|(product_id, _)| product_id)

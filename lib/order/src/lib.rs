@@ -6,12 +6,16 @@ mod domain;
 mod error;
 mod grpc;
 mod hub;
+mod outbox;
 mod peers;
 mod runner;
 mod service;
 mod store;
 
 use crate::store::{Leases, OrderStore};
+
+/// The order service's outbox, which the relay (`ordermesh-events`) reads.
+pub use crate::outbox::OUTBOX;
 
 use std::time::Duration;
 

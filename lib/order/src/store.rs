@@ -11,6 +11,7 @@ use ordermesh_storage::{Columns, Database, Param};
 use sqlx::Row;
 
 use crate::domain::{FailureReason, NewOrder, OrderLine, OrderStatus, OrderView, SagaState, Step};
+use crate::outbox::{self, EventKind};
 
 /// An order with the saga's bookkeeping, as stored.
 #[derive(Clone, Debug)]
@@ -167,6 +168,7 @@ impl OrderStore {
             .execute(&mut *tx)
             .await?;
         }
+        outbox::record(&mut tx, order_id, EventKind::Placed, now_ms).await?;
         tx.commit().await?;
         Ok(Inserted::New(StoredOrder {
             view: OrderView {
@@ -330,6 +332,8 @@ impl OrderStore {
             masked(&current.payment_method)
         };
         let now = self.db.now_sql();
+        let event = outbox::event_for(&current.saga, state);
+        let mut tx = self.db.begin().await?;
         let updated = sqlx::query(&format!(
             "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
              compensate_stock = $4, compensate_payment = $5, attempts = $6, \
@@ -351,12 +355,16 @@ impl OrderStore {
         .bind(&lease.owner)
         .bind(&payment_method)
         .bind(lease.fence)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 0 {
             return Ok(None);
         }
+        if let Some(kind) = event {
+            outbox::record(&mut tx, &current.view.order_id, kind, now_ms).await?;
+        }
+        tx.commit().await?;
         // Under the lease only this driver writes the row, so the stored
         // order is `current` with this update applied: no need to read it.
         let mut next = current.clone();
@@ -463,6 +471,7 @@ impl OrderStore {
         cancelled: &SagaState,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
         let updated = sqlx::query(
             "UPDATE order_orders SET status = $1, step = $2, compensate_stock = $3, \
              compensate_payment = $4, attempts = 0, next_attempt_at = 0, \
@@ -475,9 +484,13 @@ impl OrderStore {
         .bind(i64::from(cancelled.compensate_payment))
         .bind(now_ms)
         .bind(order_id)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if updated == 1 {
+            outbox::record(&mut tx, order_id, EventKind::Cancelled, now_ms).await?;
+        }
+        tx.commit().await?;
         Ok(updated == 1)
     }
 

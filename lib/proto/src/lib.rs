@@ -34,6 +34,12 @@ pub mod inventory {
     }
 }
 
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("ordermesh.events.v1");
+    }
+}
+
 pub mod payment {
     pub mod v1 {
         tonic::include_proto!("ordermesh.payment.v1");

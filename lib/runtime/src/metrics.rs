@@ -57,6 +57,15 @@ pub struct Metrics {
     /// Age of the oldest order whose saga is unfinished, by the database's
     /// clock; 0 when every order is settled: no labels.
     pub saga_oldest_unsettled_age_seconds: IntGaugeVec,
+    /// Outbox rows not yet published: {service}.
+    pub outbox_pending_rows: IntGaugeVec,
+    /// Age of the oldest unpublished outbox row, in seconds: {service}.
+    pub outbox_oldest_age_seconds: IntGaugeVec,
+    /// Outbox rows JetStream acknowledged: {service}.
+    pub outbox_published_total: IntCounterVec,
+    /// Failed tries to publish to JetStream (connect, stream, publish or
+    /// ack): {service}.
+    pub outbox_publish_errors_total: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -212,6 +221,30 @@ impl Metrics {
                 "saga_oldest_unsettled_age_seconds",
                 "Age of the oldest order whose saga has not settled (0 when none).",
                 &[],
+            ),
+            outbox_pending_rows: gauge(
+                &registry,
+                "outbox_pending_rows",
+                "Outbox rows (events) not yet published to JetStream, by service.",
+                &["service"],
+            ),
+            outbox_oldest_age_seconds: gauge(
+                &registry,
+                "outbox_oldest_age_seconds",
+                "Age of the oldest unpublished outbox row in seconds, 0 when none waits, by service.",
+                &["service"],
+            ),
+            outbox_published_total: counter(
+                &registry,
+                "outbox_published_total",
+                "Outbox rows published and acknowledged by JetStream, by service.",
+                &["service"],
+            ),
+            outbox_publish_errors_total: counter(
+                &registry,
+                "outbox_publish_errors_total",
+                "Failed tries to publish outbox rows to JetStream, by service.",
+                &["service"],
             ),
             registry,
         }

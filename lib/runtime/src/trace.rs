@@ -230,6 +230,18 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     }
 }
 
+/// The W3C `traceparent` of the current span, if there is one: what an
+/// outbox row keeps so its later publish joins the change's trace.
+pub fn current_traceparent() -> Option<String> {
+    let mut headers = HeaderMap::new();
+    TraceContextPropagator::new()
+        .inject_context(&Context::current(), &mut HeaderInjector(&mut headers));
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// B3 as Envoy and Zipkin send it: the single `b3` header or the
 /// `x-b3-*` set. The propagator crate for it comes with a whole HTTP and TLS
 /// stack for Zipkin export, too much for these few lines of parsing.

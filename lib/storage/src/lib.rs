@@ -13,6 +13,7 @@
 pub mod columns;
 mod error;
 pub mod fence;
+pub mod outbox;
 mod query;
 mod sqlite_reads;
 

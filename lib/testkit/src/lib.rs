@@ -10,6 +10,7 @@
 #[cfg(feature = "app")]
 pub mod app;
 pub mod hosts;
+pub mod nats;
 pub mod postgres;
 pub mod process;
 #[cfg(feature = "app")]

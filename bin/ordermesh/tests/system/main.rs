@@ -11,6 +11,8 @@ mod chaos;
 mod concurrency;
 mod curl;
 mod envoy;
+mod events;
+mod events_watch;
 mod failures;
 mod faults;
 mod fencing;

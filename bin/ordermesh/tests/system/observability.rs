@@ -178,7 +178,10 @@ async fn dashboards_query_only_exported_metrics() {
                 let unquoted: String = expr.split('"').step_by(2).collect();
                 let names = unquoted
                     .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .filter(|word| word.contains('_') && !not_metrics.contains(word));
+                    .filter(|word| word.contains('_') && !not_metrics.contains(word))
+                    // Exported only where a relay runs (with NATS):
+                    // events.rs checks those against such an App.
+                    .filter(|word| !word.starts_with("outbox_"));
                 for name in names {
                     assert!(
                         exported.contains(name),

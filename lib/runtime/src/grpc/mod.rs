@@ -97,6 +97,23 @@ impl RoleServices {
         }
     }
 
+    /// Another gRPC service of the same role, on the same listener.
+    pub fn with_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        self.service_names.push(S::NAME);
+        self
+    }
+
     /// Adds background work that runs while the role serves.
     pub fn with_background(mut self, task: BackgroundTask) -> Self {
         self.background.push(task);

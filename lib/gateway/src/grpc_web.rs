@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use ordermesh_runtime::client::PeerChannel;
 use ordermesh_runtime::status::to_status;
 use tonic::body::Body;
@@ -152,18 +152,34 @@ impl Service<http::Request<Body>> for GrpcProxy {
             // whatever its declared length, never leaves the gateway. The
             // buffered body also has its true length, which tonic-web 0.14
             // misreports for grpc-web-text.
-            let body = match Limited::new(body, limits.body_limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) if error.is::<LengthLimitError>() => {
-                    return Ok(too_large(limits.body_limit).into_http());
+            let mut body = body;
+            let mut buffered = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let data = match frame {
+                    Ok(frame) => frame.into_data().unwrap_or_default(),
+                    Err(error) => {
+                        return Ok(tonic::Status::invalid_argument(format!(
+                            "reading the request body: {error}"
+                        ))
+                        .into_http());
+                    }
+                };
+                if buffered.len() + data.len() > limits.body_limit {
+                    // The unread rest of the request stays open until the
+                    // refusal is sent: dropped first, HTTP/2 resets the
+                    // stream and the client may see the reset, not the
+                    // answer.
+                    let refusal: http::Response<Body> = too_large(limits.body_limit).into_http();
+                    return Ok(refusal.map(|answer| {
+                        Body::new(answer.map_frame(move |frame| {
+                            let _unread = &body;
+                            frame
+                        }))
+                    }));
                 }
-                Err(error) => {
-                    return Ok(tonic::Status::invalid_argument(format!(
-                        "reading the request body: {error}"
-                    ))
-                    .into_http());
-                }
-            };
+                buffered.extend_from_slice(&data);
+            }
+            let body = axum::body::Bytes::from(buffered);
             let request = http::Request::from_parts(parts, Body::new(Full::new(body)));
             let result = async {
                 futures::future::poll_fn(|cx| channel.poll_ready(cx)).await?;

@@ -413,11 +413,17 @@ async fn customers_see_and_touch_only_their_own_orders() {
         customers.contains("alice") && customers.contains("bob"),
         "{customers:?}"
     );
-    let times: Vec<&str> = everyone["orders"]
+    // RFC 3339 as protobuf's JSON writes it: no fraction on a whole second
+    // ("…:00Z" sorts after "…:00.043Z" as text), so pad it to compare.
+    let times: Vec<String> = everyone["orders"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| o["createTime"].as_str().unwrap())
+        .map(|o| {
+            let time = o["createTime"].as_str().unwrap().trim_end_matches('Z');
+            let (whole, fraction) = time.split_once('.').unwrap_or((time, ""));
+            format!("{whole}.{fraction:0<9}")
+        })
         .collect();
     assert!(
         times.windows(2).all(|w| w[0] >= w[1]),

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::raw::{BOUND, h2};
-use super::{bystander_reads, metrics_text};
+use super::{bystander_reads, metrics_text, p99};
 use crate::harness::{Role, TestApp};
 
 /// Sends `flood` (after the preface) and reads until the server closes;
@@ -49,18 +49,33 @@ async fn flood(addr: std::net::SocketAddr, flood: Vec<u8>) -> (Vec<u8>, usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn rapid_reset_and_continuation_floods_end_the_connection() {
     let system = TestApp::sqlite().await;
+    let quiet = p99(bystander_reads(&system).await);
     for (name, addr) in [
         ("gateway", system.addr(Role::Gateway)),
         ("inventory", system.addr(Role::Inventory)),
     ] {
         println!("{name}: 20000 requests reset at once");
-        let (received, _) = flood(addr, h2::rapid_reset(20_000)).await;
+        let ((received, _), during) = tokio::join!(
+            flood(addr, h2::rapid_reset(20_000)),
+            bystander_reads(&system)
+        );
+        println!(
+            "  a bystander's product read p99: {quiet:?} quiet, {:?} during the flood",
+            p99(during)
+        );
         assert!(
             h2::has_goaway(&received),
             "{name} sent no GOAWAY to a rapid reset"
         );
         println!("{name}: 4096 CONTINUATION frames of 16 KB");
-        let (_, sent) = flood(addr, h2::continuation_flood(4096)).await;
+        let ((_, sent), during) = tokio::join!(
+            flood(addr, h2::continuation_flood(4096)),
+            bystander_reads(&system)
+        );
+        println!(
+            "  a bystander's product read p99: {quiet:?} quiet, {:?} during the flood",
+            p99(during)
+        );
         assert!(
             sent < 4096 * 16_009,
             "{name} read a 64 MB header block to its end"

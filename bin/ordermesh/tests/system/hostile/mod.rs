@@ -273,6 +273,22 @@ async fn slow_clients_are_closed_on_every_listener_within_the_header_timeout() {
         ("order", system.addr(Role::Order)),
         ("admin", system.admin_addr()),
     ];
+    // A hundred slowloris connections on the gateway while a bystander reads.
+    let quiet = p99(bystander_reads(&system).await);
+    let mut slow = Vec::new();
+    for n in 0..100u8 {
+        let mut stream = connect_from(client(100 + n), system.addr(Role::Gateway)).await;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("send");
+        slow.push(stream);
+    }
+    let during = p99(bystander_reads(&system).await);
+    println!(
+        "100 slowloris connections: a bystander's product read p99 {quiet:?} quiet, {during:?} with them"
+    );
+    drop(slow);
     for (name, addr) in targets {
         // Half a request head, then nothing.
         let mut stream = connect_from(client(2), addr).await;

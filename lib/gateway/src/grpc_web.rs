@@ -95,6 +95,23 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
+/// How much of a refused body is read and discarded, at most.
+const DRAIN_BYTES: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn drain(body: &mut Body) {
+    let discard = async {
+        let mut read = 0;
+        while read < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
+}
+
 fn too_large(limit: usize) -> tonic::Status {
     tracing::info!(limit, "a grpc-web body over the limit was refused");
     to_status(GatewayError::PayloadTooLarge { limit })
@@ -165,10 +182,15 @@ impl Service<http::Request<Body>> for GrpcProxy {
                     }
                 };
                 if buffered.len() + data.len() > limits.body_limit {
-                    // The unread rest of the request stays open until the
-                    // refusal is sent: dropped first, HTTP/2 resets the
-                    // stream and the client may see the reset, not the
-                    // answer.
+                    // HTTP/2 resets a stream whose request is still open
+                    // when its answer ends, and a reset drops the answer's
+                    // frames not yet written. So a little more of the rest
+                    // is read and thrown away (bounded: never buffered,
+                    // at most DRAIN_BYTES or DRAIN_TIME), so that a client
+                    // just over the limit ends its request and reads the
+                    // refusal; and what is left stays open until the
+                    // refusal is sent.
+                    drain(&mut body).await;
                     let refusal: http::Response<Body> = too_large(limits.body_limit).into_http();
                     return Ok(refusal.map(|answer| {
                         Body::new(answer.map_frame(move |frame| {

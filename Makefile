@@ -19,7 +19,7 @@ FLAGGER_CRDS ?= $(abspath ../shared/flagger/crd.yaml)
 export ORDERMESH_TOOLS_DIR := $(TOOLS)
 export ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS
 
-.PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop \
+.PHONY: help setup build run test lint fmt proto test-coverage dev-run dev-stop bench-guard bench-guard-update \
 	test-client fuzz bench chaos mesh-run mesh-stop deploy-docker deploy-k8s check-observability check-compose check-manifests check-migrations
 
 help: ## List the targets
@@ -47,7 +47,8 @@ test: setup ## Run every test: lint, manifests, PostgreSQL and every external to
 	$(MAKE) --no-print-directory check-observability
 	ORDERMESH_REQUIRE_ALL=1 scripts/with-postgres.sh $(CARGO) test --locked --workspace
 	# A smoke of `make bench` on the debug build, to keep it working; it measures nothing.
-	BENCH_PROFILE=dev BENCH_DURATION=1s BENCH_OUTPUT=target/bench/smoke.json BENCH_ARGS="--search-steps 2" scripts/bench.sh
+	BENCH_PROFILE=dev BENCH_DURATION=1s BENCH_OUTPUT=target/bench/smoke.json BENCH_ARGS="--search-steps 2 --cost-requests 200 --cost-orders 40" scripts/bench.sh
+	$(MAKE) --no-print-directory bench-guard
 	$(MAKE) --no-print-directory proto
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-coverage COVERAGE_SCOPE="-p ordermesh-domain --include-files 'lib/domain/*'"
@@ -118,6 +119,17 @@ CHAOS_SEED ?=
 chaos: ## A Jepsen-style run under random faults: CHAOS_DURATION (300s), CHAOS_SEED; summary and, on an anomaly, history and logs in target/chaos/
 	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$(CHAOS_SEED) ORDERMESH_REQUIRE_ALL=1 \
 		$(CARGO) test --locked -p ordermesh --test system chaos::a_jepsen_style_run -- --nocapture
+
+# The instruction-count guard: callgrind per GetOrder, REST get-order and
+# CreateOrder saga on the release build, against bin/bench/instructions.json
+# (fails on a rise of more than 3 %; docs/performance.md).
+bench-guard: ## callgrind instruction counts of the hot paths against the committed baseline
+	$(CARGO) build --release --locked --bins
+	target/release/ordermesh-bench instructions --ordermesh target/release/ordermesh
+
+bench-guard-update: ## Refresh bin/bench/instructions.json after a change meant to move the counts
+	$(CARGO) build --release --locked --bins
+	target/release/ordermesh-bench instructions --ordermesh target/release/ordermesh --update
 
 bench: $(VENV)/.installed ## Benchmarks (docs/performance.md): gateway vs Envoy's transcoder, gRPC, echo ceiling, SQLite vs PostgreSQL, memory; JSON in target/bench/results.json
 	scripts/bench.sh

@@ -41,6 +41,22 @@ impl BenchIssuer {
         format!("Bearer {}", self.token)
     }
 
+    /// The token itself (the one `authorization` carries).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A token no verifier has seen yet: customer `bench-<n>`.
+    pub fn fresh_token(&self, n: u64) -> anyhow::Result<String> {
+        self.issuer
+            .issue(
+                &format!("{CUSTOMER}-{n}"),
+                None,
+                Duration::from_secs(60 * 60),
+            )
+            .context("a fresh token")
+    }
+
     pub fn jwks_path(&self) -> &Path {
         self.issuer.jwks_path()
     }

@@ -34,6 +34,9 @@ pub enum Mode {
     /// `concurrency` clients, each sending its next request when the last
     /// one answers.
     Closed { concurrency: usize },
+    /// As `Closed`, until `requests` have been sent (or the duration ends):
+    /// a fixed amount of work, to charge the servers' CPU to.
+    Count { concurrency: usize, requests: u64 },
 }
 
 impl Mode {
@@ -41,6 +44,10 @@ impl Mode {
         match self {
             Mode::Open { rate } => format!("open {rate:.0}/s"),
             Mode::Closed { concurrency } => format!("closed c={concurrency}"),
+            Mode::Count {
+                concurrency,
+                requests,
+            } => format!("count {requests} c={concurrency}"),
         }
     }
 }
@@ -67,8 +74,12 @@ pub async fn run(driver: Arc<dyn Driver>, spec: &Spec) -> anyhow::Result<Report>
     let recorder = match spec.mode {
         Mode::Open { rate } => open_loop(driver, spec, rate, &completed, &failed).await?,
         Mode::Closed { concurrency } => {
-            closed_loop(driver, spec, concurrency, &completed, &failed).await?
+            closed_loop(driver, spec, concurrency, u64::MAX, &completed, &failed).await?
         }
+        Mode::Count {
+            concurrency,
+            requests,
+        } => closed_loop(driver, spec, concurrency, requests, &completed, &failed).await?,
     };
     let elapsed = started.elapsed();
     if let Some((bar, ticker)) = bar {
@@ -89,17 +100,21 @@ async fn closed_loop(
     driver: Arc<dyn Driver>,
     spec: &Spec,
     concurrency: usize,
+    limit: u64,
     completed: &Arc<AtomicU64>,
     failed: &Arc<AtomicU64>,
 ) -> anyhow::Result<Recorder> {
     let deadline = Instant::now() + spec.duration;
+    // Requests taken so far, shared: the workers stop at `limit` in all.
+    let taken = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency.max(1) {
         let (driver, completed, failed) = (driver.clone(), completed.clone(), failed.clone());
+        let taken = taken.clone();
         let timeout = spec.timeout;
         let mut recorder = Recorder::new()?;
         workers.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && taken.fetch_add(1, Ordering::Relaxed) < limit {
                 let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
                 let outcome = call_with_timeout(driver.as_ref(), seq, timeout).await;
@@ -290,5 +305,17 @@ mod tests {
         assert!(report.requests > 0);
         assert_eq!(report.requests, report.ok + report.error_count());
         assert_eq!(report.mode, "closed c=4");
+    }
+
+    #[tokio::test]
+    async fn a_counted_run_sends_exactly_its_count() {
+        let mode = Mode::Count {
+            concurrency: 7,
+            requests: 250,
+        };
+        let report = run(Arc::new(Instant10), &spec(mode)).await.unwrap();
+        assert_eq!(report.requests, 250);
+        assert_eq!(report.errors["grpc Internal"], 25);
+        assert_eq!(report.mode, "count 250 c=7");
     }
 }

@@ -1,10 +1,12 @@
 //! `ordermesh-bench`: drives ordermesh (or Envoy's transcoder, or a bare
 //! echo server) at a fixed rate or a fixed concurrency and reports an HDR
-//! histogram; `compare` runs the whole suite behind `make bench`.
+//! histogram; `compare` runs the whole suite behind `make bench`, and
+//! `instructions` the callgrind guard behind `make bench-guard`.
 
 mod compare;
 mod echo;
 mod identity;
+mod instructions;
 mod load;
 mod procs;
 mod stats;
@@ -39,6 +41,9 @@ enum Command {
     /// The whole suite: starts what it needs, measures, prints the tables
     /// with ratios and writes them as JSON.
     Compare(compare::CompareArgs),
+    /// Instructions per request (callgrind) against a committed baseline:
+    /// a regression guard that does not move with the machine's load.
+    Instructions(instructions::InstructionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +71,11 @@ struct RunArgs {
     /// loop; the default, with 16, when no --rate).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Closed loop: stop after this many requests (or at --duration, which
+    /// ever comes first): a fixed amount of work, as the CPU figures and
+    /// the callgrind guard use.
+    #[arg(long, conflicts_with = "rate")]
+    requests: Option<u64>,
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// A request not answered within this counts as `timeout`.
@@ -94,15 +104,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::EchoServer { addr } => echo::serve(addr).await,
         Command::Compare(args) => compare::compare(args).await,
+        Command::Instructions(args) => instructions::instructions(args).await,
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mode = match (args.rate, args.concurrency) {
+    let concurrency = args.concurrency.unwrap_or(16);
+    let mode = match (args.rate, args.requests) {
         (Some(rate), _) => Mode::Open { rate },
-        (None, concurrency) => Mode::Closed {
-            concurrency: concurrency.unwrap_or(16),
+        (None, Some(requests)) => Mode::Count {
+            concurrency,
+            requests,
         },
+        (None, None) => Mode::Closed { concurrency },
     };
     let target = TargetSpec {
         protocol: args.target,

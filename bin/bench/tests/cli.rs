@@ -13,7 +13,7 @@ fn help_lists_every_command() {
     let output = bench().arg("--help").output().expect("run ordermesh-bench");
     assert!(output.status.success(), "{output:?}");
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["run", "echo-server", "compare"] {
+    for command in ["run", "echo-server", "compare", "instructions"] {
         assert!(help.contains(command), "`{command}` missing from:\n{help}");
     }
 }

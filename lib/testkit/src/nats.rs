@@ -81,6 +81,11 @@ impl PrivateNats {
         }
     }
 
+    /// The running server's process id (None while it is down).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the server logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()

@@ -21,6 +21,15 @@ impl Suite {
         let target = self.target(Protocol::Echo, server.process.addr("echo"), None);
         self.closed("echo grpc bare", &target, Workload::Echo, &[server.pid])
             .await?;
+        let requests = self.args.cost_requests;
+        self.count(
+            "echo grpc bare",
+            &target,
+            Workload::Echo,
+            requests,
+            &[server.pid],
+        )
+        .await?;
         self.stop(server).await
     }
 }

@@ -13,10 +13,14 @@
 //! 4. `roles`: each role as its own process (and an Envoy): start to ready,
 //!    idle and under-load resident memory.
 //!
+//! `cost` charges the servers' CPU to fixed counts of requests (the figure
+//! the targets use) and measures the outbox's relay and the token check.
+//!
 //! `machine` describes the machine, `report` judges the goals and writes
 //! the tables and the JSON, `envoy` starts Envoy.
 
 mod ceiling;
+mod cost;
 mod envoy;
 mod machine;
 mod paths;
@@ -68,6 +72,12 @@ pub struct CompareArgs {
     /// Length of each probe of the search (default: half of --duration).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub probe_duration: Option<Duration>,
+    /// Requests of each fixed-count read (get-order, echo) and token checks.
+    #[arg(long, default_value_t = 5000)]
+    pub cost_requests: u64,
+    /// Orders of each fixed-count create-order.
+    #[arg(long, default_value_t = 1000)]
+    pub cost_orders: u64,
     /// Orders placed before the runs, for get-order to read.
     #[arg(long, default_value_t = 200)]
     pub seed_orders: usize,
@@ -90,11 +100,11 @@ pub struct CompareArgs {
     #[arg(long)]
     pub skip_postgres: bool,
     /// Only these sections (comma-separated): paths (REST and gRPC on
-    /// SQLite), echo, postgres, roles.
+    /// SQLite), echo, postgres, outbox, token, roles.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "paths,echo,postgres,roles"
+        default_value = "paths,echo,postgres,outbox,token,roles"
     )]
     pub sections: Vec<Section>,
     /// Only these workloads in the paths section (comma-separated).
@@ -127,6 +137,10 @@ pub enum Section {
     Echo,
     /// create-order on PostgreSQL.
     Postgres,
+    /// create-order with the outbox relayed to NATS.
+    Outbox,
+    /// The token check, in the bench's own process.
+    Token,
     /// Each role as its own process: start-up and memory.
     Roles,
 }
@@ -142,6 +156,7 @@ struct Suite {
     processes: Vec<ProcessRow>,
     stores: Vec<StoreRow>,
     searches: Vec<Search>,
+    token: Option<cost::TokenCost>,
     notes: Vec<String>,
     run_counter: u32,
 }
@@ -182,6 +197,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         processes: Vec::new(),
         stores: Vec::new(),
         searches: Vec::new(),
+        token: None,
         notes: Vec::new(),
         run_counter: 0,
         args,
@@ -203,6 +219,12 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         } else if let Err(error) = suite.postgres().await {
             suite.note(&format!("PostgreSQL skipped: {error:#}"));
         }
+    }
+    if sections.contains(&Section::Outbox) {
+        suite.outbox_relay().await?;
+    }
+    if sections.contains(&Section::Token) {
+        suite.token_check().await?;
     }
     if sections.contains(&Section::Roles) {
         suite.separate_roles().await?;
@@ -274,7 +296,7 @@ impl Suite {
             .with_context(|| format!("preparing {name}"))?;
         let timeout = match mode {
             Mode::Open { .. } => Duration::from_secs(2),
-            Mode::Closed { .. } => Duration::from_secs(10),
+            Mode::Closed { .. } | Mode::Count { .. } => Duration::from_secs(10),
         };
         let spec = Spec {
             name: name.to_owned(),
@@ -290,6 +312,11 @@ impl Suite {
             let warmup = Spec {
                 duration: warmup,
                 progress: false,
+                // A counted run warms up for its time, not its count.
+                mode: match mode {
+                    Mode::Count { concurrency, .. } => Mode::Closed { concurrency },
+                    other => other,
+                },
                 ..spec.clone()
             };
             load::run(driver.clone(), &warmup).await?;

@@ -105,6 +105,39 @@ impl Suite {
             closed.insert((w, "grpc"), report);
         }
 
+        // CPU per unit of work: a fixed count through each path.
+        for workload in [Workload::GetOrder, Workload::CreateOrder] {
+            if !self.args.workloads.contains(&workload) {
+                continue;
+            }
+            let w = workload.name();
+            let count = match workload {
+                Workload::CreateOrder => self.args.cost_orders,
+                _ => self.args.cost_requests,
+            };
+            let pid = [ordermesh_pid];
+            self.count(
+                &format!("{w} rest gateway"),
+                &gateway,
+                workload,
+                count,
+                &pid,
+            )
+            .await?;
+            if let Some(target) = &envoy_target {
+                self.count(
+                    &format!("{w} rest envoy"),
+                    target,
+                    workload,
+                    count,
+                    &envoy_pids,
+                )
+                .await?;
+            }
+            self.count(&format!("{w} grpc direct"), &grpc, workload, count, &pid)
+                .await?;
+        }
+
         // The same p99 goal for both REST paths: the highest fixed rate each
         // sustains within it.
         if let Some(envoy_target) = &envoy_target

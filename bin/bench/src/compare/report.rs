@@ -11,6 +11,10 @@ use super::roles::{self, ProcessRow};
 use super::stores::StoreRow;
 use crate::stats::{Report, ratio, ratio_text};
 
+/// create-order over gRPC on PostgreSQL when the performance issue was
+/// filed (docs/performance.md): its target is twice this.
+const POSTGRES_ORDERS_BEFORE: f64 = 354.0;
+
 /// A comparison the issue sets a target for.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goal {
@@ -47,6 +51,8 @@ pub struct Results {
     pub stores: Vec<StoreRow>,
     pub processes: Vec<ProcessRow>,
     pub searches: Vec<Search>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<super::cost::TokenCost>,
     pub runs: Vec<Report>,
     pub notes: Vec<String>,
     /// The tables as printed.
@@ -74,6 +80,7 @@ impl Suite {
             stores: self.stores.clone(),
             processes: self.processes.clone(),
             searches: self.searches.clone(),
+            token: self.token.clone(),
             runs: self.runs.clone(),
             notes: self.notes.clone(),
             tables,
@@ -107,74 +114,85 @@ impl Suite {
         self.runs.iter().find(|r| r.name == name)
     }
 
-    fn search_of(&self, workload: &str, path: &str) -> Option<&Search> {
-        self.searches
-            .iter()
-            .find(|s| s.workload == workload && s.path == path)
-    }
-
     /// The issue's targets, each judged from this run's measurements.
     fn goals(&self) -> Vec<Goal> {
         let mut goals = Vec::new();
-        for (workload, slo) in [
-            ("get-order", self.args.slo_get_order_ms),
-            ("create-order", self.args.slo_create_order_ms),
-        ] {
-            let gateway = self
-                .search_of(workload, "gateway")
-                .and_then(|s| s.best_rate);
-            let envoy = self.search_of(workload, "envoy").and_then(|s| s.best_rate);
-            let value = gateway.zip(envoy).and_then(|(g, e)| ratio(g, e));
-            let closed = self
-                .run(&format!("{workload} rest gateway"))
-                .zip(self.run(&format!("{workload} rest envoy")))
-                .and_then(|(g, e)| ratio(g.throughput, e.throughput));
-            goals.push(Goal {
-                name: format!(
-                    "{workload}: gateway REST ÷ Envoy transcoder, rate at equal p99 (≤ {slo} ms)"
-                ),
-                measured: format!(
-                    "{} ({} vs {}; closed loop c={}: {})",
-                    ratio_text(value),
-                    rate_text(gateway),
-                    rate_text(envoy),
-                    self.args.concurrency,
-                    ratio_text(closed)
-                ),
-                target: "≥ 1.20×".to_owned(),
-                met: value.map(|v| v >= 1.2),
-            });
-        }
-        let grpc = self.run("get-order grpc direct").map(|r| r.throughput);
-        let echo = self.run("echo grpc bare").map(|r| r.throughput);
-        let value = grpc.zip(echo).and_then(|(g, e)| ratio(g, e));
+        let cpu = |name: &str| self.counted(name).and_then(|r| r.server_cpu_us_per_req);
+        let create = cpu("create-order rest gateway");
         goals.push(Goal {
-            name: "direct gRPC get-order ÷ bare echo ceiling".to_owned(),
+            name: "create-order: CPU per order, whole system, REST through the gateway (SQLite)"
+                .to_owned(),
+            measured: format!(
+                "{} (direct gRPC {}, PostgreSQL {})",
+                us_text(create),
+                us_text(cpu("create-order grpc direct")),
+                us_text(cpu("create-order grpc direct (PostgreSQL)"))
+            ),
+            target: "≤ 600 µs".to_owned(),
+            met: create.map(|v| v <= 600.0),
+        });
+        let postgres = self.stores.iter().find(|s| s.store == "PostgreSQL");
+        let commits = postgres.and_then(|s| s.commits_per_order);
+        goals.push(Goal {
+            name: "create-order on PostgreSQL: commits per order".to_owned(),
+            measured: opt(commits, 1),
+            target: "≤ 6".to_owned(),
+            met: commits.map(|v| v <= 6.0),
+        });
+        let pg_rate = self
+            .run("create-order grpc direct (PostgreSQL)")
+            .map(|r| r.throughput);
+        goals.push(Goal {
+            name: "create-order on PostgreSQL: orders/s, twice the issue's 354/s".to_owned(),
+            measured: rate_text(pg_rate),
+            target: format!("≥ {:.0}/s", 2.0 * POSTGRES_ORDERS_BEFORE),
+            met: pg_rate.map(|v| v >= 2.0 * POSTGRES_ORDERS_BEFORE),
+        });
+        let p99 = self
+            .run("create-order rest gateway")
+            .filter(|r| r.mode.starts_with("closed"))
+            .map(|r| r.latency_ms.p99);
+        goals.push(Goal {
+            name: format!(
+                "create-order: p99 at {} clients, REST through the gateway (SQLite)",
+                self.args.concurrency
+            ),
+            measured: p99.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} ms")),
+            target: "≤ 25 ms".to_owned(),
+            met: p99.map(|v| v <= 25.0),
+        });
+        let (gateway, envoy) = (cpu("get-order rest gateway"), cpu("get-order rest envoy"));
+        let value = gateway.zip(envoy).and_then(|(g, e)| ratio(g, e));
+        goals.push(Goal {
+            name: "get-order: CPU per request, gateway path ÷ Envoy-transcoder path".to_owned(),
             measured: format!(
                 "{} ({} vs {})",
                 ratio_text(value),
-                rate_text(grpc),
-                rate_text(echo)
+                us_text(gateway),
+                us_text(envoy)
             ),
-            target: "≥ 0.70×".to_owned(),
-            met: value.map(|v| v >= 0.7),
+            target: "≤ 0.60×".to_owned(),
+            met: value.map(|v| v <= 0.6),
         });
-        let orders = |store: &str| {
-            self.stores
-                .iter()
-                .find(|s| s.store == store)
-                .map(|s| s.orders_per_s)
+        let closed = |name: &str| {
+            self.run(name)
+                .filter(|r| r.mode.starts_with("closed"))
+                .map(|r| r.throughput)
         };
+        let (grpc, echo) = (closed("get-order grpc direct"), closed("echo grpc bare"));
+        let value = grpc.zip(echo).and_then(|(g, e)| ratio(g, e));
         goals.push(Goal {
-            name: "create-order: orders/s on SQLite and PostgreSQL (cost per order below)"
-                .to_owned(),
+            name: "direct gRPC get-order ÷ bare echo ceiling (closed loop)".to_owned(),
             measured: format!(
-                "SQLite {}, PostgreSQL {}",
-                rate_text(orders("SQLite")),
-                rate_text(orders("PostgreSQL"))
+                "{} ({} vs {}; CPU per call {} vs {})",
+                ratio_text(value),
+                rate_text(grpc),
+                rate_text(echo),
+                us_text(cpu("get-order grpc direct")),
+                us_text(cpu("echo grpc bare"))
             ),
-            target: "reported".to_owned(),
-            met: (orders("SQLite").is_some() && orders("PostgreSQL").is_some()).then_some(true),
+            target: "≥ 0.75×".to_owned(),
+            met: value.map(|v| v >= 0.75),
         });
         for row in self.processes.iter().filter(|p| roles::is_role(&p.process)) {
             goals.push(Goal {
@@ -231,6 +249,38 @@ impl Suite {
             ]);
         }
         out.push_str(&format!("Closed loop (fixed concurrency):\n{runs}"));
+
+        let mut counted = table(&[
+            "work / path",
+            "mode",
+            "ok",
+            "ok/s",
+            "p99 ms",
+            "errors",
+            "server CPU µs per unit",
+            "generator CPU µs per unit",
+        ]);
+        for report in self.runs.iter().filter(|r| r.mode.starts_with("count")) {
+            counted.add_row(vec![
+                report.name.clone(),
+                report.mode.clone(),
+                report.ok.to_string(),
+                format!("{:.0}", report.throughput),
+                format!("{:.2}", report.latency_ms.p99),
+                report.errors_text(),
+                opt(report.server_cpu_us_per_req, 0),
+                opt(report.client_cpu_us_per_req, 0),
+            ]);
+        }
+        out.push_str(&format!(
+            "\n\nCPU per unit of work (a fixed count; a unit is a request, or an order):\n{counted}"
+        ));
+        if let Some(token) = &self.token {
+            out.push_str(&format!(
+                "\n\nThe token check (in-process, {} checks each): {:.2} µs for a token seen before, {:.1} µs for a new one",
+                token.checks, token.cached_us, token.uncached_us
+            ));
+        }
 
         if !self.searches.is_empty() {
             let mut searches = table(&[
@@ -349,6 +399,10 @@ fn table(headers: &[&str]) -> Table {
 /// `value` to `digits` decimals, or `-`.
 fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn us_text(us: Option<f64>) -> String {
+    us.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} µs"))
 }
 
 fn rate_text(rate: Option<f64>) -> String {

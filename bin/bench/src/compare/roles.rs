@@ -43,6 +43,16 @@ impl Suite {
         label: &str,
         database_url: Option<&str>,
     ) -> anyhow::Result<All> {
+        self.start_all_with(label, database_url, &[]).await
+    }
+
+    /// [`Suite::start_all`] with more environment.
+    pub(super) async fn start_all_with(
+        &mut self,
+        label: &str,
+        database_url: Option<&str>,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<All> {
         let data = self.scratch(label, "");
         std::fs::create_dir_all(&data)?;
         let mut args = vec!["all".to_owned()];
@@ -53,6 +63,9 @@ impl Suite {
             .env("ORDERMESH_DATA_DIR", data.display().to_string());
         if let Some(url) = database_url {
             launch = launch.env("DATABASE_URL", url);
+        }
+        for (name, value) in env {
+            launch = launch.env(*name, value.clone());
         }
         let server = Server::start(label, launch).await?;
         self.record_idle(&[&server]).await?;

@@ -118,11 +118,13 @@ impl Suite {
                 .sum()
         };
         let db_cpu_before = backend_cpu();
-        let (report, _) = self
-            .closed(
+        let orders = self.args.cost_orders;
+        let report = self
+            .count(
                 "create-order grpc direct (PostgreSQL)",
                 &grpc,
                 Workload::CreateOrder,
+                orders,
                 &[all.server.pid],
             )
             .await?;
@@ -247,24 +249,36 @@ pub(super) async fn served(admin: SocketAddr) -> anyhow::Result<Served> {
     Ok(parse_served(&String::from_utf8_lossy(&body)))
 }
 
+/// The sum of every sample of the metric `name` (all its label sets).
+pub(super) async fn metric_sum(admin: SocketAddr, name: &str) -> anyhow::Result<f64> {
+    let (_, body) = http_get(&format!("http://{admin}/metrics")).await?;
+    Ok(samples(&String::from_utf8_lossy(&body), name)
+        .map(|(_, value)| value)
+        .sum())
+}
+
+/// The samples of the metric `name` in Prometheus text: each line's labels
+/// (with the braces) and value.
+fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            return None;
+        }
+        let (labels, value) = rest.rsplit_once(' ')?;
+        Some((labels, value.parse::<f64>().ok()?))
+    })
+}
+
 /// The samples of the server-side `requests_total` counter in Prometheus
 /// text (not `client_requests_total`), summed, and those of CreateOrder.
 /// Two sums over one counter's lines: less than a text-format parser
 /// dependency would take.
 fn parse_served(text: &str) -> Served {
     let mut served = Served::default();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("requests_total") else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
+    for (labels, value) in samples(text, "requests_total") {
         served.rpcs += value;
-        if rest.contains("/ordermesh.order.v1.OrderService/CreateOrder\"") {
+        if labels.contains("/ordermesh.order.v1.OrderService/CreateOrder\"") {
             served.create_orders += value;
         }
     }

@@ -194,8 +194,8 @@ mod tests {
             idempotency_key: None,
         };
         let total = Money::new(Currency::USD, 1200);
-        let Inserted::New(_) = store
-            .insert("ord_ev", &request, &[], total, 10)
+        let Inserted::New { .. } = store
+            .insert("ord_ev", &request, &[], total, 10, None)
             .await
             .expect("insert")
         else {

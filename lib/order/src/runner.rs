@@ -2,7 +2,7 @@
 //! state before the next call, and leaves paused sagas to the recovery loop.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use opentelemetry::trace::FutureExt as _;
@@ -21,7 +21,15 @@ use tokio_util::task::TaskTracker;
 use crate::domain::{Origin, Outcome, Step, saga};
 use crate::hub::OrderHub;
 use crate::peers::Peers;
-use crate::store::{Leases, OrderStore};
+use crate::store::{FirstDriver, Lease, Leases, OrderStore, StoredOrder};
+
+/// Whether a drive resumed an order from the store (recovery, a takeover)
+/// or drives one this process just stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resumed {
+    Yes,
+    No,
+}
 
 #[derive(Clone, Debug)]
 pub struct SagaRunner {
@@ -77,6 +85,38 @@ impl SagaRunner {
         now_millis().saturating_add(self.clock_offset_ms)
     }
 
+    /// A new holder name for one drive of one order.
+    pub fn new_owner() -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+
+    /// What lets [`OrderStore::insert`] store a new order with its lease
+    /// taken for `owner`, this process's drive.
+    pub fn first_driver<'a>(&'a self, owner: &'a str) -> FirstDriver<'a> {
+        FirstDriver {
+            owner,
+            leases: &self.leases,
+        }
+    }
+
+    /// Drives `order`, just stored by this process with `lease` taken, in
+    /// the background, as [`SagaRunner::spawn`] does.
+    pub fn spawn_stored(&self, order: StoredOrder, lease: Lease) {
+        let runner = self.clone();
+        let drive = async move {
+            let order_id = order.view.order_id.clone();
+            let owner = lease.owner.clone();
+            runner.held_map().insert(order_id.clone(), owner.clone());
+            let result = runner.run(order, lease, Resumed::No).await;
+            runner.finish(&order_id, &owner, result);
+        };
+        self.tracker.spawn(
+            drive
+                .with_context(opentelemetry::Context::current())
+                .instrument(tracing::Span::current()),
+        );
+    }
+
     /// Drives `order_id` in the background, on the tracked task set.
     /// The saga keeps the caller's trace and log context, so its calls to
     /// inventory and payment join the trace of the request that placed the
@@ -94,15 +134,21 @@ impl SagaRunner {
     /// Takes the order's lease and drives it until it is done, pauses for a
     /// retry, or the lease is lost. Does nothing if another driver holds it.
     pub async fn drive(&self, order_id: &str) {
-        let owner = uuid::Uuid::now_v7().to_string();
-        if let Err(error) = self.drive_as(order_id, &owner).await {
+        let owner = Self::new_owner();
+        let result = self.claim_and_run(order_id, &owner).await;
+        self.finish(order_id, &owner, result);
+    }
+
+    /// After a drive: a store failure logged, the drive's lease forgotten.
+    fn finish(&self, order_id: &str, owner: &str, result: Result<(), sqlx::Error>) {
+        if let Err(error) = result {
             // The lease runs out by itself; recovery picks the order up again.
             tracing::warn!(order_id, %error, "saga paused: the order store failed");
         }
         // A drive dropped mid-step (shutdown) leaves its entry, for the
         // hand-over to release.
         let mut held = self.held_map();
-        if held.get(order_id).is_some_and(|held_by| *held_by == owner) {
+        if held.get(order_id).is_some_and(|held_by| held_by == owner) {
             held.remove(order_id);
         }
     }
@@ -113,7 +159,7 @@ impl SagaRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn drive_as(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
+    async fn claim_and_run(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
         let Some(claimed) = self.store.claim(order_id, owner, &self.leases).await? else {
             return Ok(());
         };
@@ -130,8 +176,23 @@ impl SagaRunner {
         }
         self.held_map()
             .insert(order_id.to_owned(), owner.to_owned());
-        let lease = claimed.lease;
-        let mut order = claimed.order;
+        self.run(claimed.order, claimed.lease, Resumed::Yes).await
+    }
+
+    /// Drives `order` under `lease`. A forward step that changes nothing
+    /// but the step is not stored while the lease has most of its time
+    /// left: each step is idempotent, so a drive that resumes the order
+    /// repeats it (see [`saga::advance_resumed`]). Every status change,
+    /// pause and end is stored before the saga goes on.
+    async fn run(
+        &self,
+        mut order: StoredOrder,
+        lease: Lease,
+        resumed: Resumed,
+    ) -> Result<(), sqlx::Error> {
+        let order_id = order.view.order_id.clone();
+        let order_id = order_id.as_str();
+        let mut renewed = Instant::now();
         loop {
             if order.saga.step == Step::Done {
                 return Ok(());
@@ -153,7 +214,17 @@ impl SagaRunner {
                 tracing::warn!(order_id, fence, "a newer holder drives this saga; stopping");
                 return Ok(());
             }
-            let transition = saga::advance(order.saga, outcome);
+            let transition = match resumed {
+                Resumed::Yes => saga::advance_resumed(order.saga, outcome),
+                Resumed::No => saga::advance(order.saga, outcome),
+            };
+            if transition.retry_in.is_none()
+                && saga::needs_no_record(&order.saga, &transition.state)
+                && renewed.elapsed() < self.leases.lease / 3
+            {
+                order.saga = transition.state;
+                continue;
+            }
             let Some(next) = self
                 .store
                 .advance(
@@ -169,6 +240,7 @@ impl SagaRunner {
                 tracing::warn!(order_id, "saga lease lost to another driver; stopping");
                 return Ok(());
             };
+            renewed = Instant::now();
             tracing::info!(
                 order_id,
                 customer_id = %next.view.customer_id,

@@ -91,28 +91,30 @@ impl Orders {
             &form.payment_method,
             form.idempotency_key,
         )?;
-        if let Some(key) = &request.idempotency_key {
-            let existing = self
-                .store
-                .find_by_idempotency_key(&request.customer_id, key)
-                .await
-                .map_err(store_error("looking up an idempotency key"))?;
-            if let Some((order_id, fingerprint)) = existing {
-                return self
-                    .replay(&request, order_id, &fingerprint, deadline)
-                    .await;
-            }
-        }
-
-        let (lines, total) = self.price(&request, deadline).await?;
+        // No look-up of the idempotency key first: the insert finds a key
+        // already taken, in its own transaction, and a replay only pays for
+        // the pricing. A replay that cannot be priced any more (a product
+        // gone, inventory away) still answers with its order.
+        let (lines, total) = match self.price(&request, deadline).await {
+            Ok(priced) => priced,
+            Err(error) => return self.replay_unpriced(&request, error, deadline).await,
+        };
         let order_id = format!("ord_{}", uuid::Uuid::now_v7().simple());
+        let owner = SagaRunner::new_owner();
         let inserted = self
             .store
-            .insert(&order_id, &request, &lines, total, now_millis())
+            .insert(
+                &order_id,
+                &request,
+                &lines,
+                total,
+                now_millis(),
+                Some(self.runner.first_driver(&owner)),
+            )
             .await
             .map_err(store_error("storing a new order"))?;
         match inserted {
-            Inserted::New(order) => {
+            Inserted::New { order, lease } => {
                 tracing::info!(
                     order_id,
                     customer_id = %request.customer_id,
@@ -124,8 +126,11 @@ impl Orders {
                 // Subscribed before the saga starts, no change can be missed:
                 // no need to read the order back before waiting.
                 let changes = self.hub.subscribe(&order_id);
-                self.hub.publish(Arc::new(order));
-                self.runner.spawn(order_id.clone());
+                self.hub.publish(Arc::new(order.clone()));
+                match lease {
+                    Some(lease) => self.runner.spawn_stored(order, lease),
+                    None => self.runner.spawn(order_id.clone()),
+                }
                 self.wait_settled(&order_id, changes, None, deadline).await
             }
             // A concurrent request with the same key won the race.
@@ -136,6 +141,30 @@ impl Orders {
                 self.replay(&request, order_id, &fingerprint, deadline)
                     .await
             }
+        }
+    }
+
+    /// A request that could not be priced: the replay of an earlier order
+    /// if its idempotency key names one, else `error`.
+    async fn replay_unpriced(
+        &self,
+        request: &NewOrder,
+        error: OrderError,
+        deadline: Option<Deadline>,
+    ) -> Result<OrderView, OrderError> {
+        let Some(key) = &request.idempotency_key else {
+            return Err(error);
+        };
+        let existing = self
+            .store
+            .find_by_idempotency_key(&request.customer_id, key)
+            .await
+            .map_err(store_error("looking up an idempotency key"))?;
+        match existing {
+            Some((order_id, fingerprint)) => {
+                self.replay(request, order_id, &fingerprint, deadline).await
+            }
+            None => Err(error),
         }
     }
 

@@ -24,7 +24,11 @@ pub struct StoredOrder {
 /// What inserting a new order found.
 #[derive(Debug)]
 pub enum Inserted {
-    New(StoredOrder),
+    /// Stored, with its saga's lease when a first driver was given.
+    New {
+        order: StoredOrder,
+        lease: Option<Lease>,
+    },
     /// The customer already used this idempotency key.
     KeyTaken {
         order_id: String,
@@ -108,7 +112,9 @@ impl OrderStore {
     }
 
     /// Stores a PENDING order and its lines, or reports the order that
-    /// already holds the request's idempotency key.
+    /// already holds the request's idempotency key. With `driver`, the
+    /// order is stored with its saga's lease already taken (fence 1), in
+    /// the same transaction: the first drive needs no claim of its own.
     pub async fn insert(
         &self,
         order_id: &str,
@@ -116,16 +122,19 @@ impl OrderStore {
         lines: &[OrderLine],
         total: Money,
         now_ms: i64,
+        driver: Option<FirstDriver<'_>>,
     ) -> Result<Inserted, sqlx::Error> {
         let fingerprint = request.fingerprint();
         let saga = SagaState::new_order();
+        let now = self.db.now_sql();
         let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
+        let inserted = sqlx::query(&format!(
             "INSERT INTO order_orders (order_id, customer_id, payment_method, currency, \
              total_minor_units, status, step, idempotency_key, request_fingerprint, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT DO NOTHING",
-        )
+             created_at, updated_at, lease_owner, lease_holder, lease_until, fence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, \
+             CASE WHEN $13 = 0 THEN 0 ELSE {now} + $13 END, $14) ON CONFLICT DO NOTHING"
+        ))
         .bind(order_id)
         .bind(&request.customer_id)
         .bind(request.payment_method.token())
@@ -136,6 +145,10 @@ impl OrderStore {
         .bind(request.idempotency_key.as_deref())
         .bind(&fingerprint)
         .bind(now_ms)
+        .bind(driver.as_ref().map(|d| d.owner))
+        .bind(driver.as_ref().map(|d| d.leases.holder.as_str()))
+        .bind(driver.as_ref().map_or(0, |d| millis(d.leases.lease)))
+        .bind(i64::from(driver.is_some()))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -170,7 +183,7 @@ impl OrderStore {
         }
         outbox::record(&mut tx, order_id, EventKind::Placed, now_ms).await?;
         tx.commit().await?;
-        Ok(Inserted::New(StoredOrder {
+        let order = StoredOrder {
             view: OrderView {
                 order_id: order_id.to_owned(),
                 customer_id: request.customer_id.clone(),
@@ -184,7 +197,12 @@ impl OrderStore {
             },
             saga,
             payment_method: request.payment_method.token().to_owned(),
-        }))
+        };
+        let lease = driver.map(|d| Lease {
+            owner: d.owner.to_owned(),
+            fence: 1,
+        });
+        Ok(Inserted::New { order, lease })
     }
 
     /// The order holding `customer_id`'s idempotency `key`, if any.
@@ -521,6 +539,13 @@ pub struct Leases {
     pub lease: Duration,
     /// How long a holder may be silent before its leases are free.
     pub holder_timeout: Duration,
+}
+
+/// The driver that stores a new order and drives its saga at once.
+#[derive(Clone, Copy, Debug)]
+pub struct FirstDriver<'a> {
+    pub owner: &'a str,
+    pub leases: &'a Leases,
 }
 
 /// One driver's hold on one order's saga.

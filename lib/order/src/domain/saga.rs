@@ -176,6 +176,33 @@ pub fn advance(state: SagaState, outcome: Outcome) -> Transition {
     }
 }
 
+/// Whether going from `before` to `after` may go unstored while the drive
+/// goes on: a forward step that changes neither the status nor anything
+/// compensation needs to know. Each forward step is idempotent (keyed by
+/// the order), so a drive that resumes the order from an older stored step
+/// repeats it and gets the same answer. Every other change is stored first.
+pub fn needs_no_record(before: &SagaState, after: &SagaState) -> bool {
+    let forward = matches!(
+        (before.step, after.step),
+        (Step::Reserve, Step::Charge) | (Step::Charge, Step::Commit)
+    );
+    forward && before.status == after.status && before.status == OrderStatus::Pending
+}
+
+/// [`advance`] for a drive that resumed the order from the store. An
+/// earlier drive may have gone past the stored step without storing it
+/// ([`needs_no_record`]): if the resumed order fails at `reserve`, a
+/// charge may exist all the same, so it is voided too (voiding an order
+/// that has no charge records the void, which is harmless).
+pub fn advance_resumed(state: SagaState, outcome: Outcome) -> Transition {
+    let mut transition = advance(state, outcome);
+    if state.step == Step::Reserve && transition.state.status == OrderStatus::Failed {
+        transition.state.compensate_payment = true;
+        transition.state.step = Step::Compensate;
+    }
+    transition
+}
+
 fn retry(state: SagaState) -> Transition {
     let attempts = state.attempts.saturating_add(1);
     Transition {
@@ -352,5 +379,61 @@ mod tests {
             maybe_reserved: false,
         }]);
         assert_eq!(cancel(failed), Err(CancelError::AlreadyFailed));
+    }
+
+    #[test]
+    fn only_forward_steps_of_a_pending_order_go_unstored() {
+        let placed = SagaState::new_order();
+        let reserved = advance(placed, Outcome::Reserved).state;
+        let charged = advance(reserved, Outcome::Charged).state;
+        let confirmed = advance(charged, Outcome::Committed).state;
+        assert!(needs_no_record(&placed, &reserved));
+        assert!(needs_no_record(&reserved, &charged));
+        // The status changes: stored.
+        assert!(!needs_no_record(&charged, &confirmed));
+        let declined = advance(
+            reserved,
+            Outcome::ChargeFailed {
+                reason: FailureReason::CardDeclined,
+                maybe_charged: false,
+            },
+        )
+        .state;
+        assert!(!needs_no_record(&reserved, &declined));
+        // A refund's compensation goes forward from nothing of the kind.
+        let cancelled = cancel(confirmed).expect("cancel a confirmed order");
+        assert!(!needs_no_record(&confirmed, &cancelled));
+    }
+
+    #[test]
+    fn a_resumed_order_failing_at_reserve_voids_a_charge_it_may_have() {
+        // An earlier drive may have charged without storing `charge`.
+        let expired = Outcome::ReserveFailed {
+            reason: FailureReason::InventoryRejected,
+            maybe_reserved: true,
+        };
+        let resumed = advance_resumed(SagaState::new_order(), expired).state;
+        assert_eq!(resumed.status, OrderStatus::Failed);
+        assert_eq!(resumed.step, Step::Compensate);
+        assert!(resumed.compensate_stock && resumed.compensate_payment);
+        let fresh = advance(SagaState::new_order(), expired).state;
+        assert!(
+            !fresh.compensate_payment,
+            "a fresh order has charged nothing"
+        );
+        // Out of stock on resume: nothing held, the charge voided all the same.
+        let out = Outcome::ReserveFailed {
+            reason: FailureReason::OutOfStock,
+            maybe_reserved: false,
+        };
+        let resumed = advance_resumed(SagaState::new_order(), out).state;
+        assert_eq!(resumed.step, Step::Compensate);
+        assert!(!resumed.compensate_stock && resumed.compensate_payment);
+        // Past reserve, resuming changes nothing.
+        let reserved = advance(SagaState::new_order(), Outcome::Reserved).state;
+        assert_eq!(
+            advance_resumed(reserved, Outcome::Charged),
+            advance(reserved, Outcome::Charged)
+        );
     }
 }

@@ -36,6 +36,7 @@ async fn store_with_orders(database: &TestDatabase) -> OrderStore {
                 &lines,
                 Money::new(usd, 1000),
                 n,
+                None,
             )
             .await
             .expect("insert");
@@ -306,4 +307,93 @@ async fn postgres_reads_go_through_the_pool() {
         .await
         .expect("list");
     assert_eq!(page.len(), 3);
+}
+
+/// A new order stored with its first driver's lease: no other driver can
+/// claim it while the lease lasts, and the first step goes under fence 1.
+async fn a_new_order_is_stored_with_its_first_lease(store: &OrderStore) {
+    let usd = Currency::USD;
+    let leases = Leases {
+        holder: "holder-new".to_owned(),
+        lease: Duration::from_secs(15),
+        holder_timeout: Duration::from_secs(30),
+    };
+    store.heartbeat(&leases.holder, 1).await.expect("heartbeat");
+    let request = NewOrder {
+        customer_id: "cust_new".to_owned(),
+        items: Vec::new(),
+        payment_method: PaymentMethod::parse("pm_card_visa").expect("known token"),
+        idempotency_key: Some("key-new".to_owned()),
+    };
+    let driver = FirstDriver {
+        owner: "first",
+        leases: &leases,
+    };
+    let inserted = store
+        .insert(
+            "ord_new",
+            &request,
+            &[],
+            Money::new(usd, 100),
+            5,
+            Some(driver),
+        )
+        .await
+        .expect("insert");
+    let Inserted::New { order, lease } = inserted else {
+        panic!("a new order");
+    };
+    let lease = lease.expect("a lease for the first driver");
+    assert_eq!(lease.fence, 1);
+    assert!(
+        store
+            .claim("ord_new", "second", &leases)
+            .await
+            .expect("claim")
+            .is_none(),
+        "the first driver holds the lease"
+    );
+    let reserved = SagaState {
+        step: Step::Charge,
+        compensate_stock: true,
+        ..order.saga
+    };
+    let advanced = store
+        .advance(&order, &lease, &reserved, None, 6, leases.lease)
+        .await
+        .expect("advance");
+    assert!(
+        advanced.is_some(),
+        "the first driver's lease works for its steps"
+    );
+    // The same key again: the order that holds it.
+    let again = store
+        .insert(
+            "ord_other",
+            &request,
+            &[],
+            Money::new(usd, 100),
+            7,
+            Some(driver),
+        )
+        .await
+        .expect("insert");
+    assert!(
+        matches!(again, Inserted::KeyTaken { ref order_id, .. } if order_id == "ord_new"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_new_order_is_stored_with_its_first_lease_on_sqlite() {
+    let database = TestDatabase::sqlite();
+    a_new_order_is_stored_with_its_first_lease(&store_with_orders(&database).await).await;
+}
+
+#[tokio::test]
+async fn a_new_order_is_stored_with_its_first_lease_on_postgres() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    a_new_order_is_stored_with_its_first_lease(&store_with_orders(&database).await).await;
 }

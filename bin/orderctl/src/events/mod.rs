@@ -214,12 +214,18 @@ mod tests {
             }),
             ..StockEvent::default()
         });
-        printer.print("ordermesh.stock.changed", Some(&event)).unwrap();
+        printer
+            .print("ordermesh.stock.changed", Some(&event))
+            .unwrap();
         assert!(printer.done());
         // Printed again, it is skipped and not counted.
         let mut printer = Printer::new(true, Some(2));
-        printer.print("ordermesh.stock.changed", Some(&event)).unwrap();
-        printer.print("ordermesh.stock.changed", Some(&event)).unwrap();
+        printer
+            .print("ordermesh.stock.changed", Some(&event))
+            .unwrap();
+        printer
+            .print("ordermesh.stock.changed", Some(&event))
+            .unwrap();
         assert_eq!(printer.wanted(), Some(1));
     }
 }

@@ -60,7 +60,10 @@ pub async fn tail(args: &TailArgs, mut printer: Printer) -> anyhow::Result<()> {
             .context("pulling events")?;
         while let Some(message) = batch.next().await {
             let message = message.map_err(|e| anyhow::anyhow!("receiving an event: {e}"))?;
-            printer.print(&message.subject, decode(&message.subject, &message.payload).as_ref())?;
+            printer.print(
+                &message.subject,
+                decode(&message.subject, &message.payload).as_ref(),
+            )?;
             // Confirmed by the server before the next: a run that ends
             // right after must not leave its last acks unsent.
             message

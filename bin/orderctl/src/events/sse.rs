@@ -160,7 +160,9 @@ impl Feed<'_> {
         let mut events = 0;
         loop {
             let frame = match tokio::time::timeout(SILENCE, body.frame()).await {
-                Err(_) => return dropped(events, format!("nothing from the gateway for {SILENCE:?}")),
+                Err(_) => {
+                    return dropped(events, format!("nothing from the gateway for {SILENCE:?}"));
+                }
                 Ok(None) => return dropped(events, "the gateway ended the feed"),
                 Ok(Some(Err(error))) => return dropped(events, format!("the feed broke: {error}")),
                 Ok(Some(Ok(frame))) => frame,
@@ -243,7 +245,9 @@ fn decode(descriptor: &MessageDescriptor, data: &str) -> anyhow::Result<WatchEve
     let mut json = serde_json::Deserializer::from_str(data);
     let options = DeserializeOptions::new().deny_unknown_fields(false);
     let message = DynamicMessage::deserialize_with_options(descriptor.clone(), &mut json, &options)
-        .with_context(|| format!("an event the gateway sent is not a WatchEventsResponse: {data}"))?;
+        .with_context(|| {
+            format!("an event the gateway sent is not a WatchEventsResponse: {data}")
+        })?;
     message
         .transcode_to()
         .context("an event the gateway sent does not decode")
@@ -310,7 +314,11 @@ mod tests {
     #[test]
     fn events_are_parsed_across_cuts_and_line_ends() {
         let mut parser = SseParser::default();
-        assert!(parser.push(b": keep-alive\n\nid: 4\ndata: {\"a\"").is_empty());
+        assert!(
+            parser
+                .push(b": keep-alive\n\nid: 4\ndata: {\"a\"")
+                .is_empty()
+        );
         let got = parser.push(b":1}\r\n\r\nevent: error\ndata: x\ndata: y\n\n");
         assert_eq!(
             got,
@@ -342,9 +350,8 @@ mod tests {
 
     #[test]
     fn a_watch_ended_by_time_resumes_and_a_refusal_does_not() {
-        let (code, text) = error_event(
-            r#"{"code":4,"message":"nothing changed for 10m; watch again to go on"}"#,
-        );
+        let (code, text) =
+            error_event(r#"{"code":4,"message":"nothing changed for 10m; watch again to go on"}"#);
         assert!(resumable(code), "{text}");
         let (code, _) = error_event(r#"{"code":7,"message":"no"}"#);
         assert!(!resumable(code));
@@ -365,7 +372,10 @@ mod tests {
         let (id, line) =
             super::super::render(&response.subject, &Event::Stock(stock), false).unwrap();
         assert_eq!(id, "ev-3");
-        assert_eq!(line, "ordermesh.stock.changed sku-mug #2 available=9 delta=-1");
+        assert_eq!(
+            line,
+            "ordermesh.stock.changed sku-mug #2 available=9 delta=-1"
+        );
         assert!(decode(&response_descriptor().unwrap(), "{").is_err());
     }
 }

@@ -22,7 +22,10 @@ pub fn spawn_tail(gateway: SocketAddr, args: &[&str]) -> Child {
         .env("ORDERCTL_CONFIG_DIR", config.path())
         .env_remove("ORDERCTL_TOKEN")
         .args(["--gateway-url", &format!("http://{gateway}")])
-        .args(["--token", &ordermesh_testkit::tokens::admin("tail-operator")])
+        .args([
+            "--token",
+            &ordermesh_testkit::tokens::admin("tail-operator"),
+        ])
         .args(["events", "tail", "--source", "gateway"])
         .args(args)
         .stdout(Stdio::piped())
@@ -89,10 +92,13 @@ pub fn tail_gateway(gateway: SocketAddr, args: &[&str]) -> Vec<String> {
 
 /// A TCP relay to `target` that keeps each connection's request head and
 /// drops every open connection when told to, as a restarted proxy or a
-/// broken network would.
+/// broken network would. Told to rewind, it asks the gateway to resume
+/// from an earlier `Last-Event-ID` than the client sent, so events the
+/// client has already seen come again (the feed is at-least-once).
 struct Relay {
     addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
+    rewind_to: Arc<Mutex<Option<String>>>,
     cut: tokio::sync::watch::Sender<u32>,
 }
 
@@ -103,11 +109,12 @@ impl Relay {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
+        let rewind_to: Arc<Mutex<Option<String>>> = Arc::default();
         let (cut, _) = tokio::sync::watch::channel(0);
-        let (kept, cuts) = (heads.clone(), cut.clone());
+        let (kept, rewind, cuts) = (heads.clone(), rewind_to.clone(), cut.clone());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                let (heads, mut cut) = (kept.clone(), cuts.subscribe());
+                let (heads, rewind, mut cut) = (kept.clone(), rewind.clone(), cuts.subscribe());
                 tokio::spawn(async move {
                     let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
                         return;
@@ -120,11 +127,13 @@ impl Relay {
                             Ok(read) => head.extend_from_slice(&buffer[..read]),
                         }
                     }
-                    heads
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&head).into_owned());
-                    if server.write_all(&head).await.is_err() {
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    heads.lock().unwrap().push(head.clone());
+                    let forwarded = match rewind.lock().unwrap().as_deref() {
+                        Some(earlier) => with_last_event_id(&head, earlier),
+                        None => head,
+                    };
+                    if server.write_all(forwarded.as_bytes()).await.is_err() {
                         return;
                     }
                     tokio::select! {
@@ -134,7 +143,17 @@ impl Relay {
                 });
             }
         });
-        Self { addr, heads, cut }
+        Self {
+            addr,
+            heads,
+            rewind_to,
+            cut,
+        }
+    }
+
+    /// From now on, a request resuming after an event resumes after `id`.
+    fn rewind_to(&self, id: &str) {
+        *self.rewind_to.lock().unwrap() = Some(id.to_owned());
     }
 
     /// Drops every connection open now; new ones are relayed again.
@@ -159,6 +178,19 @@ impl Relay {
     }
 }
 
+/// `head` with its `Last-Event-ID` (if it has one) set to `id`.
+fn with_last_event_id(head: &str, id: &str) -> String {
+    head.split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((name, _)) if name.eq_ignore_ascii_case("last-event-id") => {
+                format!("{name}: {id}")
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
 /// The event ids of `--json` lines.
 fn event_ids(lines: &[String]) -> Vec<String> {
     lines
@@ -176,7 +208,8 @@ async fn outbox_event_ids(app: &TestApp, count: usize) -> Vec<String> {
     use ordermesh_proto::events::v1::event_service_client::EventServiceClient;
     use ordermesh_proto::events::v1::{WatchEventsRequest, watch_events_response};
     let channel = connect(app.addr(Role::Order)).await;
-    let mut events = EventServiceClient::with_interceptor(channel, crate::harness::OperatorUnlessGiven);
+    let mut events =
+        EventServiceClient::with_interceptor(channel, crate::harness::OperatorUnlessGiven);
     let mut stream = events
         .watch_events(WatchEventsRequest::default())
         .await
@@ -213,7 +246,9 @@ async fn tail_through_the_gateway_resumes_after_a_dropped_connection() {
     let mut child = spawn_tail(relay.addr, &["--json", "--count", "8"]);
     let lines = lines_of(&mut child);
     let mut printed = next_lines(&lines, 4);
-    // The feed breaks; two more orders are placed while the tail reconnects.
+    // The feed breaks, and resumes earlier than asked: events 3 and 4 come
+    // again. Two more orders are placed while the tail reconnects.
+    relay.rewind_to("2");
     relay.cut();
     place("pm_card_visa").await;
     place("pm_card_chargeDeclined").await;
@@ -228,10 +263,15 @@ async fn tail_through_the_gateway_resumes_after_a_dropped_connection() {
     // A tail that never dropped prints the same lines.
     let unbroken = tail_gateway(app.addr(Role::Gateway), &["--json", "--count", "8"]);
     assert_eq!(printed, unbroken);
-    // The first connection from the start, the next after the 4th event.
+    // The first connection from the start, the next after the 4th event,
+    // the last one printed.
     let resumed_after = relay.last_event_ids();
     assert_eq!(resumed_after[0], None);
-    assert_eq!(resumed_after.get(1), Some(&Some("4".to_owned())), "{stderr}");
+    assert_eq!(
+        resumed_after.get(1),
+        Some(&Some("4".to_owned())),
+        "{stderr}"
+    );
     assert!(stderr.contains("again in"), "{stderr}");
 
     // Text, as the NATS source prints it.
@@ -240,11 +280,11 @@ async fn tail_through_the_gateway_resumes_after_a_dropped_connection() {
         text[0].starts_with("ordermesh.orders.placed ord_") && text[0].ends_with(" #1 PENDING"),
         "{text:?}"
     );
-    assert!(
-        text[3].ends_with(" #2 FAILED CARD_DECLINED"),
-        "{text:?}"
+    assert!(text[3].ends_with(" #2 FAILED CARD_DECLINED"), "{text:?}");
+    let stock = tail_gateway(
+        app.addr(Role::Gateway),
+        &["--stream", "stock", "--count", "1"],
     );
-    let stock = tail_gateway(app.addr(Role::Gateway), &["--stream", "stock", "--count", "1"]);
     assert!(
         stock[0].starts_with("ordermesh.stock.changed sku-mug #1 available="),
         "{stock:?}"
@@ -264,7 +304,10 @@ async fn tail_through_the_gateway_refuses_a_customer_at_once() {
             "--gateway-url",
             &format!("http://{}", app.addr(Role::Gateway)),
         ])
-        .args(["--token", &ordermesh_testkit::tokens::customer("tail-customer")])
+        .args([
+            "--token",
+            &ordermesh_testkit::tokens::customer("tail-customer"),
+        ])
         .args(["events", "tail", "--source", "gateway", "--count", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -275,5 +318,8 @@ async fn tail_through_the_gateway_refuses_a_customer_at_once() {
     assert!(!output.status.success());
     assert!(stderr.contains("HTTP 403"), "{stderr}");
     assert!(stderr.contains("orderctl login --admin"), "{stderr}");
-    assert!(!stderr.contains("again in"), "no retry of a refusal: {stderr}");
+    assert!(
+        !stderr.contains("again in"),
+        "no retry of a refusal: {stderr}"
+    );
 }

@@ -283,8 +283,10 @@ async fn stock_events_are_watched_at_inventory_and_through_the_gateway() {
 
     // StockEventService, the gateway's way in: the same events, resumed
     // after a cursor with nothing missed.
-    let mut stock =
-        StockEventServiceClient::with_interceptor(channel.clone(), crate::harness::OperatorUnlessGiven);
+    let mut stock = StockEventServiceClient::with_interceptor(
+        channel.clone(),
+        crate::harness::OperatorUnlessGiven,
+    );
     let mut resumed = stock
         .watch_stock_events(WatchStockEventsRequest {
             cursor: got[0].cursor.clone(),
@@ -315,7 +317,10 @@ async fn stock_events_are_watched_at_inventory_and_through_the_gateway() {
 
     // Through the gateway: SSE, each id the cursor, resumed after Last-Event-ID.
     let gateway = app.addr(Role::Gateway);
-    let bearer = format!("Bearer {}", ordermesh_testkit::tokens::admin("stock-operator"));
+    let bearer = format!(
+        "Bearer {}",
+        ordermesh_testkit::tokens::admin("stock-operator")
+    );
     let auth = [("Authorization", bearer.as_str())];
     let all = sse_events(gateway, "/v1/events/stock:watch", &auth, 3).await;
     let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();

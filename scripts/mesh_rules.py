@@ -8,7 +8,8 @@ is applied with: Services, ServiceAccounts, pods' labels, the namespace's
 labels):
 
 - object_errors, per object: VirtualService weights, retry conditions and
-  fault codes; Gateway classes and waypoint listeners.
+  fault codes; routes to a stream with no timeout that would end it and no
+  retry that could repeat it; Gateway classes and waypoint listeners.
 - build_errors, across objects: subsets; route parents and backends that
   exist, listeners that admit the route, ReferenceGrants for every
   cross-namespace reference, an HTTP listener beside HTTPS that only
@@ -47,6 +48,15 @@ GRPC_CODES = {
     "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 }
+# A path that streams, as ordermesh names them: a REST watch (`…:watch`,
+# Server-Sent Events through the gateway) or a gRPC server stream
+# (`/package.Service/Watch…`), exact or as a regular expression's end.
+STREAM_PATH = re.compile(r":watch\$?$|/Watch\w*\$?$")
+# Retries a stream may have: the request never reached the service (a
+# failed connection, a refused stream) or was refused before any message.
+# Envoy never retries once it has passed an answer on, but a
+# perTryTimeout would end a stream that outlives it.
+STREAM_RETRY_ON = {"connect-failure", "refused-stream", "reset-before-request", "unavailable"}
 # What ztunnel cannot see: an ALLOW rule naming one matches nothing there.
 L7_OPERATION = {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}
 L7_SOURCE = {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}
@@ -101,6 +111,40 @@ def virtual_service_errors(doc) -> list[str]:
     return errors
 
 
+def match_paths(doc, rule) -> list[str]:
+    """The paths a route rule matches, as written (exact, prefix or regex)."""
+    if doc.get("kind") == "VirtualService":
+        return [str(v) for m in rule.get("match") or [] for v in ((m.get("uri") or {}).values())]
+    return [str((m.get("path") or {}).get("value", "")) for m in rule.get("matches") or []]
+
+
+def stream_route_errors(doc) -> list[str]:
+    """A rule that routes a stream must not time it out or retry it."""
+    errors = []
+    key = "http" if doc.get("kind") == "VirtualService" else "rules"
+    for index, rule in enumerate(spec(doc).get(key) or []):
+        streams = [p for p in match_paths(doc, rule) if STREAM_PATH.search(p)]
+        if not streams:
+            continue
+        at, first = f"spec.{key}.{index}", streams[0]
+        if doc.get("kind") == "VirtualService":
+            if "timeout" in rule:
+                errors.append(f"{at}.timeout: {rule['timeout']} ends every stream it routes ({first})")
+            retries = rule.get("retries") or {}
+            if "perTryTimeout" in retries:
+                errors.append(f"{at}.retries.perTryTimeout: ends every stream it routes ({first})")
+            for condition in str(retries.get("retryOn", "")).split(","):
+                condition = condition.strip()
+                if condition and condition not in STREAM_RETRY_ON:
+                    errors.append(f"{at}.retries.retryOn: {condition!r} could repeat a stream ({first}); "
+                                  f"only {', '.join(sorted(STREAM_RETRY_ON))}")
+        else:
+            for name, value in (rule.get("timeouts") or {}).items():
+                if str(value) != "0s":
+                    errors.append(f"{at}.timeouts.{name}: {value} ends every stream it routes ({first}); 0s")
+    return errors
+
+
 def gateway_errors(doc) -> list[str]:
     gateway_class = spec(doc).get("gatewayClassName")
     if gateway_class not in ISTIO_CLASSES:
@@ -115,7 +159,9 @@ def gateway_errors(doc) -> list[str]:
 
 def object_errors(doc) -> list[str]:
     if doc.get("kind") == "VirtualService":
-        return virtual_service_errors(doc)
+        return virtual_service_errors(doc) + stream_route_errors(doc)
+    if doc.get("kind") == "HTTPRoute" and group_of(doc) == GATEWAY_GROUP:
+        return stream_route_errors(doc)
     if doc.get("kind") == "Gateway" and group_of(doc) == GATEWAY_GROUP:
         return gateway_errors(doc)
     return []

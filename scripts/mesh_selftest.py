@@ -163,6 +163,16 @@ BROKEN = {
     # What istiod and the Gateway API controller would report.
     "weights not adding up to 100": (put(20, *HTTP0, "route", 1, "weight"), "110"),
     "unknown retry condition": (put("unavilable", *HTTP0, "retries", "retryOn"), "unavilable"),
+    "a stream with a timeout": (put({"exact": "/v1/events:watch"}, *HTTP0, "match", 1, "uri"),
+                                "1.5s ends every stream"),
+    "a stream with a per-try timeout": (lambda d, c: (at(d, *HTTP0, "match", 1).update(
+        uri={"regex": "^/v1/events(/stock)?:watch$"}), at(d, *HTTP0).pop("timeout")),
+        "perTryTimeout: ends every stream"),
+    "a stream retried on reset": (lambda d, c: (at(d, *HTTP0, "match", 1).update(
+        uri={"exact": "/ordermesh.order.v1.OrderService/WatchOrder"}), at(d, *HTTP0).pop("timeout"),
+        at(d, *HTTP0, "retries").pop("perTryTimeout")), "'reset' could repeat a stream"),
+    "an HTTPRoute timing a stream out": (put("/v1/events/stock:watch", *EDGE_RULE, "matches", 0, "path", "value"),
+                                         "timeouts.request: 20s ends every stream"),
     "unknown gRPC status": (put("UNAVAILIBLE", *HTTP0, "fault", "abort", "grpcStatus"), "UNAVAILIBLE"),
     "subset no DestinationRule defines": (lambda d, c: at(d, 1, "spec", "subsets").pop(), "'v2'"),
     "a class Istio does not implement": (put("nginx", 2, "spec", "gatewayClassName"), "none of Istio's"),

@@ -112,11 +112,11 @@ impl EventWatch {
             return Ok(());
         }
         Err(Status::failed_precondition(format!(
-            "this service serves {} events; ask the {} service",
+            "this service serves {} events; ask {}",
             self.stream.service,
             match wanted {
-                EventStream::Stock => "inventory (StockEventService)",
-                _ => "order",
+                EventStream::Stock => "the inventory service (or its StockEventService)",
+                _ => "the order service",
             }
         )))
     }

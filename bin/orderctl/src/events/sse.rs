@@ -120,42 +120,10 @@ impl Feed<'_> {
         last_id: &mut Option<String>,
         printer: &mut Printer,
     ) -> anyhow::Result<Ended> {
-        let mut request = http::Request::get(self.uri.clone())
-            .header(http::header::ACCEPT, "text/event-stream")
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.gateway.token),
-            );
-        if let Some(id) = last_id.as_deref() {
-            request = request.header("last-event-id", id);
-        }
-        let request = request
-            .body(Empty::new())
-            .context("the token is not printable ASCII")?;
-        let wait = self.gateway.connect_timeout;
-        let response = match tokio::time::timeout(wait, self.client.request(request)).await {
-            Err(_) => return dropped(0, format!("no answer from {} within {wait:?}", self.uri)),
-            Ok(Err(error)) => return dropped(0, format!("GET {}: {error}", self.uri)),
-            Ok(Ok(response)) => response,
+        let mut body = match self.open(last_id.as_deref()).await? {
+            Ok(body) => body,
+            Err(why) => return dropped(0, why),
         };
-        let status = response.status();
-        if !status.is_success() {
-            let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY_LIMIT);
-            let body = tokio::time::timeout(wait, body.collect()).await;
-            let message = match body {
-                Ok(Ok(body)) => error_message(&body.to_bytes()),
-                _ => String::new(),
-            };
-            let refusal = format!("GET {}: HTTP {status}: {message}", self.uri);
-            if retryable(status) {
-                return dropped(0, refusal);
-            }
-            if matches!(status.as_u16(), 401 | 403) {
-                bail!("{refusal} (the feed needs an operator: `orderctl login --admin NAME`)");
-            }
-            bail!(refusal);
-        }
-        let mut body = response.into_body();
         let mut parser = SseParser::default();
         let mut events = 0;
         loop {
@@ -194,6 +162,49 @@ impl Feed<'_> {
                 }
             }
         }
+    }
+
+    /// The feed's body, resuming after `last_id`; `Ok(Err(why))` when
+    /// another try may get it, an error when none would.
+    async fn open(
+        &self,
+        last_id: Option<&str>,
+    ) -> anyhow::Result<Result<hyper::body::Incoming, String>> {
+        let mut request = http::Request::get(self.uri.clone())
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.gateway.token),
+            );
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request
+            .body(Empty::new())
+            .context("the token is not printable ASCII")?;
+        let wait = self.gateway.connect_timeout;
+        let response = match tokio::time::timeout(wait, self.client.request(request)).await {
+            Err(_) => return Ok(Err(format!("no answer from {} within {wait:?}", self.uri))),
+            Ok(Err(error)) => return Ok(Err(format!("GET {}: {error}", self.uri))),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Ok(response.into_body()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), ERROR_BODY_LIMIT);
+        let message = match tokio::time::timeout(wait, body.collect()).await {
+            Ok(Ok(body)) => error_message(&body.to_bytes()),
+            _ => String::new(),
+        };
+        let refusal = format!("GET {}: HTTP {status}: {message}", self.uri);
+        if retryable(status) {
+            return Ok(Err(refusal));
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            bail!("{refusal} (the feed needs an operator: `orderctl login --admin NAME`)");
+        }
+        bail!(refusal)
     }
 }
 

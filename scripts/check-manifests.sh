@@ -111,7 +111,7 @@ for variable in ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS; do
 done
 
 step "Istio and Gateway API: every YAML file in istio/, each object alone"
-"$python" scripts/validate-istio.py --require 1 --label "istio/ (every file)" istio
+"$python" scripts/validate-istio.py --require 1 --streams-from proto --label "istio/ (every file)" istio
 
 # Each build is checked with the Kubernetes overlay it is applied with
 # (docs/rollout.md): its Services, ServiceAccounts, pods and namespace labels.
@@ -128,7 +128,7 @@ for dir in "${istio_builds[@]}"; do
   step "Istio: $dir, rendered, with $context"
   rendered=$(render "$dir")
   "$python" scripts/validate-istio.py --require 1 --context "$(render "$context")" \
-    --label "$dir (rendered)" "$rendered"
+    --streams-from proto --label "$dir (rendered)" "$rendered"
   # Its other objects (Namespace, ConfigMap), if any, against Kubernetes'.
   if grep '^apiVersion:' "$rendered" | grep -qvE 'istio\.io/|gateway\.networking\.k8s\.io/'; then
     kube_validate "$dir" "$rendered"

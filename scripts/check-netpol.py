@@ -36,7 +36,8 @@ ISTIOD = ("istio-system", {"app": "istiod"}, 15012, "TCP")
 # Peers each role's flags name (ordermesh-config), by variable.
 PEER_VARS = {"gateway": ["ORDERMESH_GATEWAY_ORDER_URL", "ORDERMESH_GATEWAY_INVENTORY_URL"],
              "order": ["ORDERMESH_INVENTORY_URL", "ORDERMESH_PAYMENT_URL"]}
-TOKEN_CHECKERS = {"gateway", "order"}
+# The roles that verify tokens (inventory: its stock events' watch).
+TOKEN_CHECKERS = {"gateway", "order", "inventory"}
 PUBLIC = "203.0.113.10"  # stands for the issuer's public address
 METADATA = "169.254.169.254"
 

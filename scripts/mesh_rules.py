@@ -8,7 +8,8 @@ is applied with: Services, ServiceAccounts, pods' labels, the namespace's
 labels):
 
 - object_errors, per object: VirtualService weights, retry conditions and
-  fault codes; Gateway classes and waypoint listeners.
+  fault codes; routes to a stream with no timeout that would end it and no
+  retry that could repeat it; Gateway classes and waypoint listeners.
 - build_errors, across objects: subsets; route parents and backends that
   exist, listeners that admit the route, ReferenceGrants for every
   cross-namespace reference, an HTTP listener beside HTTPS that only
@@ -17,6 +18,10 @@ labels):
   policies at L4 only, ALLOW rules naming each gRPC method (no wildcard
   method), principals naming ServiceAccounts that exist, one set
   of JWT issuers, and no host routed by both APIs.
+- edge_stream_errors, with the paths the gateway streams (read from the
+  protos): each is routed at the edge, by the rule that takes it, as a
+  stream (no timeout, no repeating retry), not swallowed by a prefix or
+  catch-all with the API's short timeout.
 - migration_errors, against the build a namespace moves from (sidecars to
   ambient mode, and back): applying this one over it must not replace a
   policy the old data plane enforces with one only the new one does.
@@ -24,6 +29,7 @@ labels):
 
 from __future__ import annotations
 
+import copy
 import re
 
 import yaml
@@ -47,6 +53,15 @@ GRPC_CODES = {
     "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 }
+# A path that streams, as ordermesh names them: a REST watch (`…:watch`,
+# Server-Sent Events through the gateway) or a gRPC server stream
+# (`/package.Service/Watch…`), exact or as a regular expression's end.
+STREAM_PATH = re.compile(r":watch\$?$|/Watch\w*\$?$")
+# Retries a stream may have: the request never reached the service (a
+# failed connection, a refused stream) or was refused before any message.
+# Envoy never retries once it has passed an answer on, but a
+# perTryTimeout would end a stream that outlives it.
+STREAM_RETRY_ON = {"connect-failure", "refused-stream", "reset-before-request", "unavailable"}
 # What ztunnel cannot see: an ALLOW rule naming one matches nothing there.
 L7_OPERATION = {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}
 L7_SOURCE = {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}
@@ -101,6 +116,40 @@ def virtual_service_errors(doc) -> list[str]:
     return errors
 
 
+def match_paths(doc, rule) -> list[str]:
+    """The paths a route rule matches, as written (exact, prefix or regex)."""
+    if doc.get("kind") == "VirtualService":
+        return [str(v) for m in rule.get("match") or [] for v in ((m.get("uri") or {}).values())]
+    return [str((m.get("path") or {}).get("value", "")) for m in rule.get("matches") or []]
+
+
+def stream_route_errors(doc) -> list[str]:
+    """A rule that routes a stream must not time it out or retry it."""
+    errors = []
+    key = "http" if doc.get("kind") == "VirtualService" else "rules"
+    for index, rule in enumerate(spec(doc).get(key) or []):
+        streams = [p for p in match_paths(doc, rule) if STREAM_PATH.search(p)]
+        if not streams:
+            continue
+        at, first = f"spec.{key}.{index}", streams[0]
+        if doc.get("kind") == "VirtualService":
+            if "timeout" in rule:
+                errors.append(f"{at}.timeout: {rule['timeout']} ends every stream it routes ({first})")
+            retries = rule.get("retries") or {}
+            if "perTryTimeout" in retries:
+                errors.append(f"{at}.retries.perTryTimeout: ends every stream it routes ({first})")
+            for condition in str(retries.get("retryOn", "")).split(","):
+                condition = condition.strip()
+                if condition and condition not in STREAM_RETRY_ON:
+                    errors.append(f"{at}.retries.retryOn: {condition!r} could repeat a stream ({first}); "
+                                  f"only {', '.join(sorted(STREAM_RETRY_ON))}")
+        else:
+            for name, value in (rule.get("timeouts") or {}).items():
+                if str(value) != "0s":
+                    errors.append(f"{at}.timeouts.{name}: {value} ends every stream it routes ({first}); 0s")
+    return errors
+
+
 def gateway_errors(doc) -> list[str]:
     gateway_class = spec(doc).get("gatewayClassName")
     if gateway_class not in ISTIO_CLASSES:
@@ -115,7 +164,9 @@ def gateway_errors(doc) -> list[str]:
 
 def object_errors(doc) -> list[str]:
     if doc.get("kind") == "VirtualService":
-        return virtual_service_errors(doc)
+        return virtual_service_errors(doc) + stream_route_errors(doc)
+    if doc.get("kind") == "HTTPRoute" and group_of(doc) == GATEWAY_GROUP:
+        return stream_route_errors(doc)
     if doc.get("kind") == "Gateway" and group_of(doc) == GATEWAY_GROUP:
         return gateway_errors(doc)
     return []
@@ -415,6 +466,87 @@ def build_errors(docs, context) -> list[str]:
             found = policy_errors(index, doc)
         errors += [f"{where(doc)}: {e}" for e in found]
     return errors + subset_errors(docs) + mixed_api_errors(docs) + jwt_errors(docs, context)
+
+
+# --- The gateway's streams at the edge ---------------------------------------
+
+def rest_stream_paths(proto_text: str) -> list[str]:
+    """A request path of each server-streaming RPC with an HTTP GET rule in
+    a .proto file, its `{variables}` filled in (`/v1/orders/x:watch`)."""
+    found = re.findall(r'rpc\s+\w+\s*\([^)]*\)\s*returns\s*\(\s*stream\s+[\w.]+\s*\)\s*\{[^}]*?get:\s*"([^"]+)"',
+                       proto_text)
+    return [re.sub(r"\{[^}]*\}", "x", template) for template in found]
+
+
+def edge_routes(docs):
+    """The ingress's route objects: VirtualServices bound to a Gateway, HTTPRoutes with a Gateway parent."""
+    for doc in docs:
+        if doc.get("kind") == "VirtualService" and any(g != "mesh" for g in spec(doc).get("gateways") or []):
+            yield doc
+        elif doc.get("kind") == "HTTPRoute" and group_of(doc) == GATEWAY_GROUP and any(
+                ref.get("kind", "Gateway") == "Gateway" for ref in spec(doc).get("parentRefs") or []):
+            yield doc
+
+
+def uri_matches(matcher: dict, path: str) -> bool:
+    """Istio's StringMatch (VirtualService) or the Gateway API's path match."""
+    if "type" in matcher or "value" in matcher:
+        kind, value = matcher.get("type", "PathPrefix"), str(matcher.get("value", "/"))
+        matcher = {{"Exact": "exact", "PathPrefix": "prefix", "RegularExpression": "regex"}[kind]: value}
+    if "exact" in matcher:
+        return path == matcher["exact"]
+    if "prefix" in matcher:
+        return path.startswith(matcher["prefix"])
+    if "regex" in matcher:
+        return re.fullmatch(matcher["regex"], path) is not None
+    return True
+
+
+def rule_taking(doc, path: str):
+    """(index, rule) of the rule that takes a GET of `path`, or None. A
+    VirtualService's first match wins; an HTTPRoute's exact path wins over
+    the longest prefix, which wins over a regular expression (Istio)."""
+    if doc.get("kind") == "VirtualService":
+        for index, rule in enumerate(spec(doc).get("http") or []):
+            matches = rule.get("match") or [{}]
+            if any(uri_matches(m.get("uri") or {}, path)
+                   and (m.get("method") or {}).get("exact", "GET") == "GET" for m in matches):
+                return index, rule
+        return None
+    ranked = []
+    for index, rule in enumerate(spec(doc).get("rules") or []):
+        for m in rule.get("matches") or [{}]:
+            matcher = m.get("path") or {"type": "PathPrefix", "value": "/"}
+            if m.get("method", "GET") != "GET" or not uri_matches(matcher, path):
+                continue
+            kind = matcher.get("type", "PathPrefix")
+            rank = (0, 0) if kind == "Exact" else (1, -len(str(matcher.get("value", "")))) if kind == "PathPrefix" \
+                else (2, 0)
+            ranked.append((rank, index, rule))
+    return min(ranked, key=lambda r: (r[0], r[1]))[1:] if ranked else None
+
+
+def edge_stream_errors(docs, stream_paths) -> list[str]:
+    """Each of the gateway's streams is routed at the edge, as a stream."""
+    errors = []
+    for doc in edge_routes(docs):
+        if any(f.get("type") == "RequestRedirect" for rule in spec(doc).get("rules") or []
+               for f in rule.get("filters") or []):
+            continue  # plain HTTP's redirect: no route to a backend
+        key = "http" if doc.get("kind") == "VirtualService" else "rules"
+        for path in stream_paths:
+            taken = rule_taking(doc, path)
+            if taken is None:
+                errors.append(f"{where(doc)}: streams {path} at the gateway, but no rule here routes it")
+                continue
+            index, rule = taken
+            alone = copy.deepcopy(doc)
+            alone["spec"] = {**spec(doc), key: [{**rule, "match" if key == "http" else "matches":
+                                                 [{"uri": {"exact": path}} if key == "http" else
+                                                  {"path": {"type": "Exact", "value": path}}]}]}
+            errors += [f"{where(doc)}: {path} is taken by " + e.replace(f"spec.{key}.0", f"spec.{key}.{index}", 1)
+                       for e in stream_route_errors(alone)]
+    return errors
 
 
 def waypoint_only(doc) -> bool:

@@ -163,6 +163,16 @@ BROKEN = {
     # What istiod and the Gateway API controller would report.
     "weights not adding up to 100": (put(20, *HTTP0, "route", 1, "weight"), "110"),
     "unknown retry condition": (put("unavilable", *HTTP0, "retries", "retryOn"), "unavilable"),
+    "a stream with a timeout": (put({"exact": "/v1/events:watch"}, *HTTP0, "match", 1, "uri"),
+                                "1.5s ends every stream"),
+    "a stream with a per-try timeout": (lambda d, c: (at(d, *HTTP0, "match", 1).update(
+        uri={"regex": "^/v1/events(/stock)?:watch$"}), at(d, *HTTP0).pop("timeout")),
+        "perTryTimeout: ends every stream"),
+    "a stream retried on reset": (lambda d, c: (at(d, *HTTP0, "match", 1).update(
+        uri={"exact": "/ordermesh.order.v1.OrderService/WatchOrder"}), at(d, *HTTP0).pop("timeout"),
+        at(d, *HTTP0, "retries").pop("perTryTimeout")), "'reset' could repeat a stream"),
+    "an HTTPRoute timing a stream out": (put("/v1/events/stock:watch", *EDGE_RULE, "matches", 0, "path", "value"),
+                                         "timeouts.request: 20s ends every stream"),
     "unknown gRPC status": (put("UNAVAILIBLE", *HTTP0, "fault", "abort", "grpcStatus"), "UNAVAILIBLE"),
     "subset no DestinationRule defines": (lambda d, c: at(d, 1, "spec", "subsets").pop(), "'v2'"),
     "a class Istio does not implement": (put("nginx", 2, "spec", "gatewayClassName"), "none of Istio's"),
@@ -206,8 +216,38 @@ SIDECAR_POLICY = obj("security.istio.io/v1", "AuthorizationPolicy", "t", "order-
     "selector": {"matchLabels": {"app": "order"}}, "rules": [{}]})
 
 
-def run(validate) -> int:
+def edge_stream_failures() -> list[str]:
+    """The edge must route each of the gateway's streams, as a stream."""
+    import mesh_rules
+
     failures = []
+    proto = 'rpc WatchOrder(WatchOrderRequest) returns (stream Order) {\n  option (google.api.http) = {get: "/v1/orders/{order_id}:watch"};\n}'
+    if mesh_rules.rest_stream_paths(proto) != ["/v1/orders/x:watch"]:
+        failures.append(f"streams read from a proto: {mesh_rules.rest_stream_paths(proto)}")
+    cases = {
+        "a stream taken by a prefix with a timeout": (["/v1/orders/x:watch"], None, "20s ends every stream"),
+        "a stream the edge does not route": (["/v1/events:watch"], None, "no rule here routes it"),
+        "a stream with an exact rule of its own": (["/v1/orders/x:watch"], {
+            "matches": [{"path": {"type": "Exact", "value": "/v1/orders/x:watch"}}], "timeouts": {"request": "0s"},
+            "backendRefs": [{"name": "gateway", "port": 8080}]}, None),
+    }
+    for name, (streams, extra_rule, expected) in cases.items():
+        docs = copy.deepcopy(GOOD)
+        if extra_rule:
+            at(docs, 6, "spec", "rules").append(extra_rule)
+        errors = mesh_rules.edge_stream_errors(docs, streams)
+        hits = [e for e in errors if expected and expected in e]
+        if expected is None and errors:
+            failures.append(f"{name}: refused: {errors}")
+        elif expected is not None and not hits:
+            failures.append(f"{name}: not refused as expected (errors: {errors or 'none'})")
+        else:
+            print(f"validate-istio self-test: {name}: {hits[0][:200] if hits else 'accepted'}")
+    return failures
+
+
+def run(validate) -> int:
+    failures = edge_stream_failures()
     if errors := validate(GOOD, CONTEXT, [SIDECAR_POLICY]):
         failures.append(f"valid objects were refused: {errors}")
     migrating = copy.deepcopy(GOOD)

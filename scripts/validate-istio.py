@@ -3,6 +3,7 @@
 
     scripts/validate-istio.py FILE|DIR|- ...              # each object alone
     scripts/validate-istio.py --context k8s.yaml BUILD    # and the build as a whole
+    scripts/validate-istio.py --streams-from proto BUILD  # and the edge routes each stream as one
     scripts/validate-istio.py --self-test                 # proves broken objects are refused
 
 Every *.istio.io, gateway.networking.k8s.io and flagger.app object is checked against the
@@ -65,9 +66,10 @@ def schema_errors(doc, schemas) -> list[str]:
     return schema.errors(doc)
 
 
-def validate(docs, schemas, context=None, previous=None) -> list[str]:
+def validate(docs, schemas, context=None, previous=None, streams=()) -> list[str]:
     """Errors of the mesh objects among docs; build-wide ones with a context;
-    with previous, those of migrating to docs from that build."""
+    with previous, those of migrating to docs from that build; with
+    streams (paths), that the edge routes each as a stream."""
     docs = [copy.deepcopy(d) for d in docs]  # defaults are filled in
     errors = []
     for doc in docs:
@@ -79,6 +81,7 @@ def validate(docs, schemas, context=None, previous=None) -> list[str]:
         errors += flagger_rules.build_errors(docs, context)
     if previous is not None:
         errors += mesh_rules.migration_errors(docs, previous)
+    errors += mesh_rules.edge_stream_errors(docs, streams)
     return errors
 
 
@@ -108,6 +111,9 @@ def main() -> int:
                         help="check the input as a whole build with no other context (a Kubernetes overlay)")
     parser.add_argument("--migrates-from", action="append", default=[], metavar="FILE",
                         help="a rendered build the namespace moves from to this one (repeatable)")
+    parser.add_argument("--streams-from", metavar="DIR",
+                        help="the .proto files under DIR name the gateway's streams (server-streaming GETs): "
+                             "check that the edge routes each as a stream")
     parser.add_argument("--label", help="name the input so in the report (e.g. the kustomization)")
     parser.add_argument("--require", type=int, default=0, metavar="N",
                         help="fail unless at least N Istio or Gateway API objects were found")
@@ -134,7 +140,14 @@ def main() -> int:
     context = [doc for _, doc in read_documents(args.context)] if args.context else ([] if args.whole else None)
     mesh = [doc for _, doc in documents if is_mesh(doc)]
     previous = [doc for _, doc in read_documents(args.migrates_from)] if args.migrates_from else None
-    errors = validate([doc for _, doc in documents], schemas, context, previous)
+    streams = []
+    if args.streams_from:
+        protos = sorted(Path(args.streams_from).rglob("*.proto"))
+        streams = mesh_rules.rest_stream_paths("".join(p.read_text() for p in protos))
+        if not streams:
+            print(f"validate-istio: FAIL: no streaming GET in the protos under {args.streams_from}", file=sys.stderr)
+            return 1
+    errors = validate([doc for _, doc in documents], schemas, context, previous, streams)
     for error in errors:
         print(f"validate-istio: {error}", file=sys.stderr)
     sources = args.label or ", ".join(sorted({source for source, _ in documents})) or "no input"

@@ -86,14 +86,19 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Print events as they are published, from NATS JetStream through a
+    /// Print events as they are published: from NATS JetStream through a
     /// durable consumer (acked once printed; a restart resumes after the
-    /// last acked event).
+    /// last acked event), or with `--source gateway` from the gateway's SSE
+    /// feed at --gateway-url (an operator's token: `orderctl login --admin`),
+    /// resumed after the last event read when the connection drops.
     Tail(TailArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
+    /// Where the events come from.
+    #[arg(long, value_enum, default_value = "nats")]
+    pub source: TailSource,
     /// The NATS server the relays publish to.
     #[arg(
         long,
@@ -107,12 +112,22 @@ pub struct TailArgs {
     /// Which events.
     #[arg(long, value_enum, default_value = "orders")]
     pub stream: EventStream,
-    /// The durable consumer's name: the same name resumes where it stopped.
+    /// The durable consumer's name (NATS): the same name resumes where it
+    /// stopped.
     #[arg(long, default_value = "orderctl")]
     pub durable: String,
     /// Stop after this many events.
     #[arg(long)]
     pub count: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TailSource {
+    /// NATS JetStream (--nats-url), through the durable consumer --durable.
+    Nats,
+    /// The gateway's Server-Sent Events (`GET /v1/events:watch`), which
+    /// need no broker.
+    Gateway,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

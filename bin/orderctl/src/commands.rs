@@ -15,7 +15,9 @@ use ordermesh_runtime::client::{GrpcClientSettings, channel};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::cli::{Cli, Command, CreateArgs, EventsCommand, OrderCommand, ProductCommand};
+use crate::cli::{
+    Cli, Command, CreateArgs, EventsCommand, OrderCommand, ProductCommand, TailSource,
+};
 use crate::{login, render};
 
 struct Session {
@@ -144,9 +146,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Order(command) => order(&context, command).await,
-        Command::Events(EventsCommand::Tail(args)) => {
-            crate::events::tail(&args, context.cli_json).await
-        }
+        Command::Events(EventsCommand::Tail(args)) => match args.source {
+            TailSource::Nats => crate::events::tail_nats(&args, context.cli_json).await,
+            TailSource::Gateway => {
+                let dir = login::config_dir(context.config_dir.as_deref())?;
+                let token = login::token(context.token.as_deref(), &dir)?;
+                let gateway = crate::events::Gateway {
+                    url: &cli.gateway_url,
+                    token: &token,
+                    connect_timeout: context.timeout,
+                };
+                crate::events::tail_gateway(&args, &gateway, context.cli_json).await
+            }
+        },
         Command::Health { url, service } => {
             crate::health::check(&url, &service, context.timeout).await
         }

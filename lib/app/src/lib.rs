@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use futures::future::BoxFuture;
+use ordermesh_proto::events::v1::EventStream;
 use ordermesh_runtime::grpc::{self, RoleServices};
 use ordermesh_runtime::metrics::Metrics;
 use ordermesh_runtime::shutdown::Shutdown;
@@ -81,15 +82,28 @@ impl App {
             background: Vec::new(),
         };
         let database = &settings.database;
-        // Only the roles that read customers' tokens need to know who issues them.
-        let identity = if listeners.order.is_some() || listeners.gateway.is_some() {
+        // Only the roles that read customers' (or operators') tokens need to
+        // know who issues them: inventory's for its events' watch.
+        let identity = if listeners.order.is_some()
+            || listeners.gateway.is_some()
+            || listeners.inventory.is_some()
+        {
             Some(identity(&settings).await?)
         } else {
             None
         };
-        if let Some(listener) = listeners.inventory {
-            let services =
-                ordermesh_inventory::build(&settings.inventory, database, &context).await?;
+        if let (Some(listener), Some((verifier, _))) = (listeners.inventory, &identity) {
+            let events = event_watch(
+                ordermesh_inventory::open_database(database).await?,
+                ordermesh_inventory::OUTBOX,
+                ordermesh_events::STOCK,
+                EventStream::Stock,
+                verifier,
+            );
+            let services = ordermesh_inventory::build(&settings.inventory, database, &context)
+                .await?
+                .with_service(events.clone().server())
+                .with_service(events.stock_server());
             app.serve_grpc(services, listener, &settings);
             if settings.events.nats_url.is_some() {
                 let db = ordermesh_inventory::open_database(database).await?;
@@ -107,16 +121,13 @@ impl App {
             app.serve_grpc(services, listener, &settings);
         }
         if let (Some(listener), Some((verifier, _))) = (listeners.order, &identity) {
-            let events = ordermesh_events::EventWatch {
-                outbox: ordermesh_order::OUTBOX,
-                pool: ordermesh_order::open_database(database)
-                    .await?
-                    .pool()
-                    .clone(),
-                stream: ordermesh_events::ORDERS,
-                serves: ordermesh_proto::events::v1::EventStream::Orders,
-                verifier: verifier.clone(),
-            };
+            let events = event_watch(
+                ordermesh_order::open_database(database).await?,
+                ordermesh_order::OUTBOX,
+                ordermesh_events::ORDERS,
+                EventStream::Orders,
+                verifier,
+            );
             let services = ordermesh_order::build(
                 &settings.order,
                 &settings.client,
@@ -293,6 +304,23 @@ async fn bind(addr: SocketAddr, role: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the {role} listener to {addr}"))
+}
+
+/// The events' watch of one service's outbox (`ordermesh-events`).
+fn event_watch(
+    db: ordermesh_storage::Database,
+    outbox: ordermesh_storage::outbox::Outbox,
+    stream: ordermesh_events::StreamSpec,
+    serves: EventStream,
+    verifier: &ordermesh_identity::Verifier,
+) -> ordermesh_events::EventWatch {
+    ordermesh_events::EventWatch {
+        outbox,
+        pool: db.pool().clone(),
+        stream,
+        serves,
+        verifier: verifier.clone(),
+    }
 }
 
 /// The outbox relay of one service (see `ordermesh-events`), as a

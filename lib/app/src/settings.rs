@@ -114,6 +114,8 @@ impl AppSettings {
         if let Some(addr) = addrs.inventory {
             self.order.inventory_url = url(addr);
             self.gateway.gateway_inventory_url = url(addr);
+            // The inventory service also serves the stock events' watch.
+            front_unless_given(&mut self.gateway, STOCK_EVENT_SERVICE, url(addr));
         }
         if let Some(addr) = addrs.payment {
             self.order.payment_url = url(addr);
@@ -122,16 +124,20 @@ impl AppSettings {
         if let Some(addr) = addrs.order {
             self.gateway.gateway_order_url = url(addr);
             // The order service also serves the events' watch.
-            let events = "ordermesh.events.v1.EventService".to_owned();
-            if !self
-                .gateway
-                .upstreams
-                .iter()
-                .any(|(service, _)| *service == events)
-            {
-                self.gateway.upstreams.push((events, url(addr)));
-            }
+            front_unless_given(&mut self.gateway, EVENT_SERVICE, url(addr));
         }
+    }
+}
+
+/// The events' watches, which the order and inventory roles serve beside
+/// their own services; the gateway fronts them as any other upstream.
+const EVENT_SERVICE: &str = "ordermesh.events.v1.EventService";
+const STOCK_EVENT_SERVICE: &str = "ordermesh.events.v1.StockEventService";
+
+/// Fronts `service` at `url`, unless an `--upstream` already places it.
+fn front_unless_given(gateway: &mut GatewaySettings, service: &str, url: String) {
+    if !gateway.upstreams.iter().any(|(given, _)| given == service) {
+        gateway.upstreams.push((service.to_owned(), url));
     }
 }
 
@@ -167,5 +173,8 @@ mod tests {
         assert_eq!(settings.order.inventory_url, "http://127.0.0.1:2");
         assert_eq!(settings.order.payment_url, "http://payment.mesh:50053");
         assert_eq!(settings.gateway.gateway_order_url, "http://127.0.0.1:1");
+        let upstreams = settings.gateway.upstream_urls();
+        assert!(upstreams.contains(&(EVENT_SERVICE.into(), "http://127.0.0.1:1".into())));
+        assert!(upstreams.contains(&(STOCK_EVENT_SERVICE.into(), "http://127.0.0.1:2".into())));
     }
 }

@@ -9,9 +9,12 @@ use std::time::Duration;
 use futures::Stream;
 use ordermesh_identity::Verifier;
 use ordermesh_proto::events::v1::event_service_server::{EventService, EventServiceServer};
+use ordermesh_proto::events::v1::stock_event_service_server::{
+    StockEventService, StockEventServiceServer,
+};
 use ordermesh_proto::events::v1::{
     EventStream, OrderEvent, StockEvent, WatchEventsRequest, WatchEventsResponse,
-    watch_events_response,
+    WatchStockEventsRequest, watch_events_response,
 };
 use ordermesh_storage::outbox::{Outbox, OutboxRow};
 use prost::Message;
@@ -25,7 +28,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// Rows read per look.
 const PAGE: i64 = 256;
 
-/// One service's outbox, watchable.
+/// One service's outbox, watchable: `EventService` for its stream and, at
+/// the inventory service, `StockEventService` too; both follow the outbox
+/// the same way.
+#[derive(Clone)]
 pub struct EventWatch {
     pub outbox: Outbox,
     pub pool: AnyPool,
@@ -39,6 +45,11 @@ impl EventWatch {
     /// The tonic server, with what every role's services share.
     pub fn server(self) -> EventServiceServer<Self> {
         ordermesh_runtime::grpc_service!(EventServiceServer::new(self))
+    }
+
+    /// `StockEventService`, for the service whose outbox records stock.
+    pub fn stock_server(self) -> StockEventServiceServer<Self> {
+        ordermesh_runtime::grpc_service!(StockEventServiceServer::new(self))
     }
 }
 
@@ -76,18 +87,10 @@ fn response(stream: &StreamSpec, row: &OutboxRow) -> Result<WatchEventsResponse,
     })
 }
 
-#[tonic::async_trait]
-impl EventService for EventWatch {
-    type WatchEventsStream = Events;
-
-    async fn watch_events(
-        &self,
-        request: Request<WatchEventsRequest>,
-    ) -> Result<Response<Events>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.as_bytes());
+impl EventWatch {
+    /// The caller must hold an `orders:admin` token.
+    async fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let header = metadata.get("authorization").map(|v| v.as_bytes());
         let identity = match self.verifier.verify_authorization(header).await {
             Ok(identity) => identity,
             Err(refused) if refused.is_unavailable() => {
@@ -100,22 +103,28 @@ impl EventService for EventWatch {
                 "watching events needs an orders:admin token",
             ));
         }
-        let request = request.into_inner();
-        let wanted = match request.stream() {
-            EventStream::Unspecified => EventStream::Orders,
-            other => other,
-        };
-        if wanted != self.serves {
-            return Err(Status::failed_precondition(format!(
-                "this service serves {} events; ask the {} service",
-                self.stream.service,
-                match wanted {
-                    EventStream::Stock => "inventory",
-                    _ => "order",
-                }
-            )));
+        Ok(())
+    }
+
+    /// Refuses a stream another service's outbox records.
+    fn serves(&self, wanted: EventStream) -> Result<(), Status> {
+        if wanted == self.serves {
+            return Ok(());
         }
-        let mut after = parse_cursor(&request.cursor)?;
+        Err(Status::failed_precondition(format!(
+            "this service serves {} events; ask {}",
+            self.stream.service,
+            match wanted {
+                EventStream::Stock => "the inventory service (or its StockEventService)",
+                _ => "the order service",
+            }
+        )))
+    }
+
+    /// The outbox's rows after `cursor`, then each new one, for as long as
+    /// the caller reads.
+    fn follow(&self, cursor: &str) -> Result<Events, Status> {
+        let mut after = parse_cursor(cursor)?;
         let (outbox, pool, stream) = (self.outbox, self.pool.clone(), self.stream);
         let events = async_stream::try_stream! {
             loop {
@@ -133,7 +142,39 @@ impl EventService for EventWatch {
                 }
             }
         };
-        Ok(Response::new(Box::pin(events)))
+        Ok(Box::pin(events))
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for EventWatch {
+    type WatchEventsStream = Events;
+
+    async fn watch_events(
+        &self,
+        request: Request<WatchEventsRequest>,
+    ) -> Result<Response<Events>, Status> {
+        self.authorize(request.metadata()).await?;
+        let request = request.into_inner();
+        self.serves(match request.stream() {
+            EventStream::Unspecified => EventStream::Orders,
+            other => other,
+        })?;
+        Ok(Response::new(self.follow(&request.cursor)?))
+    }
+}
+
+#[tonic::async_trait]
+impl StockEventService for EventWatch {
+    type WatchStockEventsStream = Events;
+
+    async fn watch_stock_events(
+        &self,
+        request: Request<WatchStockEventsRequest>,
+    ) -> Result<Response<Events>, Status> {
+        self.authorize(request.metadata()).await?;
+        self.serves(EventStream::Stock)?;
+        Ok(Response::new(self.follow(&request.get_ref().cursor)?))
     }
 }
 

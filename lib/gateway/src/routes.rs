@@ -214,6 +214,7 @@ mod tests {
         assert_eq!(
             routed,
             vec![
+                "GET /v1/events/stock:watch WatchStockEvents",
                 "GET /v1/events:watch WatchEvents",
                 "GET /v1/orders ListOrders",
                 "GET /v1/orders/{order_id} GetOrder",
@@ -262,6 +263,7 @@ mod tests {
             table.services(),
             [
                 "ordermesh.events.v1.EventService",
+                "ordermesh.events.v1.StockEventService",
                 "ordermesh.inventory.v1.InventoryService",
                 "ordermesh.order.v1.OrderService"
             ]

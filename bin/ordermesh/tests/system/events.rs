@@ -512,6 +512,10 @@ async fn orderctl_tails_events_through_a_durable_consumer() {
         .map(|m| m.event.header.clone().expect("header").event_id)
         .collect();
     assert_eq!(ids, in_stream, "every event once, in stream order");
+    // The gateway's feed, the other source, prints the very same lines.
+    let via_gateway =
+        crate::events_tail::tail_gateway(app.addr(Role::Gateway), &["--json", "--count", "4"]);
+    assert_eq!(via_gateway, lines, "NATS and the gateway print alike");
 
     let text = tail(&nats, &["--durable", "text", "--count", "4"]);
     assert!(

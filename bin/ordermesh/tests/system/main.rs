@@ -12,6 +12,7 @@ mod concurrency;
 mod curl;
 mod envoy;
 mod events;
+mod events_tail;
 mod events_watch;
 mod failures;
 mod faults;

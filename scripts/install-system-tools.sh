@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive, when they are missing:
 #   prometheus (the server and promtool), chromium (the headless-browser test),
-#   nats-server (JetStream, for the events tests; Debian puts it in /usr/sbin).
+#   nats-server (JetStream, for the events tests; Debian puts it in /usr/sbin),
+#   valgrind (callgrind, for the instruction-count guard `make bench-guard`).
 # Needs root (or sudo); a no-op when everything is there.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 [[ -x /usr/sbin/nats-server || -x /usr/bin/nats-server ]] || missing+=(nats-server)
+command -v callgrind_control >/dev/null || missing+=(valgrind)
 
 if ((${#missing[@]} == 0)); then
   exit 0

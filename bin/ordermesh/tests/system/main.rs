@@ -37,6 +37,7 @@ mod otlp;
 mod overload;
 mod partitions;
 mod postgres_tls;
+mod resume;
 mod saga_races;
 mod secrets;
 mod takeover;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive, when they are missing:
 #   prometheus (the server and promtool), chromium (the headless-browser test),
-#   nats-server (JetStream, for the events tests; Debian puts it in /usr/sbin).
+#   nats-server (JetStream, for the events tests; Debian puts it in /usr/sbin),
+#   bubblewrap (bwrap: the manifests test runs each pod's container in a
+#   sandbox, read-only root and uid 65532, as a kubelet would).
 # Needs root (or sudo); a no-op when everything is there.
 set -euo pipefail
 
@@ -9,6 +11,7 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
 [[ -x /usr/sbin/nats-server || -x /usr/bin/nats-server ]] || missing+=(nats-server)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
 
 if ((${#missing[@]} == 0)); then
   exit 0

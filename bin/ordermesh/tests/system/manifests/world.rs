@@ -1,0 +1,519 @@
+//! One overlay, run: its pods on a private network with what they expect
+//! around them, their env checked, probed, an order placed, stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ordermesh_testkit::hosts::{Host, Network};
+use ordermesh_testkit::postgres::PrivatePostgres;
+use ordermesh_testkit::tokens;
+use serde_json::json;
+use sqlx::Connection;
+
+use super::backing::{self, TestCa};
+use super::flags;
+use super::image::Image;
+use super::kubelet::{self, Pod, PodPlan};
+use super::rendered::{self, Deployment, EnvFrom, EnvValue, Rendered};
+use crate::curl;
+use crate::harness::{ORDERMESH, workspace_root};
+
+/// The image the overlays deploy; other Deployments (Flagger's load
+/// tester) run someone else's image and are not run here.
+const OUR_IMAGE: &str = "ghcr.io/ordermesh/ordermesh";
+/// What the components' comments tell operators to name their database's
+/// host and database; the test's PostgreSQL answers to that name.
+const DATABASE_HOST: &str = "postgres.example.internal";
+const DATABASE_URL: &str = "postgres://postgres@postgres.example.internal:5432/ordermesh";
+const NAMESPACE: &str = "ordermesh";
+/// Bounds every wait of a pod that is not its own probe's budget.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Where an env var of a pod came from: shared by every pod that uses the
+/// source (image, ConfigMap, Secret), or set on this container alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Source {
+    Shared(String),
+    Container,
+}
+
+pub async fn run_overlay(overlay: &str) {
+    let Some(network) = Network::new() else {
+        return;
+    };
+    if let Some(missing) = kubelet::sandbox_unavailable() {
+        return ordermesh_testkit::missing(&missing).unwrap_or(());
+    }
+    for tool in ["kubectl", "openssl", "curl"] {
+        if ordermesh_testkit::tool(tool).is_none() {
+            return;
+        }
+    }
+    let root = workspace_root();
+    let rendered = rendered::render(&root, overlay);
+    let image = Image::from_dockerfile(&root.join("Dockerfile"));
+    let ours: Vec<&Deployment> = rendered
+        .deployments
+        .iter()
+        .filter(|d| {
+            let ours = d.container.image.starts_with(OUR_IMAGE);
+            if !ours {
+                println!("{overlay}: not run: Deployment {} ({})", d.name, d.container.image);
+            }
+            ours
+        })
+        .collect();
+    assert!(ours.len() >= 4, "{overlay}: {} of our Deployments", ours.len());
+
+    // The cluster around the pods: hosts first, so every address is known
+    // before any hosts file is written.
+    let pod_hosts: BTreeMap<String, Host> = ours
+        .iter()
+        .map(|d| (d.name.clone(), network.host(&d.name)))
+        .collect();
+    let config = shared_config(&rendered);
+    let needs_database = secrets_used(&ours).contains("ordermesh-database");
+    let nats_url = config.get("ORDERMESH_NATS_URL").cloned();
+    let idp_host = network.host("idp");
+    let ca = TestCa::new();
+    let jwks_url = config
+        .get("ORDERMESH_JWKS_URL")
+        .expect("config.env names the issuer's JWKS")
+        .clone();
+    let (idp_name, _idp) = backing::serve_jwks(&idp_host, &ca, &jwks_url).await;
+    let mut extra_names = vec![(idp_host.addr(), idp_name)];
+
+    let postgres = if needs_database {
+        let host = network.host("pg");
+        let Some(postgres) = tokio::task::block_in_place(|| PrivatePostgres::start_in(&host))
+        else {
+            return;
+        };
+        let mut admin = sqlx::PgConnection::connect(&postgres.url()).await.unwrap();
+        sqlx::query("CREATE DATABASE ordermesh")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        extra_names.push((host.addr(), DATABASE_HOST.to_owned()));
+        Some(postgres)
+    } else {
+        None
+    };
+    let nats = match &nats_url {
+        Some(url) => {
+            let name = url_host(url);
+            let hosts: Vec<Host> = (0..3).map(|i| network.host(&format!("nats-{i}"))).collect();
+            // A Service in front of the cluster: the first node's address
+            // (the client learns the others from it).
+            extra_names.push((hosts[0].addr(), name));
+            let address = hosts[0].socket(4222);
+            Some((address, backing::nats_cluster(&hosts).await))
+        }
+        None => None,
+    };
+    let mut files = rendered.config_maps.clone();
+    files.extend(backing::secrets(postgres.as_ref().map(|_| DATABASE_URL)));
+
+    // The pods' env, checked against what each role reads, then started.
+    let mut envs = BTreeMap::new();
+    let mut unread: BTreeMap<String, (Source, BTreeSet<String>)> = BTreeMap::new();
+    let mut read_somewhere = BTreeSet::new();
+    for deployment in &ours {
+        let pod = pod_name(&deployment.name);
+        let env = pod_env(&image, deployment, &files, &pod);
+        let argv = argv(&image, deployment);
+        let declared = flags::env_names(ORDERMESH, &argv[1..]);
+        for (name, (_, source)) in &env {
+            if declared.contains(name) {
+                read_somewhere.insert(name.clone());
+            } else {
+                unread
+                    .entry(name.clone())
+                    .or_insert_with(|| (source.clone(), BTreeSet::new()))
+                    .1
+                    .insert(deployment.name.clone());
+            }
+        }
+        envs.insert(deployment.name.clone(), (env, argv));
+    }
+    let mut problems = Vec::new();
+    for (name, (source, pods)) in &unread {
+        match source {
+            Source::Container => problems.push(format!(
+                "{name} is set on the container of {pods:?}, whose role does not read it"
+            )),
+            Source::Shared(from) if !read_somewhere.contains(name) => problems.push(format!(
+                "{name} (from {from}) is read by no role that gets it ({pods:?})"
+            )),
+            Source::Shared(_) => {}
+        }
+    }
+    assert!(problems.is_empty(), "{overlay}: env nothing reads:\n{}", problems.join("\n"));
+
+    let hosts_file = hosts_file(overlay, &rendered, &ours, &pod_hosts, &extra_names);
+    let bundle = ca.bundle();
+    let mut pods = Vec::new();
+    for deployment in &ours {
+        let (env, argv) = &envs[&deployment.name];
+        let plan = plan(
+            deployment,
+            &image,
+            &pod_hosts[&deployment.name],
+            argv.clone(),
+            env.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect(),
+            &files,
+            &hosts_file,
+            &bundle,
+        );
+        pods.push(Pod::start(plan).await);
+    }
+
+    // Probes as declared: startup until it passes, then readiness and
+    // liveness; then every declared port answers.
+    let mut probed = 0;
+    for (pod, deployment) in pods.iter_mut().zip(&ours) {
+        let c = &deployment.container;
+        let startup = c.probes.iter().filter(|(kind, _)| *kind == "startup");
+        let rest = c.probes.iter().filter(|(kind, _)| *kind != "startup");
+        for (kind, probe) in startup.chain(rest) {
+            let budget = probe_budget(kind);
+            let tries = pod
+                .probe_until_success(kind, probe, &c.ports, budget)
+                .await
+                .unwrap_or_else(|e| panic!("{overlay}: {e}"));
+            println!("{overlay}: {} {kind} {probe:?}: passed (try {tries})", pod.name);
+            probed += 1;
+        }
+        for (name, port) in &c.ports {
+            let target = SocketAddr::new(pod.host.addr().into(), *port);
+            kubelet::tcp_connect(target, Duration::from_secs(2))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("{overlay}: {}: containerPort {name} ({port}) has no listener: {e}\n{}", pod.name, pod.logs())
+                });
+        }
+    }
+
+    let order = place_order(overlay, &rendered, &pod_hosts, &envs).await;
+    if let Some((address, _)) = &nats {
+        let replicas = config
+            .get("ORDERMESH_NATS_STREAM_REPLICAS")
+            .map_or(1, |r| r.parse().expect("a number of replicas"));
+        check_events(*address, replicas, overlay).await;
+    }
+
+    // Stopped as the kubelet stops a pod: preStop, SIGTERM, grace period.
+    let stops = pods.iter_mut().zip(&ours).map(|(pod, deployment)| async move {
+        if let Some(seconds) = deployment.container.pre_stop_sleep_seconds {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+        }
+        let grace = Duration::from_secs(deployment.termination_grace_seconds);
+        let status = pod.stop(grace).await;
+        assert!(status.success(), "{overlay}: pod {} stopped with {status}:\n{}", pod.name, pod.logs());
+    });
+    futures::future::join_all(stops).await;
+    println!(
+        "{overlay}: {} pods ran; {probed} probes passed; order {order} confirmed through the gateway; all stopped cleanly",
+        pods.len()
+    );
+    drop(nats);
+    drop(postgres);
+}
+
+/// Each probe's number of tries: its kind's patience, the period
+/// shortened to the test's poll (250 ms).
+fn probe_budget(kind: &str) -> u64 {
+    let seconds = match kind {
+        "startup" => READY_LIMIT.as_secs(),
+        // Ready once its peers are: the gateway waits for the order service.
+        "readiness" => 30,
+        _ => 10,
+    };
+    seconds * 4
+}
+
+fn pod_name(deployment: &str) -> String {
+    // A ReplicaSet's hash and a pod suffix, as Kubernetes names pods.
+    format!("{deployment}-7f9c5d4b8-x2k4p")
+}
+
+/// The ConfigMap every role uses (the base's generator), by key.
+fn shared_config(rendered: &Rendered) -> BTreeMap<String, String> {
+    rendered
+        .config_maps
+        .iter()
+        .find(|(name, _)| name.starts_with("ordermesh-config"))
+        .map(|(_, data)| data.clone())
+        .expect("the rendered ordermesh-config ConfigMap")
+}
+
+fn secrets_used(deployments: &[&Deployment]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for d in deployments {
+        for from in &d.container.env_from {
+            if let EnvFrom::Secret(name) = from {
+                names.insert(name.clone());
+            }
+        }
+        for (_, value) in &d.container.env {
+            if let EnvValue::SecretKey { name, .. } = value {
+                names.insert(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The container's environment as the kubelet builds it: the image's ENV,
+/// then envFrom in order, then env (each later one wins).
+fn pod_env(
+    image: &Image,
+    deployment: &Deployment,
+    files: &BTreeMap<String, BTreeMap<String, String>>,
+    pod: &str,
+) -> BTreeMap<String, (String, Source)> {
+    let source = |name: &str| {
+        files
+            .get(name)
+            .unwrap_or_else(|| panic!("{}: no ConfigMap or Secret {name}", deployment.name))
+    };
+    let mut env: BTreeMap<String, (String, Source)> = image
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.clone(), Source::Shared("the image".to_owned()))))
+        .collect();
+    for from in &deployment.container.env_from {
+        let (EnvFrom::ConfigMap(name) | EnvFrom::Secret(name)) = from;
+        for (key, value) in source(name) {
+            env.insert(key.clone(), (value.clone(), Source::Shared(name.clone())));
+        }
+    }
+    for (key, value) in &deployment.container.env {
+        let value = match value {
+            EnvValue::Literal(v) => v.clone(),
+            EnvValue::ConfigMapKey { name, key: k } | EnvValue::SecretKey { name, key: k } => {
+                source(name)
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{}: {name} has no key {k}", deployment.name))
+                    .clone()
+            }
+            EnvValue::Field(path) => match path.as_str() {
+                "metadata.name" => pod.to_owned(),
+                "metadata.namespace" => NAMESPACE.to_owned(),
+                other => panic!("{}: fieldRef {other} is not simulated", deployment.name),
+            },
+        };
+        env.insert(key.clone(), (value, Source::Container));
+    }
+    env
+}
+
+/// command + args, or the image's ENTRYPOINT and CMD where the pod has none.
+fn argv(image: &Image, deployment: &Deployment) -> Vec<String> {
+    let c = &deployment.container;
+    let command = c.command.clone().unwrap_or_else(|| image.entrypoint.clone());
+    let args = match (&c.command, &c.args) {
+        (_, Some(args)) => args.clone(),
+        (None, None) => image.cmd.clone(),
+        (Some(_), None) => Vec::new(),
+    };
+    assert_eq!(
+        command.first(),
+        Some(&image.binary),
+        "{}: the command is not the image's ordermesh binary",
+        deployment.name
+    );
+    command.into_iter().chain(args).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    deployment: &Deployment,
+    image: &Image,
+    host: &Host,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    files: &BTreeMap<String, BTreeMap<String, String>>,
+    hosts_file: &str,
+    bundle: &std::path::Path,
+) -> PodPlan {
+    let uid = deployment.run_as_user.unwrap_or(image.user);
+    assert!(
+        !deployment.run_as_non_root || uid != 0,
+        "{}: runAsNonRoot with uid 0",
+        deployment.name
+    );
+    let c = &deployment.container;
+    let mounts = c
+        .mounts
+        .iter()
+        .map(|m| {
+            let volume = match deployment.volumes.get(&m.volume) {
+                Some(rendered::Volume::EmptyDir) => rendered::Volume::EmptyDir,
+                Some(rendered::Volume::Secret(n)) => rendered::Volume::Secret(n.clone()),
+                Some(rendered::Volume::ConfigMap(n)) => rendered::Volume::ConfigMap(n.clone()),
+                None => panic!("{}: volumeMount {} names no volume", deployment.name, m.volume),
+            };
+            (volume, m.path.clone(), m.read_only)
+        })
+        .collect();
+    PodPlan {
+        name: pod_name(&deployment.name),
+        host: host.clone(),
+        binary: (PathBuf::from(ORDERMESH), image.binary.clone()),
+        argv,
+        env,
+        uid,
+        gid: deployment.run_as_group.unwrap_or(image.group),
+        fs_group: deployment.fs_group,
+        workdir: image.workdir.clone(),
+        read_only_root: c.read_only_root,
+        mounts,
+        files: files.clone(),
+        hosts_file: hosts_file.to_owned(),
+        ca_bundle: bundle.to_owned(),
+    }
+}
+
+/// The labels a pod runs with: Flagger's primary renames `app` for the
+/// Deployments its Canaries target.
+fn running_labels(rendered: &Rendered, d: &Deployment) -> BTreeMap<String, String> {
+    let mut labels = d.pod_labels.clone();
+    if rendered.canary_targets.contains(&d.name) {
+        labels.insert("app".to_owned(), format!("{}-primary", d.name));
+    }
+    labels
+}
+
+/// /etc/hosts of every pod: each Service's names (short and qualified) at
+/// the address of the pod it selects, and the names of the cluster's
+/// outside parts. A Service must select a pod and target ports the pod
+/// declares; since a name maps straight to the pod, its port must equal the
+/// target's number (no kube-proxy here to translate).
+fn hosts_file(
+    overlay: &str,
+    rendered: &Rendered,
+    ours: &[&Deployment],
+    pod_hosts: &BTreeMap<String, Host>,
+    extra: &[(std::net::Ipv4Addr, String)],
+) -> String {
+    let mut lines = vec!["127.0.0.1\tlocalhost".to_owned()];
+    for service in &rendered.services {
+        let selects = |labels: &BTreeMap<String, String>| {
+            !service.selector.is_empty()
+                && service.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        let selected: Vec<&&Deployment> = ours
+            .iter()
+            .filter(|d| selects(&running_labels(rendered, d)))
+            .collect();
+        if selected.is_empty() {
+            let others = rendered.deployments.iter().any(|d| selects(&d.pod_labels));
+            assert!(others, "{overlay}: Service {} selects no pod", service.name);
+            println!("{overlay}: Service {} selects only pods not run here", service.name);
+            continue;
+        }
+        assert_eq!(selected.len(), 1, "{overlay}: Service {} selects several Deployments", service.name);
+        let d = selected[0];
+        for (port, target) in &service.ports {
+            let resolved = target.resolve(&d.container.ports).unwrap_or_else(|| {
+                panic!("{overlay}: Service {} targets {target:?}, which {} does not declare", service.name, d.name)
+            });
+            assert_eq!(
+                *port, resolved,
+                "{overlay}: Service {} port {port} targets {resolved}: the test maps names straight to pods",
+                service.name
+            );
+        }
+        let name = &service.name;
+        lines.push(format!(
+            "{}\t{name} {name}.{NAMESPACE} {name}.{NAMESPACE}.svc {name}.{NAMESPACE}.svc.cluster.local",
+            pod_hosts[&d.name].addr()
+        ));
+    }
+    for (addr, name) in extra {
+        lines.push(format!("{addr}\t{name}"));
+    }
+    lines.join("\n") + "\n"
+}
+
+fn url_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.split(':').next().unwrap_or(authority).to_owned()
+}
+
+pub async fn eventually_connects(target: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while kubelet::tcp_connect(target, Duration::from_secs(1)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{target} never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type Envs = BTreeMap<String, (BTreeMap<String, (String, Source)>, Vec<String>)>;
+
+/// An order through the gateway pod, at the gateway Service's port, with a
+/// token of the issuer the manifests trust (its iss, audience and customer
+/// claim as the gateway's env has them). Returns its id.
+async fn place_order(
+    overlay: &str,
+    rendered: &Rendered,
+    pod_hosts: &BTreeMap<String, Host>,
+    envs: &Envs,
+) -> String {
+    let env = &envs["gateway"].0;
+    let setting = |name: &str| env.get(name).map(|(v, _)| v.clone());
+    let mut claims = tokens::claims("manifests-alice");
+    claims["iss"] = json!(setting("ORDERMESH_JWT_ISSUER").expect("the issuer"));
+    if let Some(audience) = setting("ORDERMESH_JWT_AUDIENCE") {
+        claims["aud"] = json!(audience);
+    }
+    if let Some(claim) = setting("ORDERMESH_CUSTOMER_CLAIM") {
+        claims[claim] = json!("manifests-alice");
+    }
+    let token = tokens::sign(tokens::Key::Rsa, &claims);
+    let service = rendered
+        .services
+        .iter()
+        .find(|s| s.name == "gateway")
+        .expect("the gateway Service");
+    let gateway = pod_hosts["gateway"].socket(service.ports[0].0);
+    let body = json!({"items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
+    let authorization = format!("authorization: Bearer {token}");
+    let headers = [authorization.as_str(), "idempotency-key: manifests-1"];
+    let created = tokio::task::block_in_place(|| curl::post_json(gateway, "/v1/orders", &body, &headers));
+    let order = created.expect(200);
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{overlay}: {order}");
+    order["orderId"].as_str().expect("an order id").to_owned()
+}
+
+/// The order service's relay published the order's events to the NATS the
+/// overlay names, on a stream with the replicas its ConfigMap asks for.
+async fn check_events(nats: SocketAddr, replicas: usize, overlay: &str) {
+    let client = async_nats::connect(format!("nats://{nats}"))
+        .await
+        .expect("connect to the test's NATS");
+    let js = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + READY_LIMIT;
+    loop {
+        if let Ok(mut stream) = js.get_stream("ORDERMESH_ORDERS").await
+            && let Ok(info) = stream.info().await
+            && info.state.messages > 0
+        {
+            assert_eq!(info.config.num_replicas, replicas, "{overlay}: {info:?}");
+            println!(
+                "{overlay}: NATS stream ORDERMESH_ORDERS: {} events, {replicas} replicas",
+                info.state.messages
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{overlay}: no event reached NATS's ORDERMESH_ORDERS within {READY_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -102,6 +102,10 @@ pub async fn run_overlay(overlay: &str) {
         None
     };
     let nats = match &nats_url {
+        Some(_) if !has_nats_server() => {
+            return ordermesh_testkit::missing("nats-server (Debian package nats-server)")
+                .unwrap_or(());
+        }
         Some(url) => {
             let name = url_host(url);
             let hosts: Vec<Host> = (0..3).map(|i| network.host(&format!("nats-{i}"))).collect();
@@ -125,6 +129,13 @@ pub async fn run_overlay(overlay: &str) {
         let env = pod_env(&image, deployment, &files, &pod);
         let argv = argv(&image, deployment);
         let declared = flags::env_names(ORDERMESH, &argv[1..]);
+        let not_read: Vec<&String> = env.keys().filter(|n| !declared.contains(*n)).collect();
+        println!(
+            "{overlay}: {pod}: `{}`, {} env vars, {} read by its role; not by it (other roles'): {not_read:?}",
+            argv.join(" "),
+            env.len(),
+            env.len() - not_read.len()
+        );
         for (name, (_, source)) in &env {
             if declared.contains(name) {
                 read_somewhere.insert(name.clone());
@@ -437,6 +448,12 @@ fn hosts_file(
         lines.push(format!("{addr}\t{name}"));
     }
     lines.join("\n") + "\n"
+}
+
+fn has_nats_server() -> bool {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .any(|path| std::path::Path::new(path).is_file())
 }
 
 fn url_host(url: &str) -> String {

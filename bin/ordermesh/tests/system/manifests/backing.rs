@@ -21,9 +21,24 @@ impl TestCa {
             dir: tempfile::tempdir().unwrap(),
         };
         ca.openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-days", "1", "-subj", "/CN=ordermesh manifests test CA", "-keyout", "ca.key",
-            "-out", "ca.crt", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ordermesh manifests test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         ca
@@ -45,8 +60,18 @@ impl TestCa {
     /// server.crt and server.key for `name`, in the CA's folder.
     fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
         self.openssl(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
-            &format!("/CN={name}"), "-keyout", "server.key", "-out", "server.csr",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
         ]);
         std::fs::write(
             self.dir.path().join("server.ext"),
@@ -54,8 +79,21 @@ impl TestCa {
         )
         .unwrap();
         self.openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "server.crt",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
         ]);
         (
             self.dir.path().join("server.crt"),
@@ -139,7 +177,11 @@ pub async fn nats_cluster(hosts: &[Host]) -> (Vec<ChildProcess>, tempfile::TempD
             "-sd".to_owned(),
             store.path().join(host.name()).display().to_string(),
         ]);
-        nodes.push(ChildProcess::start(launch).await.expect("start nats-server"));
+        nodes.push(
+            ChildProcess::start(launch)
+                .await
+                .expect("start nats-server"),
+        );
     }
     for host in hosts {
         super::world::eventually_connects(host.socket(4222)).await;

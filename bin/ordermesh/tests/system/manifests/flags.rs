@@ -57,6 +57,9 @@ fn reads_the_env_names_of_a_help_text() {
                 --jwks-url <JWKS_URL>  [env: ORDERMESH_JWKS_URL]\n  --x  [default: 1]\n";
     assert_eq!(
         declared(help),
-        BTreeSet::from(["ORDERMESH_ORDER_ADDR".to_owned(), "ORDERMESH_JWKS_URL".to_owned()])
+        BTreeSet::from([
+            "ORDERMESH_ORDER_ADDR".to_owned(),
+            "ORDERMESH_JWKS_URL".to_owned()
+        ])
     );
 }

@@ -90,12 +90,14 @@ impl Pod {
         }
     }
 
+    /// The last lines the container wrote (enough to see why it failed).
     pub fn logs(&self) -> String {
-        self.process.logs().join("\n")
+        let lines = self.process.logs();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// Fails with the pod's output if its container has exited.
-    fn check_running(&mut self) -> Result<(), String> {
+    pub fn check_running(&mut self) -> Result<(), String> {
         match self.process.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(format!(
@@ -114,13 +116,14 @@ impl Pod {
         &mut self,
         kind: &str,
         probe: &Probe,
+        timeout: Duration,
         ports: &BTreeMap<String, u16>,
         attempts: u64,
     ) -> Result<u64, String> {
         let mut last = String::new();
         for attempt in 1..=attempts {
             self.check_running()?;
-            match run_probe(self.host.addr().into(), probe, ports).await {
+            match run_probe(self.host.addr().into(), probe, timeout, ports).await {
                 Ok(()) => return Ok(attempt),
                 Err(e) => last = e,
             }
@@ -158,13 +161,13 @@ impl Pod {
 pub async fn run_probe(
     addr: std::net::IpAddr,
     probe: &Probe,
+    limit: Duration,
     ports: &BTreeMap<String, u16>,
 ) -> Result<(), String> {
     let resolve = |port: &super::rendered::PortRef| {
         port.resolve(ports)
             .ok_or_else(|| format!("{port:?} names no containerPort of the pod"))
     };
-    let limit = Duration::from_secs(2);
     match probe {
         Probe::Grpc { port, service } => {
             let target = SocketAddr::new(addr, *port);
@@ -189,7 +192,7 @@ pub async fn run_probe(
         }
         Probe::HttpGet { port, path } => {
             let target = SocketAddr::new(addr, resolve(port)?);
-            let code = http_get_status(target, path, limit).await?;
+            let (code, _) = http_get(target, path, limit).await?;
             if (200..400).contains(&code) {
                 Ok(())
             } else {
@@ -211,8 +214,13 @@ pub async fn tcp_connect(target: SocketAddr, limit: Duration) -> Result<(), Stri
     }
 }
 
-/// The status code of `GET path` over HTTP/1.1, as the kubelet asks it.
-async fn http_get_status(target: SocketAddr, path: &str, limit: Duration) -> Result<u16, String> {
+/// The status code and body of `GET path` over HTTP/1.1, as the kubelet
+/// (or Prometheus) asks it.
+pub async fn http_get(
+    target: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(target).await?;
@@ -228,11 +236,14 @@ async fn http_get_status(target: SocketAddr, path: &str, limit: Duration) -> Res
         .await
         .map_err(|_| format!("GET {path} on {target}: timed out"))?
         .map_err(|e| format!("GET {path} on {target}: {e}"))?;
-    String::from_utf8_lossy(&response)
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let code = text
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path} on {target}: no status line"))
+        .ok_or_else(|| format!("GET {path} on {target}: no status line"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((code, body.to_owned()))
 }
 
 /// A temporary directory others may enter: the sandbox's user binds paths
@@ -270,7 +281,14 @@ fn sandbox_args(plan: &PodPlan, dir: &Path) -> Vec<String> {
     // configuration, the binary, its WORKDIR.
     add(&["--ro-bind", "/usr/lib", "/usr/lib"]);
     add(&["--ro-bind-try", "/usr/lib64", "/usr/lib64"]);
-    add(&["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"]);
+    add(&[
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ]);
     let files = dir.join("etc");
     std::fs::create_dir(&files).unwrap();
     let etc = |name: &str, text: &str| {
@@ -302,8 +320,7 @@ fn sandbox_args(plan: &PodPlan, dir: &Path) -> Vec<String> {
         match volume {
             Volume::EmptyDir => {
                 chown(&source, plan.uid, plan.fs_group.unwrap_or(plan.gid));
-                std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o2775))
-                    .unwrap();
+                std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o2775)).unwrap();
                 let bind = if *read_only { "--ro-bind" } else { "--bind" };
                 add(&[bind, &source_text, path]);
             }
@@ -312,8 +329,7 @@ fn sandbox_args(plan: &PodPlan, dir: &Path) -> Vec<String> {
                     .files
                     .get(name)
                     .unwrap_or_else(|| panic!("pod {}: no Secret or ConfigMap {name}", plan.name));
-                std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o755))
-                    .unwrap();
+                std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o755)).unwrap();
                 for (key, value) in contents {
                     let file = source.join(key);
                     std::fs::write(&file, value).unwrap();
@@ -332,7 +348,9 @@ fn sandbox_args(plan: &PodPlan, dir: &Path) -> Vec<String> {
     for (name, value) in &plan.env {
         add(&["--setenv", name, value]);
     }
-    add(&["--setenv", "HOSTNAME", &plan.name, "--setenv", "PATH", IMAGE_PATH]);
+    add(&[
+        "--setenv", "HOSTNAME", &plan.name, "--setenv", "PATH", IMAGE_PATH,
+    ]);
     add(&["--"]);
     args.extend(plan.argv.iter().cloned());
     args
@@ -344,7 +362,14 @@ pub fn sandbox_unavailable() -> Option<String> {
     let Ok(output) = std::process::Command::new("setpriv")
         .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
         .args(["bwrap", "--unshare-user", "--ro-bind", "/usr", "/usr"])
-        .args(["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+        .args([
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+        ])
         .args(["--", "/usr/bin/true"])
         .output()
     else {

@@ -33,11 +33,11 @@
 //! resource limits. docs/rollout.md, "Proving the manifests on a cluster",
 //! has the commands that prove those on a real one.
 
+mod backing;
 mod flags;
 mod image;
 mod kubelet;
 mod rendered;
-mod backing;
 mod world;
 
 #[tokio::test(flavor = "multi_thread")]

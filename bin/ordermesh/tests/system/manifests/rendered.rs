@@ -26,6 +26,7 @@ pub struct Rendered {
 pub struct Deployment {
     pub name: String,
     pub pod_labels: BTreeMap<String, String>,
+    pub pod_annotations: BTreeMap<String, String>,
     pub run_as_user: Option<u32>,
     pub run_as_group: Option<u32>,
     pub fs_group: Option<u32>,
@@ -43,7 +44,8 @@ pub struct Container {
     pub env: Vec<(String, EnvValue)>,
     /// containerPort by port name (unnamed ports under their number).
     pub ports: BTreeMap<String, u16>,
-    pub probes: Vec<(&'static str, Probe)>,
+    /// (kind, probe, timeoutSeconds) for each declared probe.
+    pub probes: Vec<(&'static str, Probe, u64)>,
     pub mounts: Vec<Mount>,
     pub read_only_root: bool,
     pub pre_stop_sleep_seconds: Option<u64>,
@@ -56,8 +58,14 @@ pub enum EnvFrom {
 
 pub enum EnvValue {
     Literal(String),
-    ConfigMapKey { name: String, key: String },
-    SecretKey { name: String, key: String },
+    ConfigMapKey {
+        name: String,
+        key: String,
+    },
+    SecretKey {
+        name: String,
+        key: String,
+    },
     /// `fieldRef`'s path, e.g. `metadata.name`.
     Field(String),
 }
@@ -187,13 +195,16 @@ fn deployment(doc: &Value) -> Deployment {
     Deployment {
         run_as_user: id("runAsUser"),
         run_as_group: id("runAsGroup"),
-        fs_group: security["fsGroup"].as_u64().map(|v| u32::try_from(v).expect("an id")),
+        fs_group: security["fsGroup"]
+            .as_u64()
+            .map(|v| u32::try_from(v).expect("an id")),
         run_as_non_root: own["runAsNonRoot"]
             .as_bool()
             .or(security["runAsNonRoot"].as_bool())
             .unwrap_or(false),
         termination_grace_seconds: spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30),
         pod_labels: strings(&pod["metadata"]["labels"]),
+        pod_annotations: strings(&pod["metadata"]["annotations"]),
         container: container(&name, c),
         volumes: list(&spec["volumes"])
             .iter()
@@ -215,7 +226,10 @@ fn container(deployment: &str, c: &Value) -> Container {
     ]
     .into_iter()
     .filter(|(key, _)| !c[*key].is_null())
-    .map(|(key, kind)| (kind, probe(deployment, &c[key])))
+    .map(|(key, kind)| {
+        let timeout = c[key]["timeoutSeconds"].as_u64().unwrap_or(1);
+        (kind, probe(deployment, &c[key]), timeout)
+    })
     .collect();
     let pre_stop = &c["lifecycle"]["preStop"];
     assert!(

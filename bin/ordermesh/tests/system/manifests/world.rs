@@ -60,12 +60,19 @@ pub async fn run_overlay(overlay: &str) {
         .filter(|d| {
             let ours = d.container.image.starts_with(OUR_IMAGE);
             if !ours {
-                println!("{overlay}: not run: Deployment {} ({})", d.name, d.container.image);
+                println!(
+                    "{overlay}: not run: Deployment {} ({})",
+                    d.name, d.container.image
+                );
             }
             ours
         })
         .collect();
-    assert!(ours.len() >= 4, "{overlay}: {} of our Deployments", ours.len());
+    assert!(
+        ours.len() >= 4,
+        "{overlay}: {} of our Deployments",
+        ours.len()
+    );
 
     // The cluster around the pods: hosts first, so every address is known
     // before any hosts file is written.
@@ -161,7 +168,11 @@ pub async fn run_overlay(overlay: &str) {
             Source::Shared(_) => {}
         }
     }
-    assert!(problems.is_empty(), "{overlay}: env nothing reads:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{overlay}: env nothing reads:\n{}",
+        problems.join("\n")
+    );
 
     let hosts_file = hosts_file(overlay, &rendered, &ours, &pod_hosts, &extra_names);
     let bundle = ca.bundle();
@@ -173,7 +184,9 @@ pub async fn run_overlay(overlay: &str) {
             &image,
             &pod_hosts[&deployment.name],
             argv.clone(),
-            env.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect(),
+            env.iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect(),
             &files,
             &hosts_file,
             &bundle,
@@ -184,27 +197,50 @@ pub async fn run_overlay(overlay: &str) {
     // Probes as declared: startup until it passes, then readiness and
     // liveness; then every declared port answers.
     let mut probed = 0;
-    for (pod, deployment) in pods.iter_mut().zip(&ours) {
-        let c = &deployment.container;
-        let startup = c.probes.iter().filter(|(kind, _)| *kind == "startup");
-        let rest = c.probes.iter().filter(|(kind, _)| *kind != "startup");
-        for (kind, probe) in startup.chain(rest) {
+    for index in 0..pods.len() {
+        let c = &ours[index].container;
+        let startup = c.probes.iter().filter(|(kind, ..)| *kind == "startup");
+        let rest = c.probes.iter().filter(|(kind, ..)| *kind != "startup");
+        for (kind, probe, timeout) in startup.chain(rest) {
             let budget = probe_budget(kind);
-            let tries = pod
-                .probe_until_success(kind, probe, &c.ports, budget)
+            let timeout = Duration::from_secs(*timeout);
+            match pods[index]
+                .probe_until_success(kind, probe, timeout, &c.ports, budget)
                 .await
-                .unwrap_or_else(|e| panic!("{overlay}: {e}"));
-            println!("{overlay}: {} {kind} {probe:?}: passed (try {tries})", pod.name);
+            {
+                Ok(tries) => println!(
+                    "{overlay}: {} {kind} {probe:?}: passed (try {tries})",
+                    pods[index].name
+                ),
+                // A pod that failed for want of another: name the one that
+                // exited, if any, first.
+                Err(e) => {
+                    let exited: Vec<String> = pods
+                        .iter_mut()
+                        .filter_map(|p| p.check_running().err())
+                        .collect();
+                    panic!("{overlay}: {}\n{e}", exited.join("\n"));
+                }
+            }
             probed += 1;
         }
+        let pod = &pods[index];
         for (name, port) in &c.ports {
             let target = SocketAddr::new(pod.host.addr().into(), *port);
             kubelet::tcp_connect(target, Duration::from_secs(2))
                 .await
                 .unwrap_or_else(|e| {
-                    panic!("{overlay}: {}: containerPort {name} ({port}) has no listener: {e}\n{}", pod.name, pod.logs())
+                    panic!(
+                        "{overlay}: {}: containerPort {name} ({port}) has no listener: {e}\n{}",
+                        pod.name,
+                        pod.logs()
+                    )
                 });
         }
+    }
+
+    for (pod, deployment) in pods.iter().zip(&ours) {
+        scrape(overlay, pod, deployment).await;
     }
 
     let order = place_order(overlay, &rendered, &pod_hosts, &envs).await;
@@ -216,14 +252,22 @@ pub async fn run_overlay(overlay: &str) {
     }
 
     // Stopped as the kubelet stops a pod: preStop, SIGTERM, grace period.
-    let stops = pods.iter_mut().zip(&ours).map(|(pod, deployment)| async move {
-        if let Some(seconds) = deployment.container.pre_stop_sleep_seconds {
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
-        }
-        let grace = Duration::from_secs(deployment.termination_grace_seconds);
-        let status = pod.stop(grace).await;
-        assert!(status.success(), "{overlay}: pod {} stopped with {status}:\n{}", pod.name, pod.logs());
-    });
+    let stops = pods
+        .iter_mut()
+        .zip(&ours)
+        .map(|(pod, deployment)| async move {
+            if let Some(seconds) = deployment.container.pre_stop_sleep_seconds {
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            let grace = Duration::from_secs(deployment.termination_grace_seconds);
+            let status = pod.stop(grace).await;
+            assert!(
+                status.success(),
+                "{overlay}: pod {} stopped with {status}:\n{}",
+                pod.name,
+                pod.logs()
+            );
+        });
     futures::future::join_all(stops).await;
     println!(
         "{overlay}: {} pods ran; {probed} probes passed; order {order} confirmed through the gateway; all stopped cleanly",
@@ -231,6 +275,32 @@ pub async fn run_overlay(overlay: &str) {
     );
     drop(nats);
     drop(postgres);
+}
+
+/// Prometheus's view of a pod its annotations enrol: the annotated port
+/// and path answer 200 with metrics in the text format.
+async fn scrape(overlay: &str, pod: &Pod, deployment: &Deployment) {
+    let annotations = &deployment.pod_annotations;
+    if annotations.get("prometheus.io/scrape").map(String::as_str) != Some("true") {
+        return;
+    }
+    let port: u16 = annotations
+        .get("prometheus.io/port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{overlay}: {}: prometheus.io/port", deployment.name));
+    let path = annotations
+        .get("prometheus.io/path")
+        .map_or("/metrics", String::as_str);
+    let target = pod.host.socket(port);
+    let (code, body) = kubelet::http_get(target, path, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{overlay}: {}: scraping: {e}", pod.name));
+    assert!(
+        code == 200 && body.contains("# TYPE "),
+        "{overlay}: {}: GET {path} on {target} (its prometheus.io annotations): {code}\n{}",
+        pod.name,
+        &body[..body.len().min(300)]
+    );
 }
 
 /// Each probe's number of tries: its kind's patience, the period
@@ -293,7 +363,12 @@ fn pod_env(
     let mut env: BTreeMap<String, (String, Source)> = image
         .env
         .iter()
-        .map(|(k, v)| (k.clone(), (v.clone(), Source::Shared("the image".to_owned()))))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v.clone(), Source::Shared("the image".to_owned())),
+            )
+        })
         .collect();
     for from in &deployment.container.env_from {
         let (EnvFrom::ConfigMap(name) | EnvFrom::Secret(name)) = from;
@@ -324,7 +399,10 @@ fn pod_env(
 /// command + args, or the image's ENTRYPOINT and CMD where the pod has none.
 fn argv(image: &Image, deployment: &Deployment) -> Vec<String> {
     let c = &deployment.container;
-    let command = c.command.clone().unwrap_or_else(|| image.entrypoint.clone());
+    let command = c
+        .command
+        .clone()
+        .unwrap_or_else(|| image.entrypoint.clone());
     let args = match (&c.command, &c.args) {
         (_, Some(args)) => args.clone(),
         (None, None) => image.cmd.clone(),
@@ -365,7 +443,10 @@ fn plan(
                 Some(rendered::Volume::EmptyDir) => rendered::Volume::EmptyDir,
                 Some(rendered::Volume::Secret(n)) => rendered::Volume::Secret(n.clone()),
                 Some(rendered::Volume::ConfigMap(n)) => rendered::Volume::ConfigMap(n.clone()),
-                None => panic!("{}: volumeMount {} names no volume", deployment.name, m.volume),
+                None => panic!(
+                    "{}: volumeMount {} names no volume",
+                    deployment.name, m.volume
+                ),
             };
             (volume, m.path.clone(), m.read_only)
         })
@@ -414,7 +495,10 @@ fn hosts_file(
     for service in &rendered.services {
         let selects = |labels: &BTreeMap<String, String>| {
             !service.selector.is_empty()
-                && service.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                && service
+                    .selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
         };
         let selected: Vec<&&Deployment> = ours
             .iter()
@@ -423,14 +507,25 @@ fn hosts_file(
         if selected.is_empty() {
             let others = rendered.deployments.iter().any(|d| selects(&d.pod_labels));
             assert!(others, "{overlay}: Service {} selects no pod", service.name);
-            println!("{overlay}: Service {} selects only pods not run here", service.name);
+            println!(
+                "{overlay}: Service {} selects only pods not run here",
+                service.name
+            );
             continue;
         }
-        assert_eq!(selected.len(), 1, "{overlay}: Service {} selects several Deployments", service.name);
+        assert_eq!(
+            selected.len(),
+            1,
+            "{overlay}: Service {} selects several Deployments",
+            service.name
+        );
         let d = selected[0];
         for (port, target) in &service.ports {
             let resolved = target.resolve(&d.container.ports).unwrap_or_else(|| {
-                panic!("{overlay}: Service {} targets {target:?}, which {} does not declare", service.name, d.name)
+                panic!(
+                    "{overlay}: Service {} targets {target:?}, which {} does not declare",
+                    service.name, d.name
+                )
             });
             assert_eq!(
                 *port, resolved,
@@ -464,8 +559,14 @@ fn url_host(url: &str) -> String {
 
 pub async fn eventually_connects(target: SocketAddr) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while kubelet::tcp_connect(target, Duration::from_secs(1)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "{target} never listened");
+    while kubelet::tcp_connect(target, Duration::from_secs(1))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{target} never listened"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -501,9 +602,13 @@ async fn place_order(
     let body = json!({"items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
     let authorization = format!("authorization: Bearer {token}");
     let headers = [authorization.as_str(), "idempotency-key: manifests-1"];
-    let created = tokio::task::block_in_place(|| curl::post_json(gateway, "/v1/orders", &body, &headers));
+    let created =
+        tokio::task::block_in_place(|| curl::post_json(gateway, "/v1/orders", &body, &headers));
     let order = created.expect(200);
-    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{overlay}: {order}");
+    assert_eq!(
+        order["status"], "ORDER_STATUS_CONFIRMED",
+        "{overlay}: {order}"
+    );
     order["orderId"].as_str().expect("an order id").to_owned()
 }
 

@@ -34,6 +34,7 @@
 //! has the commands that prove those on a real one.
 
 mod backing;
+mod checks;
 mod flags;
 mod image;
 mod kubelet;

@@ -8,16 +8,14 @@ use std::time::Duration;
 
 use ordermesh_testkit::hosts::{Host, Network};
 use ordermesh_testkit::postgres::PrivatePostgres;
-use ordermesh_testkit::tokens;
-use serde_json::json;
 use sqlx::Connection;
 
 use super::backing::{self, TestCa};
+use super::checks;
 use super::flags;
 use super::image::Image;
 use super::kubelet::{self, Pod, PodPlan};
 use super::rendered::{self, Deployment, EnvFrom, EnvValue, Rendered};
-use crate::curl;
 use crate::harness::{ORDERMESH, workspace_root};
 
 /// The image the overlays deploy; other Deployments (Flagger's load
@@ -29,12 +27,15 @@ const DATABASE_HOST: &str = "postgres.example.internal";
 const DATABASE_URL: &str = "postgres://postgres@postgres.example.internal:5432/ordermesh";
 const NAMESPACE: &str = "ordermesh";
 /// Bounds every wait of a pod that is not its own probe's budget.
-const READY_LIMIT: Duration = Duration::from_secs(60);
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+
+/// Each pod's env (value and source by name) and argv, by Deployment.
+pub type Envs = BTreeMap<String, (BTreeMap<String, (String, Source)>, Vec<String>)>;
 
 /// Where an env var of a pod came from: shared by every pod that uses the
 /// source (image, ConfigMap, Secret), or set on this container alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Source {
+pub enum Source {
     Shared(String),
     Container,
 }
@@ -240,15 +241,15 @@ pub async fn run_overlay(overlay: &str) {
     }
 
     for (pod, deployment) in pods.iter().zip(&ours) {
-        scrape(overlay, pod, deployment).await;
+        checks::scrape(overlay, pod, deployment).await;
     }
 
-    let order = place_order(overlay, &rendered, &pod_hosts, &envs).await;
+    let order = checks::place_order(overlay, &rendered, &pod_hosts, &envs).await;
     if let Some((address, _)) = &nats {
         let replicas = config
             .get("ORDERMESH_NATS_STREAM_REPLICAS")
             .map_or(1, |r| r.parse().expect("a number of replicas"));
-        check_events(*address, replicas, overlay).await;
+        checks::check_events(*address, replicas, overlay).await;
     }
 
     // Stopped as the kubelet stops a pod: preStop, SIGTERM, grace period.
@@ -275,32 +276,6 @@ pub async fn run_overlay(overlay: &str) {
     );
     drop(nats);
     drop(postgres);
-}
-
-/// Prometheus's view of a pod its annotations enrol: the annotated port
-/// and path answer 200 with metrics in the text format.
-async fn scrape(overlay: &str, pod: &Pod, deployment: &Deployment) {
-    let annotations = &deployment.pod_annotations;
-    if annotations.get("prometheus.io/scrape").map(String::as_str) != Some("true") {
-        return;
-    }
-    let port: u16 = annotations
-        .get("prometheus.io/port")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{overlay}: {}: prometheus.io/port", deployment.name));
-    let path = annotations
-        .get("prometheus.io/path")
-        .map_or("/metrics", String::as_str);
-    let target = pod.host.socket(port);
-    let (code, body) = kubelet::http_get(target, path, Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("{overlay}: {}: scraping: {e}", pod.name));
-    assert!(
-        code == 200 && body.contains("# TYPE "),
-        "{overlay}: {}: GET {path} on {target} (its prometheus.io annotations): {code}\n{}",
-        pod.name,
-        &body[..body.len().min(300)]
-    );
 }
 
 /// Each probe's number of tries: its kind's patience, the period
@@ -568,74 +543,5 @@ pub async fn eventually_connects(target: SocketAddr) {
             "{target} never listened"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-type Envs = BTreeMap<String, (BTreeMap<String, (String, Source)>, Vec<String>)>;
-
-/// An order through the gateway pod, at the gateway Service's port, with a
-/// token of the issuer the manifests trust (its iss, audience and customer
-/// claim as the gateway's env has them). Returns its id.
-async fn place_order(
-    overlay: &str,
-    rendered: &Rendered,
-    pod_hosts: &BTreeMap<String, Host>,
-    envs: &Envs,
-) -> String {
-    let env = &envs["gateway"].0;
-    let setting = |name: &str| env.get(name).map(|(v, _)| v.clone());
-    let mut claims = tokens::claims("manifests-alice");
-    claims["iss"] = json!(setting("ORDERMESH_JWT_ISSUER").expect("the issuer"));
-    if let Some(audience) = setting("ORDERMESH_JWT_AUDIENCE") {
-        claims["aud"] = json!(audience);
-    }
-    if let Some(claim) = setting("ORDERMESH_CUSTOMER_CLAIM") {
-        claims[claim] = json!("manifests-alice");
-    }
-    let token = tokens::sign(tokens::Key::Rsa, &claims);
-    let service = rendered
-        .services
-        .iter()
-        .find(|s| s.name == "gateway")
-        .expect("the gateway Service");
-    let gateway = pod_hosts["gateway"].socket(service.ports[0].0);
-    let body = json!({"items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
-    let authorization = format!("authorization: Bearer {token}");
-    let headers = [authorization.as_str(), "idempotency-key: manifests-1"];
-    let created =
-        tokio::task::block_in_place(|| curl::post_json(gateway, "/v1/orders", &body, &headers));
-    let order = created.expect(200);
-    assert_eq!(
-        order["status"], "ORDER_STATUS_CONFIRMED",
-        "{overlay}: {order}"
-    );
-    order["orderId"].as_str().expect("an order id").to_owned()
-}
-
-/// The order service's relay published the order's events to the NATS the
-/// overlay names, on a stream with the replicas its ConfigMap asks for.
-async fn check_events(nats: SocketAddr, replicas: usize, overlay: &str) {
-    let client = async_nats::connect(format!("nats://{nats}"))
-        .await
-        .expect("connect to the test's NATS");
-    let js = async_nats::jetstream::new(client);
-    let deadline = tokio::time::Instant::now() + READY_LIMIT;
-    loop {
-        if let Ok(mut stream) = js.get_stream("ORDERMESH_ORDERS").await
-            && let Ok(info) = stream.info().await
-            && info.state.messages > 0
-        {
-            assert_eq!(info.config.num_replicas, replicas, "{overlay}: {info:?}");
-            println!(
-                "{overlay}: NATS stream ORDERMESH_ORDERS: {} events, {replicas} replicas",
-                info.state.messages
-            );
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{overlay}: no event reached NATS's ORDERMESH_ORDERS within {READY_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -40,8 +40,9 @@ pub fn env_names(binary: &str, args: &[String]) -> BTreeSet<String> {
     names
 }
 
-/// Every `[env: NAME…]` of a help text.
+/// Every `[env: NAME…]` of a help text, wherever clap wrapped its lines.
 fn declared(help: &str) -> BTreeSet<String> {
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     help.split("[env: ")
         .skip(1)
         .filter_map(|rest| {
@@ -53,7 +54,7 @@ fn declared(help: &str) -> BTreeSet<String> {
 
 #[test]
 fn reads_the_env_names_of_a_help_text() {
-    let help = "  --order-addr <ORDER_ADDR>\n          Where [env: ORDERMESH_ORDER_ADDR=]\n  \
+    let help = "  --order-addr <ORDER_ADDR>\n          Where [env:\n          ORDERMESH_ORDER_ADDR=]\n  \
                 --jwks-url <JWKS_URL>  [env: ORDERMESH_JWKS_URL]\n  --x  [default: 1]\n";
     assert_eq!(
         declared(help),

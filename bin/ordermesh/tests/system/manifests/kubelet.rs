@@ -136,14 +136,50 @@ impl Pod {
         ))
     }
 
+    /// The container's process (pid 1 of its sandbox, bwrap's child) as
+    /// this machine numbers it.
+    fn container_pid(&self) -> String {
+        let bwrap = self.process.pid().expect("the pod runs");
+        std::fs::read_to_string(format!("/proc/{bwrap}/task/{bwrap}/children"))
+            .ok()
+            .and_then(|children| children.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| panic!("pod {}: bwrap has no child", self.name))
+    }
+
+    /// The container's process runs as `uid`:`gid` as the kernel sees it
+    /// (real, effective, saved and filesystem ids), with no capabilities
+    /// and no way to gain privileges.
+    pub fn assert_identity(&self, uid: u32, gid: u32) {
+        let pid = self.container_pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let ids = |want: u32| vec![want.to_string(); 4];
+        assert_eq!(field("Uid:"), ids(uid), "pod {}'s uids", self.name);
+        assert_eq!(field("Gid:"), ids(gid), "pod {}'s gids", self.name);
+        assert_eq!(
+            field("CapEff:"),
+            ["0000000000000000"],
+            "pod {}'s capabilities",
+            self.name
+        );
+        assert_eq!(
+            field("NoNewPrivs:"),
+            ["1"],
+            "pod {}: allowPrivilegeEscalation",
+            self.name
+        );
+    }
+
     /// SIGTERM to the container's process (pid 1 of its sandbox), as the
     /// kubelet sends once preStop is done; waits at most `grace`.
     pub async fn stop(&mut self, grace: Duration) -> ExitStatus {
-        let bwrap = self.process.pid().expect("the pod runs");
-        let container = std::fs::read_to_string(format!("/proc/{bwrap}/task/{bwrap}/children"))
-            .ok()
-            .and_then(|children| children.split_whitespace().next().map(str::to_owned))
-            .unwrap_or_else(|| panic!("pod {}: bwrap has no child", self.name));
+        let container = self.container_pid();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &container])
             .status()

@@ -226,6 +226,11 @@ pub async fn run_overlay(overlay: &str) {
             probed += 1;
         }
         let pod = &pods[index];
+        let deployment = ours[index];
+        pod.assert_identity(
+            deployment.run_as_user.unwrap_or(image.user),
+            deployment.run_as_group.unwrap_or(image.group),
+        );
         for (name, port) in &c.ports {
             let target = SocketAddr::new(pod.host.addr().into(), *port);
             kubelet::tcp_connect(target, Duration::from_secs(2))

@@ -40,43 +40,98 @@ pub async fn scrape(overlay: &str, pod: &Pod, deployment: &Deployment) {
     );
 }
 
-/// An order through the gateway pod, at the gateway Service's port, with a
-/// token of the issuer the manifests trust (its iss, audience and customer
-/// claim as the gateway's env has them). Returns its id.
-pub async fn place_order(
-    overlay: &str,
-    rendered: &Rendered,
-    pod_hosts: &BTreeMap<String, Host>,
-    envs: &Envs,
-) -> String {
+/// A token of the issuer the manifests trust: its iss, audience and
+/// customer claim as the gateway's env has them; `scope` when given.
+fn token(envs: &Envs, customer: &str, scope: Option<&str>) -> String {
     let env = &envs["gateway"].0;
     let setting = |name: &str| env.get(name).map(|(v, _)| v.clone());
-    let mut claims = tokens::claims("manifests-alice");
+    let mut claims = tokens::claims(customer);
     claims["iss"] = json!(setting("ORDERMESH_JWT_ISSUER").expect("the issuer"));
     if let Some(audience) = setting("ORDERMESH_JWT_AUDIENCE") {
         claims["aud"] = json!(audience);
     }
     if let Some(claim) = setting("ORDERMESH_CUSTOMER_CLAIM") {
-        claims[claim] = json!("manifests-alice");
+        claims[claim] = json!(customer);
     }
-    let token = tokens::sign(tokens::Key::Rsa, &claims);
+    if let Some(scope) = scope {
+        claims["scope"] = json!(scope);
+    }
+    tokens::sign(tokens::Key::Rsa, &claims)
+}
+
+/// Through the gateway pod, at the gateway Service's port, as the ingress
+/// calls it: the catalog (the gateway's inventory URL), an order with a
+/// customer's token (its order URL, then the saga over the order service's
+/// peers), and the order's events watched as an operator (its upstream for
+/// EventService). Returns the order's id.
+pub async fn through_the_gateway(
+    overlay: &str,
+    rendered: &Rendered,
+    pod_hosts: &BTreeMap<String, Host>,
+    envs: &Envs,
+) -> String {
     let service = rendered
         .services
         .iter()
         .find(|s| s.name == "gateway")
         .expect("the gateway Service");
     let gateway = pod_hosts["gateway"].socket(service.ports[0].0);
-    let body = json!({"items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
-    let authorization = format!("authorization: Bearer {token}");
-    let headers = [authorization.as_str(), "idempotency-key: manifests-1"];
-    let created =
-        tokio::task::block_in_place(|| curl::post_json(gateway, "/v1/orders", &body, &headers));
-    let order = created.expect(200);
-    assert_eq!(
-        order["status"], "ORDER_STATUS_CONFIRMED",
-        "{overlay}: {order}"
-    );
-    order["orderId"].as_str().expect("an order id").to_owned()
+    tokio::task::block_in_place(|| {
+        let mug = curl::curl(&[&curl::url(gateway, "/v1/products/sku-mug")]).expect(200);
+        assert_eq!(mug["productId"], "sku-mug", "{overlay}: {mug}");
+
+        let body = json!({"items": [{"productId": "sku-mug", "quantity": 1}], "paymentMethod": "pm_card_visa"});
+        let authorization = format!(
+            "authorization: Bearer {}",
+            token(envs, "manifests-alice", None)
+        );
+        let headers = [authorization.as_str(), "idempotency-key: manifests-1"];
+        let order = curl::post_json(gateway, "/v1/orders", &body, &headers).expect(200);
+        assert_eq!(
+            order["status"], "ORDER_STATUS_CONFIRMED",
+            "{overlay}: {order}"
+        );
+        let id = order["orderId"].as_str().expect("an order id").to_owned();
+
+        let operator = token(envs, "manifests-ops", Some("orders:read orders:admin"));
+        let event = first_event(gateway, &operator);
+        assert!(
+            event.contains(&id),
+            "{overlay}: the first event is not the order's: {event}"
+        );
+        println!(
+            "{overlay}: through the gateway: sku-mug {} available; order {id} {}; first event {}",
+            mug["available"],
+            order["status"],
+            &event[..event.len().min(160)]
+        );
+        id
+    })
+}
+
+/// The first `data:` line of `GET /v1/events:watch` (the orders' stream
+/// from its start), read as it arrives; curl gives up after 20 s.
+fn first_event(gateway: SocketAddr, token: &str) -> String {
+    use std::io::BufRead;
+    let curl = ordermesh_testkit::tool("curl").expect("checked by the caller");
+    let mut child = std::process::Command::new(curl)
+        .args(["-sN", "--max-time", "20", "-H"])
+        .arg(format!("authorization: Bearer {token}"))
+        .arg(curl::url(
+            gateway,
+            "/v1/events:watch?stream=EVENT_STREAM_ORDERS",
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let stdout = child.stdout.take().expect("curl's stdout");
+    let event = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with("data:"));
+    let _ = child.kill();
+    let _ = child.wait();
+    event.expect("an event from /v1/events:watch within 20 s")
 }
 
 /// The order service's relay published the order's events to the NATS the

@@ -249,7 +249,7 @@ pub async fn run_overlay(overlay: &str) {
         checks::scrape(overlay, pod, deployment).await;
     }
 
-    let order = checks::place_order(overlay, &rendered, &pod_hosts, &envs).await;
+    let order = checks::through_the_gateway(overlay, &rendered, &pod_hosts, &envs).await;
     if let Some((address, _)) = &nats {
         let replicas = config
             .get("ORDERMESH_NATS_STREAM_REPLICAS")

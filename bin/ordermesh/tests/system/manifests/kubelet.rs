@@ -177,14 +177,43 @@ impl Pod {
     }
 
     /// SIGTERM to the container's process (pid 1 of its sandbox), as the
-    /// kubelet sends once preStop is done; waits at most `grace`.
-    pub async fn stop(&mut self, grace: Duration) -> ExitStatus {
+    /// kubelet sends once preStop is done.
+    pub fn terminate(&self) {
         let container = self.container_pid();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &container])
             .status()
             .expect("run kill");
         assert!(sent.success(), "pod {}: kill -TERM {container}", self.name);
+    }
+
+    /// After [`Pod::terminate`]: how the pod's probes see it while it
+    /// shuts down. Polls `readiness` until it fails, then asks `liveness`
+    /// once; None if the container exited while still ready.
+    pub async fn draining(
+        &mut self,
+        readiness: (&Probe, Duration),
+        liveness: (&Probe, Duration),
+        ports: &BTreeMap<String, u16>,
+    ) -> Option<Result<(), String>> {
+        let addr = self.host.addr().into();
+        loop {
+            if self.check_running().is_err() {
+                return None;
+            }
+            if run_probe(addr, readiness.0, readiness.1, ports)
+                .await
+                .is_err()
+            {
+                return Some(run_probe(addr, liveness.0, liveness.1, ports).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits at most `grace` for the container to exit, as the kubelet
+    /// does before its SIGKILL.
+    pub async fn wait_exit(&mut self, grace: Duration) -> ExitStatus {
         tokio::time::timeout(grace, self.process.wait())
             .await
             .unwrap_or_else(|_| panic!("pod {} outlived its grace period {grace:?}", self.name))

@@ -266,7 +266,10 @@ pub async fn run_overlay(overlay: &str) {
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
             }
             let grace = Duration::from_secs(deployment.termination_grace_seconds);
-            let status = pod.stop(grace).await;
+            pod.terminate();
+            let drained = tokio::time::timeout(grace, draining(overlay, pod, deployment)).await;
+            assert!(drained.is_ok(), "{overlay}: pod {} never stopped", pod.name);
+            let status = pod.wait_exit(grace).await;
             assert!(
                 status.success(),
                 "{overlay}: pod {} stopped with {status}:\n{}",
@@ -281,6 +284,39 @@ pub async fn run_overlay(overlay: &str) {
     );
     drop(nats);
     drop(postgres);
+}
+
+/// What the Deployments' comments and config.env's ORDERMESH_SHUTDOWN_DELAY
+/// promise of a gRPC role: after SIGTERM its readiness probe fails while
+/// the container still runs, so endpoints stop sending to it before it
+/// drains. Its liveness probe ("", the whole server) is reported, not
+/// asserted: it turns NOT_SERVING at the same moment, and the kubelet runs
+/// no liveness probe on a terminating pod.
+async fn draining(overlay: &str, pod: &mut Pod, deployment: &Deployment) {
+    let c = &deployment.container;
+    let probe = |want: &str| {
+        c.probes
+            .iter()
+            .find(|(kind, ..)| *kind == want)
+            .map(|(_, probe, timeout)| (probe, Duration::from_secs(*timeout)))
+    };
+    let (Some(readiness), Some(liveness)) = (probe("readiness"), probe("liveness")) else {
+        return;
+    };
+    let rendered::Probe::Grpc { service, .. } = readiness.0 else {
+        return;
+    };
+    match pod.draining(readiness, liveness, &c.ports).await {
+        Some(alive) => println!(
+            "{overlay}: {} after SIGTERM: readiness ({service}) failing while it runs; liveness {}",
+            pod.name,
+            alive.map_or_else(|e| format!("failing too ({e})"), |()| "passing".to_owned())
+        ),
+        None => panic!(
+            "{overlay}: {} exited after SIGTERM without turning unready first",
+            pod.name
+        ),
+    }
 }
 
 /// Each probe's number of tries: its kind's patience, the period

@@ -45,7 +45,8 @@ pub async fn run_overlay(overlay: &str) {
         return;
     };
     if let Some(missing) = kubelet::sandbox_unavailable() {
-        return ordermesh_testkit::missing(&missing).unwrap_or(());
+        ordermesh_testkit::missing::<()>(&missing);
+        return;
     }
     for tool in ["kubectl", "openssl", "curl"] {
         if ordermesh_testkit::tool(tool).is_none() {
@@ -111,8 +112,8 @@ pub async fn run_overlay(overlay: &str) {
     };
     let nats = match &nats_url {
         Some(_) if !has_nats_server() => {
-            return ordermesh_testkit::missing("nats-server (Debian package nats-server)")
-                .unwrap_or(());
+            ordermesh_testkit::missing::<()>("nats-server (Debian package nats-server)");
+            return;
         }
         Some(url) => {
             let name = url_host(url);
@@ -262,14 +263,22 @@ pub async fn run_overlay(overlay: &str) {
         .iter_mut()
         .zip(&ours)
         .map(|(pod, deployment)| async move {
+            // The grace period counts from the deletion, preStop included.
+            let grace = Duration::from_secs(deployment.termination_grace_seconds);
+            let deadline = tokio::time::Instant::now() + grace;
             if let Some(seconds) = deployment.container.pre_stop_sleep_seconds {
                 tokio::time::sleep(Duration::from_secs(seconds)).await;
             }
-            let grace = Duration::from_secs(deployment.termination_grace_seconds);
             pod.terminate();
-            let drained = tokio::time::timeout(grace, draining(overlay, pod, deployment)).await;
-            assert!(drained.is_ok(), "{overlay}: pod {} never stopped", pod.name);
-            let status = pod.wait_exit(grace).await;
+            let drained =
+                tokio::time::timeout_at(deadline, draining(overlay, pod, deployment)).await;
+            assert!(
+                drained.is_ok(),
+                "{overlay}: pod {} outlived its grace period",
+                pod.name
+            );
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let status = pod.wait_exit(left).await;
             assert!(
                 status.success(),
                 "{overlay}: pod {} stopped with {status}:\n{}",

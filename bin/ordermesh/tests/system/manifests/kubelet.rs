@@ -424,6 +424,17 @@ fn sandbox_args(plan: &PodPlan, dir: &Path) -> Vec<String> {
 /// Whether bwrap can make a sandbox here as an unprivileged user (user
 /// namespaces allowed); the reason when not.
 pub fn sandbox_unavailable() -> Option<String> {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+    };
+    for (tool, package) in [("bwrap", "bubblewrap"), ("setpriv", "util-linux")] {
+        if !on_path(tool) {
+            return Some(format!(
+                "`{tool}` (Debian package {package}; scripts/install-system-tools.sh installs it)"
+            ));
+        }
+    }
     let Ok(output) = std::process::Command::new("setpriv")
         .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
         .args(["bwrap", "--unshare-user", "--ro-bind", "/usr", "/usr"])

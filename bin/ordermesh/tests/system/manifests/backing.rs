@@ -57,8 +57,16 @@ impl TestCa {
         );
     }
 
-    /// server.crt and server.key for `name`, in the CA's folder.
-    fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+    /// NAME.crt and NAME.key, a server certificate for `name` and its key,
+    /// in the CA's folder.
+    pub fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        let (key, csr, ext, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={name}");
         self.openssl(&[
             "req",
             "-newkey",
@@ -67,14 +75,14 @@ impl TestCa {
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            &format!("/CN={name}"),
+            &subject,
             "-keyout",
-            "server.key",
+            &key,
             "-out",
-            "server.csr",
+            &csr,
         ]);
         std::fs::write(
-            self.dir.path().join("server.ext"),
+            self.dir.path().join(&ext),
             format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
         )
         .unwrap();
@@ -82,7 +90,7 @@ impl TestCa {
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.crt",
             "-CAkey",
@@ -91,14 +99,11 @@ impl TestCa {
             "-days",
             "1",
             "-extfile",
-            "server.ext",
+            &ext,
             "-out",
-            "server.crt",
+            &crt,
         ]);
-        (
-            self.dir.path().join("server.crt"),
-            self.dir.path().join("server.key"),
-        )
+        (self.dir.path().join(crt), self.dir.path().join(key))
     }
 
     /// The machine's CA bundle with this CA added: the image's

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ordermesh_testkit::hosts::{Host, Network};
-use ordermesh_testkit::postgres::PrivatePostgres;
+use ordermesh_testkit::postgres::{PrivatePostgres, ServerTls};
 use sqlx::Connection;
 
 use super::backing::{self, TestCa};
@@ -21,10 +21,13 @@ use crate::harness::{ORDERMESH, workspace_root};
 /// The image the overlays deploy; other Deployments (Flagger's load
 /// tester) run someone else's image and are not run here.
 const OUR_IMAGE: &str = "ghcr.io/ordermesh/ordermesh";
-/// What the components' comments tell operators to name their database's
-/// host and database; the test's PostgreSQL answers to that name.
+/// The database URL as docs/rollout.md section 3 tells operators to put it
+/// in the Secret: over TLS, the server's certificate checked against the
+/// image's CA bundle and its host name. The test's PostgreSQL answers to
+/// that name with a certificate of the test's CA, which the sandboxes'
+/// bundle trusts.
 const DATABASE_HOST: &str = "postgres.example.internal";
-const DATABASE_URL: &str = "postgres://postgres@postgres.example.internal:5432/ordermesh";
+const DATABASE_URL: &str = "postgres://postgres@postgres.example.internal:5432/ordermesh?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt";
 const NAMESPACE: &str = "ordermesh";
 /// Bounds every wait of a pod that is not its own probe's budget.
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -96,11 +99,18 @@ pub async fn run_overlay(overlay: &str) {
 
     let postgres = if needs_database {
         let host = network.host("pg");
-        let Some(postgres) = tokio::task::block_in_place(|| PrivatePostgres::start_in(&host))
-        else {
+        let (cert, key) = ca.server_cert(DATABASE_HOST);
+        let tls = ServerTls {
+            cert_chain: std::fs::read(cert).unwrap(),
+            key: std::fs::read(key).unwrap(),
+        };
+        let started =
+            tokio::task::block_in_place(|| PrivatePostgres::start_in_with_tls(&host, &tls));
+        let Some(postgres) = started else {
             return;
         };
-        let mut admin = sqlx::PgConnection::connect(&postgres.url()).await.unwrap();
+        let admin_url = format!("{}?sslmode=require", postgres.url());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
         sqlx::query("CREATE DATABASE ordermesh")
             .execute(&mut admin)
             .await
@@ -251,6 +261,23 @@ pub async fn run_overlay(overlay: &str) {
     }
 
     let order = checks::through_the_gateway(overlay, &rendered, &pod_hosts, &envs).await;
+    if let Some(postgres) = &postgres {
+        // pg_hba takes TLS only; the Secret's URL also checks the server.
+        let admin_url = format!("{}?sslmode=require", postgres.url());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        let (tls, plain): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = 'ordermesh'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert!(
+            tls > 0 && plain == 0,
+            "{overlay}: {tls} TLS and {plain} plain connections"
+        );
+        println!("{overlay}: PostgreSQL: {tls} connections of the pods, all TLS (verify-full)");
+    }
     if let Some((address, _)) = &nats {
         let replicas = config
             .get("ORDERMESH_NATS_STREAM_REPLICAS")

@@ -17,7 +17,9 @@
 //!
 //! The cluster's parts the overlays point at are the test's own: prod's
 //! PostgreSQL (the Secret `ordermesh-database` made outside git) is a
-//! private server on a host named `postgres.example.internal`; its NATS a
+//! private server on a host named `postgres.example.internal`, TLS only,
+//! with a certificate of the test's CA and the Secret URL docs/rollout.md
+//! gives (`sslmode=verify-full`, the image's CA bundle); its NATS a
 //! three-node `nats-server -js` cluster at the Service name the overlay
 //! uses; the identity provider of `config.env` an HTTPS JWKS server
 //! (`openssl s_server`) at `auth.example.com`, with a certificate of a test

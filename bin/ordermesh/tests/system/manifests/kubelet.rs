@@ -176,6 +176,19 @@ impl Pod {
         );
     }
 
+    /// The container's peak resident memory so far (VmHWM), in KiB: what a
+    /// memory limit is held against. Read, not enforced (no cgroup here).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.container_pid()))
+            .expect("its status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
     /// SIGTERM to the container's process (pid 1 of its sandbox), as the
     /// kubelet sends once preStop is done.
     pub fn terminate(&self) {

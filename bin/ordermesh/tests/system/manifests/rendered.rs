@@ -49,6 +49,8 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     pub read_only_root: bool,
     pub pre_stop_sleep_seconds: Option<u64>,
+    /// `resources.limits.memory` as written (e.g. 256Mi).
+    pub memory_limit: Option<String>,
 }
 
 pub enum EnvFrom {
@@ -277,6 +279,9 @@ fn container(deployment: &str, c: &Value) -> Container {
             .as_bool()
             .unwrap_or(false),
         pre_stop_sleep_seconds: pre_stop["sleep"]["seconds"].as_u64(),
+        memory_limit: c["resources"]["limits"]["memory"]
+            .as_str()
+            .map(str::to_owned),
     }
 }
 

@@ -285,6 +285,21 @@ pub async fn run_overlay(overlay: &str) {
         checks::check_events(*address, replicas, overlay).await;
     }
 
+    // Memory against the limits, for the record: this is the debug build,
+    // and nothing here enforces a limit (no cgroup of the pod's own).
+    for (pod, deployment) in pods.iter().zip(&ours) {
+        println!(
+            "{overlay}: {}: peak RSS {} MiB (debug build), limit {}",
+            pod.name,
+            pod.peak_rss_kib() / 1024,
+            deployment
+                .container
+                .memory_limit
+                .as_deref()
+                .unwrap_or("none")
+        );
+    }
+
     // Stopped as the kubelet stops a pod: preStop, SIGTERM, grace period.
     let stops = pods
         .iter_mut()

@@ -9,9 +9,10 @@ use ordermesh_testkit::hosts::Host;
 use ordermesh_testkit::tokens;
 use serde_json::json;
 
+use super::env::Envs;
 use super::kubelet::{self, Pod};
 use super::rendered::{Deployment, Rendered};
-use super::world::{Envs, READY_LIMIT};
+use super::world::READY_LIMIT;
 use crate::curl;
 
 /// Prometheus's view of a pod its annotations enrol: the annotated port

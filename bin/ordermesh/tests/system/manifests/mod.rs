@@ -37,6 +37,7 @@
 
 mod backing;
 mod checks;
+mod env;
 mod flags;
 mod image;
 mod kubelet;

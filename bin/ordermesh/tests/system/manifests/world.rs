@@ -1,7 +1,7 @@
 //! One overlay, run: its pods on a private network with what they expect
 //! around them, their env checked, probed, an order placed, stopped.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,10 +12,10 @@ use sqlx::Connection;
 
 use super::backing::{self, TestCa};
 use super::checks;
-use super::flags;
+use super::env;
 use super::image::Image;
 use super::kubelet::{self, Pod, PodPlan};
-use super::rendered::{self, Deployment, EnvFrom, EnvValue, Rendered};
+use super::rendered::{self, Deployment, Rendered};
 use crate::harness::{ORDERMESH, workspace_root};
 
 /// The image the overlays deploy; other Deployments (Flagger's load
@@ -28,20 +28,9 @@ const OUR_IMAGE: &str = "ghcr.io/ordermesh/ordermesh";
 /// bundle trusts.
 const DATABASE_HOST: &str = "postgres.example.internal";
 const DATABASE_URL: &str = "postgres://postgres@postgres.example.internal:5432/ordermesh?sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt";
-const NAMESPACE: &str = "ordermesh";
+pub const NAMESPACE: &str = "ordermesh";
 /// Bounds every wait of a pod that is not its own probe's budget.
 pub const READY_LIMIT: Duration = Duration::from_secs(60);
-
-/// Each pod's env (value and source by name) and argv, by Deployment.
-pub type Envs = BTreeMap<String, (BTreeMap<String, (String, Source)>, Vec<String>)>;
-
-/// Where an env var of a pod came from: shared by every pod that uses the
-/// source (image, ConfigMap, Secret), or set on this container alone.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    Shared(String),
-    Container,
-}
 
 pub async fn run_overlay(overlay: &str) {
     let Some(network) = Network::new() else {
@@ -85,8 +74,8 @@ pub async fn run_overlay(overlay: &str) {
         .iter()
         .map(|d| (d.name.clone(), network.host(&d.name)))
         .collect();
-    let config = shared_config(&rendered);
-    let needs_database = secrets_used(&ours).contains("ordermesh-database");
+    let config = env::shared_config(&rendered);
+    let needs_database = env::secrets_used(&ours).contains("ordermesh-database");
     let nats_url = config.get("ORDERMESH_NATS_URL").cloned();
     let idp_host = network.host("idp");
     let ca = TestCa::new();
@@ -140,51 +129,7 @@ pub async fn run_overlay(overlay: &str) {
     files.extend(backing::secrets(postgres.as_ref().map(|_| DATABASE_URL)));
 
     // The pods' env, checked against what each role reads, then started.
-    let mut envs = BTreeMap::new();
-    let mut unread: BTreeMap<String, (Source, BTreeSet<String>)> = BTreeMap::new();
-    let mut read_somewhere = BTreeSet::new();
-    for deployment in &ours {
-        let pod = pod_name(&deployment.name);
-        let env = pod_env(&image, deployment, &files, &pod);
-        let argv = argv(&image, deployment);
-        let declared = flags::env_names(ORDERMESH, &argv[1..]);
-        let not_read: Vec<&String> = env.keys().filter(|n| !declared.contains(*n)).collect();
-        println!(
-            "{overlay}: {pod}: `{}`, {} env vars, {} read by its role; not by it (other roles'): {not_read:?}",
-            argv.join(" "),
-            env.len(),
-            env.len() - not_read.len()
-        );
-        for (name, (_, source)) in &env {
-            if declared.contains(name) {
-                read_somewhere.insert(name.clone());
-            } else {
-                unread
-                    .entry(name.clone())
-                    .or_insert_with(|| (source.clone(), BTreeSet::new()))
-                    .1
-                    .insert(deployment.name.clone());
-            }
-        }
-        envs.insert(deployment.name.clone(), (env, argv));
-    }
-    let mut problems = Vec::new();
-    for (name, (source, pods)) in &unread {
-        match source {
-            Source::Container => problems.push(format!(
-                "{name} is set on the container of {pods:?}, whose role does not read it"
-            )),
-            Source::Shared(from) if !read_somewhere.contains(name) => problems.push(format!(
-                "{name} (from {from}) is read by no role that gets it ({pods:?})"
-            )),
-            Source::Shared(_) => {}
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{overlay}: env nothing reads:\n{}",
-        problems.join("\n")
-    );
+    let envs = env::check(overlay, &image, &ours, &files);
 
     let hosts_file = hosts_file(overlay, &rendered, &ours, &pod_hosts, &extra_names);
     let bundle = ca.bundle();
@@ -382,89 +327,13 @@ fn probe_budget(kind: &str) -> u64 {
     seconds * 4
 }
 
-fn pod_name(deployment: &str) -> String {
+pub fn pod_name(deployment: &str) -> String {
     // A ReplicaSet's hash and a pod suffix, as Kubernetes names pods.
     format!("{deployment}-7f9c5d4b8-x2k4p")
 }
 
-/// The ConfigMap every role uses (the base's generator), by key.
-fn shared_config(rendered: &Rendered) -> BTreeMap<String, String> {
-    rendered
-        .config_maps
-        .iter()
-        .find(|(name, _)| name.starts_with("ordermesh-config"))
-        .map(|(_, data)| data.clone())
-        .expect("the rendered ordermesh-config ConfigMap")
-}
-
-fn secrets_used(deployments: &[&Deployment]) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for d in deployments {
-        for from in &d.container.env_from {
-            if let EnvFrom::Secret(name) = from {
-                names.insert(name.clone());
-            }
-        }
-        for (_, value) in &d.container.env {
-            if let EnvValue::SecretKey { name, .. } = value {
-                names.insert(name.clone());
-            }
-        }
-    }
-    names
-}
-
-/// The container's environment as the kubelet builds it: the image's ENV,
-/// then envFrom in order, then env (each later one wins).
-fn pod_env(
-    image: &Image,
-    deployment: &Deployment,
-    files: &BTreeMap<String, BTreeMap<String, String>>,
-    pod: &str,
-) -> BTreeMap<String, (String, Source)> {
-    let source = |name: &str| {
-        files
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no ConfigMap or Secret {name}", deployment.name))
-    };
-    let mut env: BTreeMap<String, (String, Source)> = image
-        .env
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                (v.clone(), Source::Shared("the image".to_owned())),
-            )
-        })
-        .collect();
-    for from in &deployment.container.env_from {
-        let (EnvFrom::ConfigMap(name) | EnvFrom::Secret(name)) = from;
-        for (key, value) in source(name) {
-            env.insert(key.clone(), (value.clone(), Source::Shared(name.clone())));
-        }
-    }
-    for (key, value) in &deployment.container.env {
-        let value = match value {
-            EnvValue::Literal(v) => v.clone(),
-            EnvValue::ConfigMapKey { name, key: k } | EnvValue::SecretKey { name, key: k } => {
-                source(name)
-                    .get(k)
-                    .unwrap_or_else(|| panic!("{}: {name} has no key {k}", deployment.name))
-                    .clone()
-            }
-            EnvValue::Field(path) => match path.as_str() {
-                "metadata.name" => pod.to_owned(),
-                "metadata.namespace" => NAMESPACE.to_owned(),
-                other => panic!("{}: fieldRef {other} is not simulated", deployment.name),
-            },
-        };
-        env.insert(key.clone(), (value, Source::Container));
-    }
-    env
-}
-
 /// command + args, or the image's ENTRYPOINT and CMD where the pod has none.
-fn argv(image: &Image, deployment: &Deployment) -> Vec<String> {
+pub fn argv(image: &Image, deployment: &Deployment) -> Vec<String> {
     let c = &deployment.container;
     let command = c
         .command

@@ -109,9 +109,10 @@ impl Pod {
         }
     }
 
-    /// Runs `probe` until it succeeds, for at most `attempts` tries
-    /// `interval` apart (a kubelet's failureThreshold and periodSeconds,
-    /// the period shortened: the test is about what is probed, not when).
+    /// Runs `probe` until it succeeds, for at most `attempts` tries 250 ms
+    /// apart, each bounded by the probe's `timeout` (timeoutSeconds). The
+    /// kubelet's periodSeconds is shortened: the test is about what is
+    /// probed, not when.
     pub async fn probe_until_success(
         &mut self,
         kind: &str,

@@ -63,8 +63,9 @@ fn token(envs: &Envs, customer: &str, scope: Option<&str>) -> String {
 /// Through the gateway pod, at the gateway Service's port, as the ingress
 /// calls it: the catalog (the gateway's inventory URL), an order with a
 /// customer's token (its order URL, then the saga over the order service's
-/// peers), and the order's events watched as an operator (its upstream for
-/// EventService). Returns the order's id.
+/// peers), the order's and the stock's events watched as an operator (its
+/// upstreams for EventService and StockEventService). Returns the order's
+/// id.
 pub async fn through_the_gateway(
     overlay: &str,
     rendered: &Rendered,
@@ -95,70 +96,84 @@ pub async fn through_the_gateway(
         let id = order["orderId"].as_str().expect("an order id").to_owned();
 
         let operator = token(envs, "manifests-ops", Some("orders:read orders:admin"));
-        let event = first_event(gateway, &operator);
+        let event = first_event(gateway, "/v1/events:watch", &operator);
         assert!(
             event.contains(&id),
             "{overlay}: the first event is not the order's: {event}"
         );
+        // The stock watch is inventory's, through the gateway's other upstream.
+        let stock = first_event(gateway, "/v1/events/stock:watch", &operator);
+        assert!(
+            stock.contains("sku-mug"),
+            "{overlay}: the first stock event is not the mug's: {stock}"
+        );
         println!(
-            "{overlay}: through the gateway: sku-mug {} available; order {id} {}; first event {}",
+            "{overlay}: through the gateway: sku-mug {} available; order {id} {}; first order event {}; first stock event {}",
             mug["available"],
             order["status"],
-            &event[..event.len().min(160)]
+            &event[..event.len().min(100)],
+            &stock[..stock.len().min(100)]
         );
         id
     })
 }
 
-/// The first `data:` line of `GET /v1/events:watch` (the orders' stream
-/// from its start), read as it arrives; curl gives up after 20 s.
-fn first_event(gateway: SocketAddr, token: &str) -> String {
+/// The first `data:` line of the SSE watch at `path` (from the stream's
+/// start), read as it arrives; curl gives up after 20 s.
+fn first_event(gateway: SocketAddr, path: &str, token: &str) -> String {
     use std::io::BufRead;
     let curl = ordermesh_testkit::tool("curl").expect("checked by the caller");
     let mut child = std::process::Command::new(curl)
-        .args(["-sN", "--max-time", "20", "-H"])
+        .args(["-isN", "--max-time", "20", "-H"])
         .arg(format!("authorization: Bearer {token}"))
-        .arg(curl::url(
-            gateway,
-            "/v1/events:watch?stream=EVENT_STREAM_ORDERS",
-        ))
+        .arg(curl::url(gateway, path))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run curl");
     let stdout = child.stdout.take().expect("curl's stdout");
+    let mut seen = Vec::new();
     let event = std::io::BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
+        .inspect(|line| seen.push(line.clone()))
         .find(|line| line.starts_with("data:"));
     let _ = child.kill();
     let _ = child.wait();
-    event.expect("an event from /v1/events:watch within 20 s")
+    event.unwrap_or_else(|| {
+        panic!(
+            "no event from {path} within 20 s; it answered:\n{}",
+            seen.join("\n")
+        )
+    })
 }
 
-/// The order service's relay published the order's events to the NATS the
-/// overlay names, on a stream with the replicas its ConfigMap asks for.
+/// The order and inventory services' relays published the order's events
+/// and the stock's to the NATS the overlay names, each on a stream with the
+/// replicas its ConfigMap asks for.
 pub async fn check_events(nats: SocketAddr, replicas: usize, overlay: &str) {
     let client = async_nats::connect(format!("nats://{nats}"))
         .await
         .expect("connect to the test's NATS");
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + READY_LIMIT;
-    loop {
-        if let Ok(mut stream) = js.get_stream("ORDERMESH_ORDERS").await
-            && let Ok(info) = stream.info().await
-            && info.state.messages > 0
-        {
-            assert_eq!(info.config.num_replicas, replicas, "{overlay}: {info:?}");
-            println!(
-                "{overlay}: NATS stream ORDERMESH_ORDERS: {} events, {replicas} replicas",
-                info.state.messages
+    for name in ["ORDERMESH_ORDERS", "ORDERMESH_STOCK"] {
+        loop {
+            if let Ok(mut stream) = js.get_stream(name).await
+                && let Ok(info) = stream.info().await
+                && info.state.messages > 0
+            {
+                assert_eq!(info.config.num_replicas, replicas, "{overlay}: {info:?}");
+                println!(
+                    "{overlay}: NATS stream {name}: {} events, {replicas} replicas",
+                    info.state.messages
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{overlay}: no event reached NATS's {name} within {READY_LIMIT:?}"
             );
-            return;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{overlay}: no event reached NATS's ORDERMESH_ORDERS within {READY_LIMIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

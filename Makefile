@@ -25,7 +25,7 @@ export ISTIO_CRDS GATEWAY_API_CRDS FLAGGER_CRDS
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## Install the tools: PyPI tools into .venv/, Prometheus and Chromium from Debian, cargo-tarpaulin/deny/fuzz
+setup: $(VENV)/.installed ## Install the tools: PyPI tools into .venv/, Prometheus, Chromium, nats-server and bubblewrap from Debian, cargo-tarpaulin/deny/fuzz
 	scripts/install-system-tools.sh
 	@$(CARGO) tarpaulin --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-tarpaulin
 	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny

@@ -61,6 +61,19 @@ impl PrivatePostgres {
         )
     }
 
+    /// As [`PrivatePostgres::start_in`], taking TCP clients over TLS only,
+    /// with `tls`'s certificate chain and key (PEM).
+    pub fn start_in_with_tls(host: &Host, tls: &ServerTls) -> Option<Self> {
+        let subnet = host.subnet().to_string();
+        Self::start_on(
+            host.addr().into(),
+            5432,
+            host.netns().map(str::to_owned),
+            Some(&subnet),
+            Some(tls),
+        )
+    }
+
     /// `trusted`: a network (CIDR) whose clients may connect without a
     /// password, besides loopback (initdb's default).
     fn start_on(
@@ -105,22 +118,23 @@ impl PrivatePostgres {
             writeln!(file, "host all all {trusted} trust").unwrap();
         }
         if let Some(tls) = tls {
-            server.use_tls(tls);
+            server.use_tls(tls, trusted);
         }
         server.up();
         Some(server)
     }
 
-    /// Turns TLS on and refuses TCP clients that do not use it.
-    fn use_tls(&self, tls: &ServerTls) {
+    /// Turns TLS on and refuses TCP clients that do not use it, loopback's
+    /// and `trusted`'s alike.
+    fn use_tls(&self, tls: &ServerTls, trusted: Option<&str>) {
         let data = std::path::Path::new(&self.data()).to_path_buf();
         std::fs::write(data.join("server.crt"), &tls.cert_chain).unwrap();
         std::fs::write(data.join("server.key"), &tls.key).unwrap();
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
-        )
-        .unwrap();
+        let mut hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n".to_owned();
+        if let Some(trusted) = trusted {
+            hba.push_str(&format!("hostssl all all {trusted} trust\n"));
+        }
+        std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         let mut conf = std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))

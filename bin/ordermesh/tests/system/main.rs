@@ -29,6 +29,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod logs;
+mod manifests;
 mod mesh;
 mod observability;
 mod orderctl;

@@ -3,8 +3,9 @@
 //! stock (`store.rs` calls [`record_changes`] as the transaction's last
 //! statements). The relay in `ordermesh-events` publishes them.
 
+use ordermesh_proto::convert;
 use ordermesh_proto::events::v1 as proto;
-use ordermesh_storage::outbox::{EventHeader, NewEvent, Outbox};
+use ordermesh_storage::outbox::{NewEvent, Outbox};
 use prost::Message;
 use sqlx::AnyConnection;
 
@@ -34,14 +35,31 @@ pub async fn record_changes<'a>(
     changes: impl IntoIterator<Item = (&'a str, i64)>,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut changes: Vec<(&str, i64)> = changes.into_iter().filter(|(_, d)| *d != 0).collect();
-    changes.sort_unstable();
+    // Collected first: the caller's iterator is not held across an await.
+    let changes: Vec<(&str, i64)> = changes.into_iter().filter(|(_, d)| *d != 0).collect();
+    let mut known = Vec::with_capacity(changes.len());
     for (product_id, delta) in changes {
         let available: i64 =
             sqlx::query_scalar("SELECT available FROM inventory_products WHERE product_id = $1")
                 .bind(product_id)
                 .fetch_one(&mut *tx)
                 .await?;
+        known.push((product_id, delta, available));
+    }
+    record_known(tx, known, now_ms).await
+}
+
+/// [`record_changes`] for changes whose caller already read each
+/// product's available stock after the change (`product, delta, available`).
+pub async fn record_known<'a>(
+    tx: &mut AnyConnection,
+    changes: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut changes: Vec<(&str, i64, i64)> =
+        changes.into_iter().filter(|(_, d, _)| *d != 0).collect();
+    changes.sort_unstable();
+    for (product_id, delta, available) in changes {
         let mut kinds = vec![proto::StockEventKind::Changed];
         if turns_low(available - delta, available) {
             kinds.push(proto::StockEventKind::Low);
@@ -69,7 +87,13 @@ pub async fn record_changes<'a>(
                         now_ms,
                     },
                     |header| {
-                        event.header = Some(header_to_proto(header));
+                        event.header = Some(convert::event_header(
+                            &header.event_id,
+                            &header.aggregate_id,
+                            header.sequence,
+                            header.occurred_at_ms,
+                            header.traceparent.as_deref(),
+                        ));
                         event.encode_to_vec()
                     },
                 )
@@ -77,16 +101,6 @@ pub async fn record_changes<'a>(
         }
     }
     Ok(())
-}
-
-fn header_to_proto(header: &EventHeader) -> proto::EventHeader {
-    proto::EventHeader {
-        event_id: header.event_id.clone(),
-        aggregate_id: header.aggregate_id.clone(),
-        sequence: header.sequence,
-        occurred_at: Some(ordermesh_proto::convert::timestamp(header.occurred_at_ms)),
-        traceparent: header.traceparent.clone().unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

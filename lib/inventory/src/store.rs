@@ -152,11 +152,13 @@ impl InventoryStore {
             return Ok(Reserved::Existing(existing));
         }
         let mut items = Vec::with_capacity(request.items.len());
+        // Each product's stock after its update, for the events.
+        let mut available_after = Vec::with_capacity(request.items.len());
         for (product_id, quantity) in &request.items {
             let taken = sqlx::query(
                 "UPDATE inventory_products SET available = available - $1, updated_at = $2 \
                  WHERE product_id = $3 AND available >= $1 \
-                 RETURNING price_minor_units, currency",
+                 RETURNING price_minor_units, currency, available",
             )
             .bind(i64::from(*quantity))
             .bind(now_ms)
@@ -170,6 +172,11 @@ impl InventoryStore {
             };
             let currency: String = taken.try_get("currency")?;
             let unit_price: i64 = taken.try_get("price_minor_units")?;
+            available_after.push((
+                product_id.as_str(),
+                -i64::from(*quantity),
+                taken.try_get("available")?,
+            ));
             sqlx::query(
                 "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
                  unit_price_minor_units, currency) VALUES ($1, $2, $3, $4, $5)",
@@ -187,11 +194,7 @@ impl InventoryStore {
                 unit_price: Money::new(parse_currency(&currency)?, unit_price),
             });
         }
-        let taken = request
-            .items
-            .iter()
-            .map(|(p, q)| (p.as_str(), -i64::from(*q)));
-        outbox::record_changes(&mut tx, taken, now_ms).await?;
+        outbox::record_known(&mut tx, available_after, now_ms).await?;
         tx.commit().await?;
         Ok(Reserved::New(Reservation {
             reservation_id: request.reservation_id.clone(),

@@ -3,12 +3,14 @@
 //! calls [`record`] as each transaction's last statement). The relay in
 //! `ordermesh-events` publishes them; nothing here talks to a broker.
 
+use ordermesh_domain::Money;
+use ordermesh_proto::convert;
 use ordermesh_proto::events::v1 as proto;
-use ordermesh_storage::outbox::{EventHeader, NewEvent, Outbox};
+use ordermesh_storage::outbox::{NewEvent, Outbox};
 use prost::Message;
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::{OrderStatus, SagaState};
+use crate::domain::{FailureReason, OrderStatus, SagaState};
 
 /// The order service's outbox tables (`order_outbox…`).
 pub const OUTBOX: Outbox = Outbox::new("order");
@@ -66,8 +68,18 @@ pub fn event_for(before: &SagaState, after: &SagaState) -> Option<EventKind> {
     }
 }
 
+/// What an order event says of the order, as its transaction leaves it.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderFacts<'a> {
+    pub order_id: &'a str,
+    pub customer_id: &'a str,
+    pub status: OrderStatus,
+    pub failure_reason: Option<FailureReason>,
+    pub total: Money,
+}
+
 /// Records `kind` about `order_id`, reading the order as the transaction
-/// `tx` left it.
+/// `tx` left it (for a change whose caller does not hold the order).
 pub async fn record(
     tx: &mut AnyConnection,
     order_id: &str,
@@ -81,7 +93,7 @@ pub async fn record(
     .bind(order_id)
     .fetch_one(&mut *tx)
     .await?;
-    let mut event = proto::OrderEvent {
+    let event = proto::OrderEvent {
         header: None,
         kind: kind.to_proto().into(),
         order_id: order_id.to_owned(),
@@ -93,33 +105,62 @@ pub async fn record(
         total_minor_units: order.try_get("total_minor_units")?,
         currency: order.try_get("currency")?,
     };
+    write(tx, event, kind, now_ms).await
+}
+
+/// Records `kind` about the order `facts` describe.
+pub async fn record_of(
+    tx: &mut AnyConnection,
+    facts: &OrderFacts<'_>,
+    kind: EventKind,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let event = proto::OrderEvent {
+        header: None,
+        kind: kind.to_proto().into(),
+        order_id: facts.order_id.to_owned(),
+        customer_id: facts.customer_id.to_owned(),
+        status: facts.status.as_str().to_owned(),
+        failure_reason: facts
+            .failure_reason
+            .map_or_else(String::new, |r| r.as_str().to_owned()),
+        total_minor_units: facts.total.minor_units,
+        currency: facts.total.currency.as_str().to_owned(),
+    };
+    write(tx, event, kind, now_ms).await
+}
+
+/// Writes `event` (its header filled in) to the outbox.
+async fn write(
+    tx: &mut AnyConnection,
+    mut event: proto::OrderEvent,
+    kind: EventKind,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let aggregate_id = event.order_id.clone();
     OUTBOX
         .record(
             tx,
             NewEvent {
-                aggregate_id: order_id,
+                aggregate_id: &aggregate_id,
                 event_type: kind.as_str(),
                 message_type: MESSAGE_TYPE,
                 traceparent: ordermesh_runtime::trace::current_traceparent(),
                 now_ms,
             },
             |header| {
-                event.header = Some(header_to_proto(header));
+                event.header = Some(convert::event_header(
+                    &header.event_id,
+                    &header.aggregate_id,
+                    header.sequence,
+                    header.occurred_at_ms,
+                    header.traceparent.as_deref(),
+                ));
                 event.encode_to_vec()
             },
         )
         .await?;
     Ok(())
-}
-
-pub fn header_to_proto(header: &EventHeader) -> proto::EventHeader {
-    proto::EventHeader {
-        event_id: header.event_id.clone(),
-        aggregate_id: header.aggregate_id.clone(),
-        sequence: header.sequence,
-        occurred_at: Some(ordermesh_proto::convert::timestamp(header.occurred_at_ms)),
-        traceparent: header.traceparent.clone().unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

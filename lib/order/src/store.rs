@@ -11,7 +11,7 @@ use ordermesh_storage::{Columns, Database, Param};
 use sqlx::Row;
 
 use crate::domain::{FailureReason, NewOrder, OrderLine, OrderStatus, OrderView, SagaState, Step};
-use crate::outbox::{self, EventKind};
+use crate::outbox::{self, EventKind, OrderFacts};
 
 /// An order with the saga's bookkeeping, as stored.
 #[derive(Clone, Debug)]
@@ -181,7 +181,14 @@ impl OrderStore {
             .execute(&mut *tx)
             .await?;
         }
-        outbox::record(&mut tx, order_id, EventKind::Placed, now_ms).await?;
+        let facts = OrderFacts {
+            order_id,
+            customer_id: &request.customer_id,
+            status: saga.status,
+            failure_reason: None,
+            total,
+        };
+        outbox::record_of(&mut tx, &facts, EventKind::Placed, now_ms).await?;
         tx.commit().await?;
         let order = StoredOrder {
             view: OrderView {
@@ -380,7 +387,14 @@ impl OrderStore {
             return Ok(None);
         }
         if let Some(kind) = event {
-            outbox::record(&mut tx, &current.view.order_id, kind, now_ms).await?;
+            let facts = OrderFacts {
+                order_id: &current.view.order_id,
+                customer_id: &current.view.customer_id,
+                status: state.status,
+                failure_reason: state.failure_reason,
+                total: current.view.total,
+            };
+            outbox::record_of(&mut tx, &facts, kind, now_ms).await?;
         }
         tx.commit().await?;
         // Under the lease only this driver writes the row, so the stored

@@ -95,7 +95,7 @@ impl Outbox {
             traceparent,
             now_ms,
         } = event;
-        let sequence = self.next(tx, aggregate_id).await?;
+        let (sequence, position) = self.next_pair(tx, aggregate_id).await?;
         let header = EventHeader {
             event_id: uuid::Uuid::now_v7().to_string(),
             aggregate_id: aggregate_id.to_owned(),
@@ -104,7 +104,6 @@ impl Outbox {
             traceparent,
         };
         let payload = encode(&header);
-        let position = self.next(tx, "").await?;
         sqlx::query(&format!(
             "INSERT INTO {}_outbox (position, event_id, aggregate_id, sequence, event_type, \
              message_type, payload, traceparent, recorded_at) \
@@ -125,17 +124,41 @@ impl Outbox {
         Ok(header)
     }
 
-    /// The counter `name`'s next value (1 for a new one).
-    async fn next(&self, tx: &mut AnyConnection, name: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(&format!(
-            "INSERT INTO {0}_outbox_counters (name, value) VALUES ($1, 1) \
+    /// The aggregate's next sequence and the outbox's next position (1 for
+    /// a new counter), in one statement: the aggregate's counter is locked
+    /// first, then the position's, as two statements did.
+    async fn next_pair(
+        &self,
+        tx: &mut AnyConnection,
+        aggregate_id: &str,
+    ) -> Result<(i64, i64), sqlx::Error> {
+        // The position's counter is the one named "": an aggregate of that
+        // name would be counted twice in one statement.
+        if aggregate_id.is_empty() {
+            return Err(sqlx::Error::Protocol(
+                "an outbox event needs an aggregate id".into(),
+            ));
+        }
+        let rows = sqlx::query(&format!(
+            "INSERT INTO {0}_outbox_counters (name, value) VALUES ($1, 1), ('', 1) \
              ON CONFLICT (name) DO UPDATE SET value = {0}_outbox_counters.value + 1 \
-             RETURNING value",
+             RETURNING name, value",
             self.prefix
         ))
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await
+        .bind(aggregate_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (mut sequence, mut position) = (None, None);
+        for row in rows {
+            let name: String = row.try_get("name")?;
+            let value: i64 = row.try_get("value")?;
+            if name.is_empty() {
+                position = Some(value);
+            } else {
+                sequence = Some(value);
+            }
+        }
+        sequence.zip(position).ok_or(sqlx::Error::RowNotFound)
     }
 
     /// Up to `limit` unpublished rows, oldest position first.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: builds the release binaries and runs the benchmark suite,
 # `ordermesh-bench compare` (docs/performance.md says what it measures).
-#   scripts/bench.sh                          the suite (about 3 minutes after the build)
+#   scripts/bench.sh                          the suite (about 3½ minutes after the build)
 #   BENCH_DURATION=1s scripts/bench.sh        a short smoke of the same suite
 # Environment:
 #   BENCH_DURATION  length of each measurement (5s)

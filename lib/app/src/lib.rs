@@ -161,13 +161,15 @@ impl App {
                 identity,
                 &context,
             )?;
-            let (connections, grace) = (
+            let (connections, delay, grace) = (
                 settings.server.connections.clone(),
+                settings.server.shutdown_delay,
                 settings.server.shutdown_grace,
             );
             let context = context.clone();
             app.servers.push(Box::pin(async move {
-                ordermesh_gateway::serve(router, listener, &connections, &context, grace).await
+                ordermesh_gateway::serve(router, listener, &connections, &context, delay, grace)
+                    .await
             }));
         }
         app.servers.push(Box::pin(admin::serve(

@@ -323,6 +323,10 @@ async fn dev_token(gateway: &Gateway, request: Request) -> Response {
 
 /// Ready only while every service that has routes answers its health check.
 async fn ready(gateway: &Gateway) -> Response {
+    // Shutting down: out of the load balancer first, then drained.
+    if gateway.shutdown.is_triggered() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
     let checks = gateway.routes.services().into_iter().filter_map(|service| {
         let upstream = gateway.upstreams.get(service)?;
         Some(async move { upstream.serving().await })
@@ -356,13 +360,15 @@ pub fn build(
 }
 
 /// Serves `router` on `listener` until shutdown, with every listener's
-/// connection limits; then stops accepting, drains for at most `grace`,
-/// and returns.
+/// connection limits; then answers `/readyz` 503 and keeps serving for
+/// `delay` (load balancers and Envoy take the gateway out meanwhile),
+/// stops accepting, drains for at most `grace`, and returns.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     connections: &ConnectionSettings,
     context: &AppContext,
+    delay: Duration,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
@@ -376,7 +382,11 @@ pub async fn serve(
         router,
         connections,
         context,
-        async move { shutdown.cancelled().await },
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(delay).await;
+            tracing::info!(role = "gateway", "draining in-flight requests");
+        },
         grace,
     )
     .await

@@ -185,6 +185,19 @@ impl RoleProcess {
             .map(|(_, addr)| *addr)
             .expect("the role listens")
     }
+
+    /// Sends `signal` ("TERM", …) without waiting.
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal).expect("signal the role");
+    }
+
+    /// SIGTERM (again, if sent) and waits at most `limit` for the exit.
+    pub async fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.process
+            .terminate(limit)
+            .await
+            .expect("a graceful exit")
+    }
 }
 
 /// Starts the binary with `args` on `database` and waits until `roles` are

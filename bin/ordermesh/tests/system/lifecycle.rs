@@ -12,8 +12,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::curl::{self, curl, url};
 use crate::harness::{
-    Endpoints, Role, System, TestApp, available, connect, eventually, order_request, wait_terminal,
+    Endpoints, Role, RoleProcess, System, TestApp, available, connect, eventually, order_request,
+    wait_terminal,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,6 +81,53 @@ async fn sigterm_reports_not_serving_drains_and_exits_zero() {
         .status();
     assert_eq!(next, ServingStatus::NotServing);
     let exit = stopping.await.expect("join");
+    assert!(exit.success(), "graceful exit: {exit:?}");
+}
+
+/// The gateway as its own process: after SIGTERM it answers `/readyz` 503
+/// and keeps serving requests for its `--shutdown-delay`, so a load
+/// balancer takes it out before it stops accepting; then it exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_unreadies_and_keeps_serving_for_its_shutdown_delay() {
+    if !curl::available() {
+        return;
+    }
+    let system = System::start(Arc::new(TestDatabase::sqlite()), &[]).await;
+    let (order_url, inventory_url) = (
+        format!("http://{}", system.addr(Role::Order)),
+        format!("http://{}", system.addr(Role::Inventory)),
+    );
+    let database = TestDatabase::sqlite();
+    let mut gateway = RoleProcess::start(
+        &database,
+        "gateway",
+        &[
+            "--gateway-order-url",
+            &order_url,
+            "--gateway-inventory-url",
+            &inventory_url,
+            "--shutdown-delay",
+            "5s",
+        ],
+    )
+    .await;
+    let gw = gateway.addr();
+    assert_eq!(curl(&[&url(gw, "/readyz")]).status, 200);
+    gateway.signal("TERM");
+    let readyz = eventually(
+        Duration::from_secs(4),
+        "/readyz 503 after SIGTERM",
+        || async {
+            let answer = curl(&[&url(gw, "/readyz")]);
+            (answer.status == 503).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(readyz.text().trim(), "shutting down");
+    // Still serving meanwhile.
+    let products = curl(&[&url(gw, "/v1/products")]);
+    assert_eq!(products.status, 200, "{}", products.text());
+    let exit = gateway.terminate(Duration::from_secs(30)).await;
     assert!(exit.success(), "graceful exit: {exit:?}");
 }
 

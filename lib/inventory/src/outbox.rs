@@ -3,7 +3,6 @@
 //! stock (`store.rs` calls [`record_changes`] as the transaction's last
 //! statements). The relay in `ordermesh-events` publishes them.
 
-use ordermesh_proto::convert;
 use ordermesh_proto::events::v1 as proto;
 use ordermesh_storage::outbox::{NewEvent, Outbox};
 use prost::Message;
@@ -87,13 +86,7 @@ pub async fn record_known<'a>(
                         now_ms,
                     },
                     |header| {
-                        event.header = Some(convert::event_header(
-                            &header.event_id,
-                            &header.aggregate_id,
-                            header.sequence,
-                            header.occurred_at_ms,
-                            header.traceparent.as_deref(),
-                        ));
+                        event.header = Some(header.to_proto());
                         event.encode_to_vec()
                     },
                 )

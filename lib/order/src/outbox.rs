@@ -4,7 +4,6 @@
 //! `ordermesh-events` publishes them; nothing here talks to a broker.
 
 use ordermesh_domain::Money;
-use ordermesh_proto::convert;
 use ordermesh_proto::events::v1 as proto;
 use ordermesh_storage::outbox::{NewEvent, Outbox};
 use prost::Message;
@@ -149,13 +148,7 @@ async fn write(
                 now_ms,
             },
             |header| {
-                event.header = Some(convert::event_header(
-                    &header.event_id,
-                    &header.aggregate_id,
-                    header.sequence,
-                    header.occurred_at_ms,
-                    header.traceparent.as_deref(),
-                ));
+                event.header = Some(header.to_proto());
                 event.encode_to_vec()
             },
         )

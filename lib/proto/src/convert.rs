@@ -35,23 +35,6 @@ pub fn timestamp(millis: i64) -> prost_types::Timestamp {
     }
 }
 
-/// An outbox event's header as the event contracts carry it.
-pub fn event_header(
-    event_id: &str,
-    aggregate_id: &str,
-    sequence: i64,
-    occurred_at_ms: i64,
-    traceparent: Option<&str>,
-) -> crate::events::v1::EventHeader {
-    crate::events::v1::EventHeader {
-        event_id: event_id.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
-        sequence,
-        occurred_at: Some(timestamp(occurred_at_ms)),
-        traceparent: traceparent.unwrap_or_default().to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,19 @@ pub struct EventHeader {
     pub traceparent: Option<String>,
 }
 
+impl EventHeader {
+    /// The header as the event contracts carry it (`ordermesh.events.v1`).
+    pub fn to_proto(&self) -> ordermesh_proto::events::v1::EventHeader {
+        ordermesh_proto::events::v1::EventHeader {
+            event_id: self.event_id.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            occurred_at: Some(ordermesh_proto::convert::timestamp(self.occurred_at_ms)),
+            traceparent: self.traceparent.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// What a writer knows of an event before recording it.
 #[derive(Clone, Debug)]
 pub struct NewEvent<'a> {

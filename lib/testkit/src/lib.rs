@@ -14,6 +14,7 @@ pub mod nats;
 pub mod postgres;
 pub mod process;
 #[cfg(feature = "app")]
+pub mod tls;
 pub mod tokens;
 
 #[cfg(feature = "app")]

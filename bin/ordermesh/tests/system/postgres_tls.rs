@@ -4,104 +4,22 @@
 //! refused. The server is the test's own, started with a certificate the
 //! test makes (openssl), taking TCP clients over TLS only.
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use ordermesh_testkit::postgres::{PrivatePostgres, ServerTls};
+use ordermesh_testkit::tls::TestCa;
 use ordermesh_testkit::{TestDatabase, tool};
 use sqlx::Connection;
 
 use crate::harness::{Endpoints, ORDERMESH, System, order_request};
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// A CA `name` (name.crt, name.key) in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-}
-
-/// A server certificate for 127.0.0.1 signed by the CA `ca`.
-fn make_server_cert(dir: &Path, ca: &str) -> ServerTls {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=postgres",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
+/// A server certificate for 127.0.0.1 signed by `ca`.
+fn server_tls(ca: &TestCa) -> ServerTls {
+    let (cert, key) = ca.server_cert("postgres", "IP:127.0.0.1");
     ServerTls {
-        cert_chain: std::fs::read(dir.join("server.crt")).unwrap(),
-        key: std::fs::read(dir.join("server.key")).unwrap(),
+        cert_chain: std::fs::read(cert).unwrap(),
+        key: std::fs::read(key).unwrap(),
     }
 }
 
@@ -123,15 +41,13 @@ async fn verify_full_trusts_the_servers_ca_and_no_other() {
     if tool("openssl").is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    make_ca(dir.path(), "ca");
-    make_ca(dir.path(), "other-ca");
-    let tls = make_server_cert(dir.path(), "ca");
+    let (ca, other_ca) = (TestCa::new("ca"), TestCa::new("other-ca"));
+    let tls = server_tls(&ca);
     let Some(postgres) = PrivatePostgres::start_with_tls(&tls) else {
         return;
     };
     let base = format!("postgres://postgres@127.0.0.1:{}/postgres", postgres.port());
-    let ca = dir.path().join("ca.crt");
+    let ca = ca.cert();
     let verified = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
 
     // The connection really is TLS: the server says so.
@@ -171,7 +87,7 @@ async fn verify_full_trusts_the_servers_ca_and_no_other() {
     // Another CA: the server's certificate is refused.
     let other = format!(
         "{base}?sslmode=verify-full&sslrootcert={}",
-        dir.path().join("other-ca.crt").display()
+        other_ca.cert().display()
     );
     let (ok, output) = audit(&other);
     assert!(

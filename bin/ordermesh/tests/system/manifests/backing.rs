@@ -4,121 +4,24 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ordermesh_testkit::hosts::Host;
 use ordermesh_testkit::process::{ChildProcess, Launch};
+use ordermesh_testkit::tls::TestCa;
 use ordermesh_testkit::tokens;
 
-/// A CA of the test's and an HTTPS server signed by it for one name.
-pub struct TestCa {
-    dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    pub fn new() -> Self {
-        let ca = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        ca.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=ordermesh manifests test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        ca
+/// The machine's CA bundle with `ca` added: the image's
+/// /etc/ssl/certs/ca-certificates.crt in the sandboxes.
+pub fn bundle(ca: &TestCa) -> PathBuf {
+    let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    bundle.extend(std::fs::read(ca.cert()).unwrap());
+    let path = ca.dir().join("bundle.crt");
+    std::fs::write(&path, bundle).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [ca.dir(), path.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-
-    fn openssl(&self, args: &[&str]) {
-        let output = Command::new("openssl")
-            .current_dir(self.dir.path())
-            .args(args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// NAME.crt and NAME.key, a server certificate for `name` and its key,
-    /// in the CA's folder.
-    pub fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
-        let (key, csr, ext, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.ext"),
-            format!("{name}.crt"),
-        );
-        let subject = format!("/CN={name}");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-        ]);
-        std::fs::write(
-            self.dir.path().join(&ext),
-            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
-        )
-        .unwrap();
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &ext,
-            "-out",
-            &crt,
-        ]);
-        (self.dir.path().join(crt), self.dir.path().join(key))
-    }
-
-    /// The machine's CA bundle with this CA added: the image's
-    /// /etc/ssl/certs/ca-certificates.crt in the sandboxes.
-    pub fn bundle(&self) -> PathBuf {
-        let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-        bundle.extend(std::fs::read(self.dir.path().join("ca.crt")).unwrap());
-        let path = self.dir.path().join("bundle.crt");
-        std::fs::write(&path, bundle).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        for dir in [self.dir.path(), path.as_path()] {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        path
-    }
+    path
 }
 
 /// The issuer's JWKS at `url` (https://NAME[:PORT]/PATH), served from `host`
@@ -129,8 +32,8 @@ pub async fn serve_jwks(host: &Host, ca: &TestCa, url: &str) -> (String, ChildPr
     let (name, port) = authority
         .split_once(':')
         .map_or((authority, 443), |(n, p)| (n, p.parse().expect("a port")));
-    let (cert, key) = ca.server_cert(name);
-    let root = ca.dir.path().join("www");
+    let (cert, key) = ca.server_cert(name, &format!("DNS:{name}"));
+    let root = ca.dir().join("www");
     let file = root.join(path);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     std::fs::write(&file, tokens::jwks(&[tokens::Key::Rsa]).to_string()).unwrap();

@@ -10,7 +10,9 @@ use ordermesh_testkit::hosts::{Host, Network};
 use ordermesh_testkit::postgres::{PrivatePostgres, ServerTls};
 use sqlx::Connection;
 
-use super::backing::{self, TestCa};
+use ordermesh_testkit::tls::TestCa;
+
+use super::backing;
 use super::checks;
 use super::env;
 use super::image::Image;
@@ -78,7 +80,7 @@ pub async fn run_overlay(overlay: &str) {
     let needs_database = env::secrets_used(&ours).contains("ordermesh-database");
     let nats_url = config.get("ORDERMESH_NATS_URL").cloned();
     let idp_host = network.host("idp");
-    let ca = TestCa::new();
+    let ca = TestCa::new("ordermesh manifests test CA");
     let jwks_url = config
         .get("ORDERMESH_JWKS_URL")
         .expect("config.env names the issuer's JWKS")
@@ -88,7 +90,7 @@ pub async fn run_overlay(overlay: &str) {
 
     let postgres = if needs_database {
         let host = network.host("pg");
-        let (cert, key) = ca.server_cert(DATABASE_HOST);
+        let (cert, key) = ca.server_cert(DATABASE_HOST, &format!("DNS:{DATABASE_HOST}"));
         let tls = ServerTls {
             cert_chain: std::fs::read(cert).unwrap(),
             key: std::fs::read(key).unwrap(),
@@ -132,7 +134,7 @@ pub async fn run_overlay(overlay: &str) {
     let envs = env::check(overlay, &image, &ours, &files);
 
     let hosts_file = hosts_file(overlay, &rendered, &ours, &pod_hosts, &extra_names);
-    let bundle = ca.bundle();
+    let bundle = backing::bundle(&ca);
     let mut pods = Vec::new();
     for deployment in &ours {
         let (env, argv) = &envs[&deployment.name];

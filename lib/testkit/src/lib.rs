@@ -13,8 +13,8 @@ pub mod hosts;
 pub mod nats;
 pub mod postgres;
 pub mod process;
-#[cfg(feature = "app")]
 pub mod tls;
+#[cfg(feature = "app")]
 pub mod tokens;
 
 #[cfg(feature = "app")]

@@ -5,8 +5,8 @@
 
 use ordermesh_proto::events::v1 as proto;
 use ordermesh_storage::outbox::{NewEvent, Outbox};
+use ordermesh_storage::{Param, Tx};
 use prost::Message;
-use sqlx::AnyConnection;
 
 /// The inventory service's outbox tables (`inventory_outbox…`).
 pub const OUTBOX: Outbox = Outbox::new("inventory");
@@ -30,7 +30,7 @@ pub fn turns_low(before: i64, after: i64) -> bool {
 /// commit, is then always the last lock taken, so no two transactions wait
 /// on each other in a cycle.
 pub async fn record_changes<'a>(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     changes: impl IntoIterator<Item = (&'a str, i64)>,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
@@ -38,11 +38,14 @@ pub async fn record_changes<'a>(
     let changes: Vec<(&str, i64)> = changes.into_iter().filter(|(_, d)| *d != 0).collect();
     let mut known = Vec::with_capacity(changes.len());
     for (product_id, delta) in changes {
-        let available: i64 =
-            sqlx::query_scalar("SELECT available FROM inventory_products WHERE product_id = $1")
-                .bind(product_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let available = tx
+            .query_optional(
+                "SELECT available FROM inventory_products WHERE product_id = $1",
+                &[Param::Text(product_id)],
+                |row| row.int("available"),
+            )
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         known.push((product_id, delta, available));
     }
     record_known(tx, known, now_ms).await
@@ -51,7 +54,7 @@ pub async fn record_changes<'a>(
 /// [`record_changes`] for changes whose caller already read each
 /// product's available stock after the change (`product, delta, available`).
 pub async fn record_known<'a>(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     changes: impl IntoIterator<Item = (&'a str, i64, i64)>,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {

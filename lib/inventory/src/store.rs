@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
+use ordermesh_storage::Tx;
 use ordermesh_storage::{Columns, Database, Param, fence};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::catalog::DEMO_CATALOG;
 use crate::domain::{
@@ -128,20 +129,22 @@ impl InventoryStore {
         fence: Option<i64>,
     ) -> Result<Reserved, StoreFailure> {
         let expires_at = now_ms + millis(ttl);
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.transaction().await?;
         // The first statement writes, so SQLite takes its write lock at once.
         fenced(&mut tx, &request.reservation_id, fence).await?;
-        let created = sqlx::query(
-            "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $4) ON CONFLICT (reservation_id) DO NOTHING",
-        )
-        .bind(&request.reservation_id)
-        .bind(ReservationStatus::Reserved.as_str())
-        .bind(expires_at)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let created = tx
+            .execute(
+                "INSERT INTO inventory_reservations (reservation_id, status, expires_at, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (reservation_id) DO NOTHING",
+                &[
+                    Param::Text(&request.reservation_id),
+                    Param::Text(ReservationStatus::Reserved.as_str()),
+                    Param::Int(expires_at),
+                    Param::Int(now_ms),
+                ],
+            )
+            .await?;
         if created == 0 {
             // Nothing written but the fencing number, which must stay.
             tx.commit().await?;
@@ -155,38 +158,42 @@ impl InventoryStore {
         // Each product's stock after its update, for the events.
         let mut available_after = Vec::with_capacity(request.items.len());
         for (product_id, quantity) in &request.items {
-            let taken = sqlx::query(
-                "UPDATE inventory_products SET available = available - $1, updated_at = $2 \
-                 WHERE product_id = $3 AND available >= $1 \
-                 RETURNING price_minor_units, currency, available",
-            )
-            .bind(i64::from(*quantity))
-            .bind(now_ms)
-            .bind(product_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(taken) = taken else {
+            let taken = tx
+                .query_optional(
+                    "UPDATE inventory_products SET available = available - $1, updated_at = $2 \
+                     WHERE product_id = $3 AND available >= $1 \
+                     RETURNING price_minor_units, currency, available",
+                    &[
+                        Param::Int(i64::from(*quantity)),
+                        Param::Int(now_ms),
+                        Param::Text(product_id),
+                    ],
+                    |row| {
+                        Ok((
+                            row.text("currency")?,
+                            row.int("price_minor_units")?,
+                            row.int("available")?,
+                        ))
+                    },
+                )
+                .await?;
+            let Some((currency, unit_price, available)) = taken else {
                 let refusal = refusal(&mut tx, product_id, *quantity).await?;
                 tx.rollback().await?;
                 return Err(refusal.into());
             };
-            let currency: String = taken.try_get("currency")?;
-            let unit_price: i64 = taken.try_get("price_minor_units")?;
-            available_after.push((
-                product_id.as_str(),
-                -i64::from(*quantity),
-                taken.try_get("available")?,
-            ));
-            sqlx::query(
+            available_after.push((product_id.as_str(), -i64::from(*quantity), available));
+            tx.execute(
                 "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
                  unit_price_minor_units, currency) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Param::Text(&request.reservation_id),
+                    Param::Text(product_id),
+                    Param::Int(i64::from(*quantity)),
+                    Param::Int(unit_price),
+                    Param::Text(&currency),
+                ],
             )
-            .bind(&request.reservation_id)
-            .bind(product_id)
-            .bind(i64::from(*quantity))
-            .bind(unit_price)
-            .bind(&currency)
-            .execute(&mut *tx)
             .await?;
             items.push(ReservedItem {
                 product_id: product_id.clone(),
@@ -214,29 +221,24 @@ impl InventoryStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.transaction().await?;
         fenced(&mut tx, reservation_id, fence).await?;
-        let committed = sqlx::query(
-            "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
-             WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at >= $1",
-        )
-        .bind(now_ms)
-        .bind(reservation_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let committed = tx
+            .execute(
+                "UPDATE inventory_reservations SET status = 'COMMITTED', updated_at = $1 \
+                 WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at >= $1",
+                &[Param::Int(now_ms), Param::Text(reservation_id)],
+            )
+            .await?;
         let mut products = Vec::new();
         if committed == 0 {
             // Past its time but not yet swept: expire it here.
-            let expired = sqlx::query(
-                "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
-                 WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1",
-            )
-            .bind(now_ms)
-            .bind(reservation_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let expired = tx
+                .execute(
+                    EXPIRE_SQL,
+                    &[Param::Int(now_ms), Param::Text(reservation_id)],
+                )
+                .await?;
             if expired == 1 {
                 products = return_items(&mut tx, reservation_id, now_ms).await?;
                 tracing::info!(reservation_id, "reservation expired; its stock returned");
@@ -265,28 +267,25 @@ impl InventoryStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Changed<Reservation>, StoreFailure> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.transaction().await?;
         fenced(&mut tx, reservation_id, fence).await?;
-        let tombstone = sqlx::query(
-            "INSERT INTO inventory_reservations (reservation_id, status, expires_at, created_at, \
-             updated_at) VALUES ($1, 'RELEASED', 0, $2, $2) ON CONFLICT (reservation_id) DO NOTHING",
-        )
-        .bind(reservation_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let tombstone = tx
+            .execute(
+                "INSERT INTO inventory_reservations (reservation_id, status, expires_at, \
+                 created_at, updated_at) VALUES ($1, 'RELEASED', 0, $2, $2) \
+                 ON CONFLICT (reservation_id) DO NOTHING",
+                &[Param::Text(reservation_id), Param::Int(now_ms)],
+            )
+            .await?;
         let mut products = Vec::new();
         if tombstone == 0 {
-            let released = sqlx::query(
-                "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 \
-                 WHERE reservation_id = $2 AND status IN ('RESERVED', 'COMMITTED')",
-            )
-            .bind(now_ms)
-            .bind(reservation_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let released = tx
+                .execute(
+                    "UPDATE inventory_reservations SET status = 'RELEASED', updated_at = $1 \
+                     WHERE reservation_id = $2 AND status IN ('RESERVED', 'COMMITTED')",
+                    &[Param::Int(now_ms), Param::Text(reservation_id)],
+                )
+                .await?;
             if released == 1 {
                 products = return_items(&mut tx, reservation_id, now_ms).await?;
             }
@@ -307,16 +306,13 @@ impl InventoryStore {
         reservation_id: &str,
         now_ms: i64,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let expired = sqlx::query(
-            "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
-             WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1",
-        )
-        .bind(now_ms)
-        .bind(reservation_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let mut tx = self.db.transaction().await?;
+        let expired = tx
+            .execute(
+                EXPIRE_SQL,
+                &[Param::Int(now_ms), Param::Text(reservation_id)],
+            )
+            .await?;
         if expired == 0 {
             tx.rollback().await?;
             return Ok(Vec::new());
@@ -355,22 +351,26 @@ impl InventoryStore {
         delta: i32,
         now_ms: i64,
     ) -> Result<Product, StoreFailure> {
-        let mut tx = self.db.begin().await?;
-        let adjusted = sqlx::query(&format!(
-            "UPDATE inventory_products SET available = available + $1, \
-             stock_total = stock_total + $1, updated_at = $2 \
-             WHERE product_id = $3 AND available + $1 >= 0 \
-             AND ($1 < 0 OR stock_total + $1 <= $4) \
-             RETURNING {PRODUCT_COLUMNS}"
-        ))
-        .bind(i64::from(delta))
-        .bind(now_ms)
-        .bind(product_id)
-        .bind(MAX_STOCK)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = adjusted {
-            let product = decode_product(&row)?;
+        let mut tx = self.db.transaction().await?;
+        let adjusted = tx
+            .query_optional(
+                &format!(
+                    "UPDATE inventory_products SET available = available + $1, \
+                     stock_total = stock_total + $1, updated_at = $2 \
+                     WHERE product_id = $3 AND available + $1 >= 0 \
+                     AND ($1 < 0 OR stock_total + $1 <= $4) \
+                     RETURNING {PRODUCT_COLUMNS}"
+                ),
+                &[
+                    Param::Int(i64::from(delta)),
+                    Param::Int(now_ms),
+                    Param::Text(product_id),
+                    Param::Int(MAX_STOCK),
+                ],
+                |row| decode_product(row),
+            )
+            .await?;
+        if let Some(product) = adjusted {
             outbox::record_changes(&mut tx, [(product_id, i64::from(delta))], now_ms).await?;
             tx.commit().await?;
             return Ok(product);
@@ -405,8 +405,19 @@ impl InventoryStore {
         &self,
         reservation_id: &str,
     ) -> Result<Option<Reservation>, sqlx::Error> {
-        let mut conn = self.db.pool().acquire().await?;
-        reservation_on(&mut conn, reservation_id).await
+        let params = [Param::Text(reservation_id)];
+        let head = self
+            .db
+            .query_rows(RESERVATION_SQL, &params, push_head)
+            .await?;
+        if head.is_none() {
+            return Ok(None);
+        }
+        let items = self
+            .db
+            .query_rows(RESERVATION_ITEMS_SQL, &params, push_item)
+            .await?;
+        assemble(reservation_id, head, items)
     }
 
     /// Where every product's units are, for the invariant audit.
@@ -445,11 +456,7 @@ pub enum Reserved {
 
 /// Refuses a step whose fencing number is older than one seen for this
 /// reservation (the transaction is dropped, so rolled back).
-async fn fenced(
-    tx: &mut Transaction<'_, Any>,
-    reservation_id: &str,
-    fence: Option<i64>,
-) -> Result<(), StoreFailure> {
+async fn fenced(tx: &mut Tx, reservation_id: &str, fence: Option<i64>) -> Result<(), StoreFailure> {
     fence::observe(
         tx,
         "inventory_fences",
@@ -467,69 +474,82 @@ async fn fenced(
     })
 }
 
+const EXPIRE_SQL: &str = "UPDATE inventory_reservations SET status = 'EXPIRED', updated_at = $1 \
+     WHERE reservation_id = $2 AND status = 'RESERVED' AND expires_at < $1";
+
+const RESERVATION_SQL: &str =
+    "SELECT status, expires_at FROM inventory_reservations WHERE reservation_id = $1";
+
+const RESERVATION_ITEMS_SQL: &str = "SELECT product_id, quantity, unit_price_minor_units, \
+     currency FROM inventory_reservation_items WHERE reservation_id = $1 ORDER BY product_id";
+
 /// The reservation as this transaction sees it.
 async fn reservation_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx,
     reservation_id: &str,
 ) -> Result<Option<Reservation>, sqlx::Error> {
-    reservation_on(tx, reservation_id).await
+    let params = [Param::Text(reservation_id)];
+    let head = tx.query_rows(RESERVATION_SQL, &params, push_head).await?;
+    if head.is_none() {
+        return Ok(None);
+    }
+    let items = tx
+        .query_rows(RESERVATION_ITEMS_SQL, &params, push_item)
+        .await?;
+    assemble(reservation_id, head, items)
 }
 
-async fn reservation_on(
-    conn: &mut sqlx::AnyConnection,
+/// A reservation's status and expiry.
+type Head = Option<(String, i64)>;
+
+fn push_head(head: &mut Head, row: &dyn Columns) -> Result<(), sqlx::Error> {
+    *head = Some((row.text("status")?, row.int("expires_at")?));
+    Ok(())
+}
+
+fn push_item(items: &mut Vec<ReservedItem>, item: &dyn Columns) -> Result<(), sqlx::Error> {
+    let quantity = item.int("quantity")?;
+    items.push(ReservedItem {
+        product_id: item.text("product_id")?,
+        quantity: i32::try_from(quantity).map_err(|e| bad_column("quantity", e))?,
+        unit_price: Money::new(
+            parse_currency(&item.text("currency")?)?,
+            item.int("unit_price_minor_units")?,
+        ),
+    });
+    Ok(())
+}
+
+fn assemble(
     reservation_id: &str,
+    head: Head,
+    items: Vec<ReservedItem>,
 ) -> Result<Option<Reservation>, sqlx::Error> {
-    let Some(row) = sqlx::query(
-        "SELECT status, expires_at FROM inventory_reservations WHERE reservation_id = $1",
-    )
-    .bind(reservation_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    let Some((status, expires_at_ms)) = head else {
         return Ok(None);
     };
-    let status: String = row.try_get("status")?;
-    let items = sqlx::query(
-        "SELECT product_id, quantity, unit_price_minor_units, currency \
-         FROM inventory_reservation_items WHERE reservation_id = $1 ORDER BY product_id",
-    )
-    .bind(reservation_id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|item| {
-        let quantity: i64 = item.try_get("quantity")?;
-        let currency: String = item.try_get("currency")?;
-        Ok(ReservedItem {
-            product_id: item.try_get("product_id")?,
-            quantity: i32::try_from(quantity).map_err(|e| bad_column("quantity", e))?,
-            unit_price: Money::new(
-                parse_currency(&currency)?,
-                item.try_get("unit_price_minor_units")?,
-            ),
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(Some(Reservation {
         reservation_id: reservation_id.to_owned(),
         status: ReservationStatus::parse(&status)
             .ok_or_else(|| bad_column("status", std::io::Error::other(status.clone())))?,
         items,
-        expires_at_ms: row.try_get("expires_at")?,
+        expires_at_ms,
     }))
 }
 
 /// Why a product's conditional update took nothing: unknown, or short.
 async fn refusal(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx,
     product_id: &str,
     requested: i32,
 ) -> Result<InventoryError, sqlx::Error> {
-    let available: Option<i64> =
-        sqlx::query_scalar("SELECT available FROM inventory_products WHERE product_id = $1")
-            .bind(product_id)
-            .fetch_optional(&mut **tx)
-            .await?;
+    let available = tx
+        .query_optional(
+            "SELECT available FROM inventory_products WHERE product_id = $1",
+            &[Param::Text(product_id)],
+            |row| row.int("available"),
+        )
+        .await?;
     Ok(match available {
         None => InventoryError::ProductNotFound(product_id.to_owned()),
         Some(available) => InventoryError::OutOfStock {
@@ -542,26 +562,31 @@ async fn refusal(
 
 /// Adds each item of the reservation back to its product's stock.
 async fn return_items(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx,
     reservation_id: &str,
     now_ms: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let items: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT product_id, quantity FROM inventory_reservation_items \
-         WHERE reservation_id = $1 ORDER BY product_id",
-    )
-    .bind(reservation_id)
-    .fetch_all(&mut **tx)
-    .await?;
+    let items = tx
+        .query_rows(
+            "SELECT product_id, quantity FROM inventory_reservation_items \
+             WHERE reservation_id = $1 ORDER BY product_id",
+            &[Param::Text(reservation_id)],
+            |items: &mut Vec<(String, i64)>, row| {
+                items.push((row.text("product_id")?, row.int("quantity")?));
+                Ok(())
+            },
+        )
+        .await?;
     for (product_id, quantity) in &items {
-        sqlx::query(
+        tx.execute(
             "UPDATE inventory_products SET available = available + $1, updated_at = $2 \
              WHERE product_id = $3",
+            &[
+                Param::Int(*quantity),
+                Param::Int(now_ms),
+                Param::Text(product_id),
+            ],
         )
-        .bind(quantity)
-        .bind(now_ms)
-        .bind(product_id)
-        .execute(&mut **tx)
         .await?;
     }
     let returned = items.iter().map(|(p, q)| (p.as_str(), *q));

@@ -6,8 +6,8 @@
 use ordermesh_domain::Money;
 use ordermesh_proto::events::v1 as proto;
 use ordermesh_storage::outbox::{NewEvent, Outbox};
+use ordermesh_storage::{Param, Tx};
 use prost::Message;
-use sqlx::{AnyConnection, Row};
 
 use crate::domain::{FailureReason, OrderStatus, SagaState};
 
@@ -80,36 +80,37 @@ pub struct OrderFacts<'a> {
 /// Records `kind` about `order_id`, reading the order as the transaction
 /// `tx` left it (for a change whose caller does not hold the order).
 pub async fn record(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     order_id: &str,
     kind: EventKind,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let order = sqlx::query(
-        "SELECT customer_id, status, failure_reason, total_minor_units, currency \
-         FROM order_orders WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let event = proto::OrderEvent {
-        header: None,
-        kind: kind.to_proto().into(),
-        order_id: order_id.to_owned(),
-        customer_id: order.try_get("customer_id")?,
-        status: order.try_get("status")?,
-        failure_reason: order
-            .try_get::<Option<String>, _>("failure_reason")?
-            .unwrap_or_default(),
-        total_minor_units: order.try_get("total_minor_units")?,
-        currency: order.try_get("currency")?,
-    };
+    let event = tx
+        .query_optional(
+            "SELECT customer_id, status, failure_reason, total_minor_units, currency \
+             FROM order_orders WHERE order_id = $1",
+            &[Param::Text(order_id)],
+            |order| {
+                Ok(proto::OrderEvent {
+                    header: None,
+                    kind: kind.to_proto().into(),
+                    order_id: order_id.to_owned(),
+                    customer_id: order.text("customer_id")?,
+                    status: order.text("status")?,
+                    failure_reason: order.text_or_null("failure_reason")?.unwrap_or_default(),
+                    total_minor_units: order.int("total_minor_units")?,
+                    currency: order.text("currency")?,
+                })
+            },
+        )
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
     write(tx, event, kind, now_ms).await
 }
 
 /// Records `kind` about the order `facts` describe.
 pub async fn record_of(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     facts: &OrderFacts<'_>,
     kind: EventKind,
     now_ms: i64,
@@ -131,7 +132,7 @@ pub async fn record_of(
 
 /// Writes `event` (its header filled in) to the outbox.
 async fn write(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     mut event: proto::OrderEvent,
     kind: EventKind,
     now_ms: i64,

@@ -127,31 +127,34 @@ impl OrderStore {
         let fingerprint = request.fingerprint();
         let saga = SagaState::new_order();
         let now = self.db.now_sql();
-        let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO order_orders (order_id, customer_id, payment_method, currency, \
-             total_minor_units, status, step, idempotency_key, request_fingerprint, \
-             created_at, updated_at, lease_owner, lease_holder, lease_until, fence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, \
-             CASE WHEN $13 = 0 THEN 0 ELSE {now} + $13 END, $14) ON CONFLICT DO NOTHING"
-        ))
-        .bind(order_id)
-        .bind(&request.customer_id)
-        .bind(request.payment_method.token())
-        .bind(total.currency.as_str())
-        .bind(total.minor_units)
-        .bind(saga.status.as_str())
-        .bind(saga.step.as_str())
-        .bind(request.idempotency_key.as_deref())
-        .bind(&fingerprint)
-        .bind(now_ms)
-        .bind(driver.as_ref().map(|d| d.owner))
-        .bind(driver.as_ref().map(|d| d.leases.holder.as_str()))
-        .bind(driver.as_ref().map_or(0, |d| millis(d.leases.lease)))
-        .bind(i64::from(driver.is_some()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let mut tx = self.db.transaction().await?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO order_orders (order_id, customer_id, payment_method, currency, \
+                     total_minor_units, status, step, idempotency_key, request_fingerprint, \
+                     created_at, updated_at, lease_owner, lease_holder, lease_until, fence) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, \
+                     CASE WHEN $13 = 0 THEN 0 ELSE {now} + $13 END, $14) ON CONFLICT DO NOTHING"
+                ),
+                &[
+                    Param::Text(order_id),
+                    Param::Text(&request.customer_id),
+                    Param::Text(request.payment_method.token()),
+                    Param::Text(total.currency.as_str()),
+                    Param::Int(total.minor_units),
+                    Param::Text(saga.status.as_str()),
+                    Param::Text(saga.step.as_str()),
+                    Param::OptText(request.idempotency_key.as_deref()),
+                    Param::Text(&fingerprint),
+                    Param::Int(now_ms),
+                    Param::OptText(driver.as_ref().map(|d| d.owner)),
+                    Param::OptText(driver.as_ref().map(|d| d.leases.holder.as_str())),
+                    Param::Int(driver.as_ref().map_or(0, |d| millis(d.leases.lease))),
+                    Param::Int(i64::from(driver.is_some())),
+                ],
+            )
+            .await?;
         if inserted == 0 {
             tx.rollback().await?;
             let key = request.idempotency_key.as_deref().unwrap_or_default();
@@ -169,16 +172,17 @@ impl OrderStore {
             });
         }
         for (line_no, line) in lines.iter().enumerate() {
-            sqlx::query(
+            tx.execute(
                 "INSERT INTO order_items (order_id, line, product_id, quantity, \
                  unit_price_minor_units) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    Param::Text(order_id),
+                    Param::Int(i64::try_from(line_no).unwrap_or(i64::MAX)),
+                    Param::Text(&line.product_id),
+                    Param::Int(i64::from(line.quantity)),
+                    Param::Int(line.unit_price.minor_units),
+                ],
             )
-            .bind(order_id)
-            .bind(i64::try_from(line_no).unwrap_or(i64::MAX))
-            .bind(&line.product_id)
-            .bind(i64::from(line.quantity))
-            .bind(line.unit_price.minor_units)
-            .execute(&mut *tx)
             .await?;
         }
         let facts = OrderFacts {
@@ -358,31 +362,34 @@ impl OrderStore {
         };
         let now = self.db.now_sql();
         let event = outbox::event_for(&current.saga, state);
-        let mut tx = self.db.begin().await?;
-        let updated = sqlx::query(&format!(
-            "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
-             compensate_stock = $4, compensate_payment = $5, attempts = $6, \
-             next_attempt_at = {now} + $7, \
-             lease_until = CASE WHEN $8 = 0 THEN 0 ELSE {now} + $8 END, \
-             version = version + 1, updated_at = $9, payment_method = $12 \
-             WHERE order_id = $10 AND lease_owner = $11 AND fence = $13"
-        ))
-        .bind(state.status.as_str())
-        .bind(state.failure_reason.map(FailureReason::as_str))
-        .bind(state.step.as_str())
-        .bind(i64::from(state.compensate_stock))
-        .bind(i64::from(state.compensate_payment))
-        .bind(i64::from(state.attempts))
-        .bind(retry_ms)
-        .bind(lease_ms)
-        .bind(now_ms)
-        .bind(&current.view.order_id)
-        .bind(&lease.owner)
-        .bind(&payment_method)
-        .bind(lease.fence)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let mut tx = self.db.transaction().await?;
+        let updated = tx
+            .execute(
+                &format!(
+                    "UPDATE order_orders SET status = $1, failure_reason = $2, step = $3, \
+                     compensate_stock = $4, compensate_payment = $5, attempts = $6, \
+                     next_attempt_at = {now} + $7, \
+                     lease_until = CASE WHEN $8 = 0 THEN 0 ELSE {now} + $8 END, \
+                     version = version + 1, updated_at = $9, payment_method = $12 \
+                     WHERE order_id = $10 AND lease_owner = $11 AND fence = $13"
+                ),
+                &[
+                    Param::Text(state.status.as_str()),
+                    Param::OptText(state.failure_reason.map(FailureReason::as_str)),
+                    Param::Text(state.step.as_str()),
+                    Param::Int(i64::from(state.compensate_stock)),
+                    Param::Int(i64::from(state.compensate_payment)),
+                    Param::Int(i64::from(state.attempts)),
+                    Param::Int(retry_ms),
+                    Param::Int(lease_ms),
+                    Param::Int(now_ms),
+                    Param::Text(&current.view.order_id),
+                    Param::Text(&lease.owner),
+                    Param::Text(&payment_method),
+                    Param::Int(lease.fence),
+                ],
+            )
+            .await?;
         if updated == 0 {
             return Ok(None);
         }
@@ -503,22 +510,23 @@ impl OrderStore {
         cancelled: &SagaState,
         now_ms: i64,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE order_orders SET status = $1, step = $2, compensate_stock = $3, \
-             compensate_payment = $4, attempts = 0, next_attempt_at = 0, \
-             version = version + 1, updated_at = $5 \
-             WHERE order_id = $6 AND status = 'CONFIRMED' AND step = 'done'",
-        )
-        .bind(cancelled.status.as_str())
-        .bind(cancelled.step.as_str())
-        .bind(i64::from(cancelled.compensate_stock))
-        .bind(i64::from(cancelled.compensate_payment))
-        .bind(now_ms)
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let mut tx = self.db.transaction().await?;
+        let updated = tx
+            .execute(
+                "UPDATE order_orders SET status = $1, step = $2, compensate_stock = $3, \
+                 compensate_payment = $4, attempts = 0, next_attempt_at = 0, \
+                 version = version + 1, updated_at = $5 \
+                 WHERE order_id = $6 AND status = 'CONFIRMED' AND step = 'done'",
+                &[
+                    Param::Text(cancelled.status.as_str()),
+                    Param::Text(cancelled.step.as_str()),
+                    Param::Int(i64::from(cancelled.compensate_stock)),
+                    Param::Int(i64::from(cancelled.compensate_payment)),
+                    Param::Int(now_ms),
+                    Param::Text(order_id),
+                ],
+            )
+            .await?;
         if updated == 1 {
             outbox::record(&mut tx, order_id, EventKind::Cancelled, now_ms).await?;
         }

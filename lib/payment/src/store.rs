@@ -1,9 +1,7 @@
 //! Every SQL statement of the payment service (portable SQLite/PostgreSQL).
 
 use ordermesh_domain::{Currency, Money};
-use ordermesh_storage::{Database, fence};
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use ordermesh_storage::{Columns, Database, Param, Tx, fence};
 
 use crate::domain::{Payment, PaymentStatus};
 
@@ -36,7 +34,7 @@ impl PaymentStore {
         method_kind: &str,
         fence: Option<i64>,
     ) -> Result<Stored, StoreFailure> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.transaction().await?;
         fenced(&mut tx, &payment.order_id, fence).await?;
         let stored = insert_in(&mut tx, payment, method_kind).await?;
         tx.commit().await?;
@@ -44,8 +42,9 @@ impl PaymentStore {
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Option<Payment>, sqlx::Error> {
-        let mut conn = self.db.pool().acquire().await?;
-        get_on(&mut conn, order_id).await
+        self.db
+            .query_rows(&get_sql(), &[Param::Text(order_id)], push_payment)
+            .await
     }
 
     /// Refunds the order's succeeded payment, or voids an order that has
@@ -56,7 +55,7 @@ impl PaymentStore {
         now_ms: i64,
         fence: Option<i64>,
     ) -> Result<Payment, StoreFailure> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.transaction().await?;
         fenced(&mut tx, &void.order_id, fence).await?;
         // After this insert a row surely exists (PostgreSQL waits for a
         // racing charge's transaction), so no charge can slip in after it.
@@ -64,15 +63,16 @@ impl PaymentStore {
             tx.commit().await?;
             return Ok(voided);
         }
-        sqlx::query(
+        tx.execute(
             "UPDATE payment_payments SET status = $1, updated_at = $2 \
              WHERE order_id = $3 AND status = $4",
+            &[
+                Param::Text(PaymentStatus::Refunded.as_str()),
+                Param::Int(now_ms),
+                Param::Text(&void.order_id),
+                Param::Text(PaymentStatus::Succeeded.as_str()),
+            ],
         )
-        .bind(PaymentStatus::Refunded.as_str())
-        .bind(now_ms)
-        .bind(&void.order_id)
-        .bind(PaymentStatus::Succeeded.as_str())
-        .execute(&mut *tx)
         .await?;
         let payment = get_on(&mut tx, &void.order_id)
             .await?
@@ -91,37 +91,34 @@ pub enum StoreFailure {
     Database(#[from] sqlx::Error),
 }
 
-async fn fenced(
-    tx: &mut Transaction<'_, Any>,
-    order_id: &str,
-    fence: Option<i64>,
-) -> Result<(), StoreFailure> {
+async fn fenced(tx: &mut Tx, order_id: &str, fence: Option<i64>) -> Result<(), StoreFailure> {
     fence::observe(tx, "payment_fences", "order_id", order_id, fence)
         .await?
         .map_err(StoreFailure::Stale)
 }
 
 async fn insert_in(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx,
     payment: &Payment,
     method_kind: &str,
 ) -> Result<Stored, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO payment_payments (payment_id, order_id, amount_minor_units, currency, \
-         method_kind, status, decline_reason, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(&payment.payment_id)
-    .bind(&payment.order_id)
-    .bind(payment.amount.minor_units)
-    .bind(payment.amount.currency.as_str())
-    .bind(method_kind)
-    .bind(payment.status.as_str())
-    .bind(payment.decline_reason.as_deref())
-    .bind(payment.created_at_ms)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
+    let inserted = tx
+        .execute(
+            "INSERT INTO payment_payments (payment_id, order_id, amount_minor_units, currency, \
+             method_kind, status, decline_reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (order_id) DO NOTHING",
+            &[
+                Param::Text(&payment.payment_id),
+                Param::Text(&payment.order_id),
+                Param::Int(payment.amount.minor_units),
+                Param::Text(payment.amount.currency.as_str()),
+                Param::Text(method_kind),
+                Param::Text(payment.status.as_str()),
+                Param::OptText(payment.decline_reason.as_deref()),
+                Param::Int(payment.created_at_ms),
+            ],
+        )
+        .await?;
     if inserted == 1 {
         return Ok(Stored::New(payment.clone()));
     }
@@ -131,25 +128,24 @@ async fn insert_in(
     Ok(Stored::Existing(existing))
 }
 
-async fn get_on(
-    conn: &mut sqlx::AnyConnection,
-    order_id: &str,
-) -> Result<Option<Payment>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payment_payments WHERE order_id = $1"
-    ))
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .as_ref()
-    .map(decode)
-    .transpose()
+fn get_sql() -> String {
+    format!("SELECT {COLUMNS} FROM payment_payments WHERE order_id = $1")
 }
 
-fn decode(row: &AnyRow) -> Result<Payment, sqlx::Error> {
-    let currency: String = row.try_get("currency")?;
+async fn get_on(tx: &mut Tx, order_id: &str) -> Result<Option<Payment>, sqlx::Error> {
+    tx.query_rows(&get_sql(), &[Param::Text(order_id)], push_payment)
+        .await
+}
+
+fn push_payment(found: &mut Option<Payment>, row: &dyn Columns) -> Result<(), sqlx::Error> {
+    *found = Some(decode(row)?);
+    Ok(())
+}
+
+fn decode(row: &dyn Columns) -> Result<Payment, sqlx::Error> {
+    let currency = row.text("currency")?;
     let currency = Currency::parse(&currency).map_err(|e| bad_column("currency", e))?;
-    let status: String = row.try_get("status")?;
+    let status = row.text("status")?;
     let status = PaymentStatus::parse(&status).ok_or_else(|| {
         bad_column(
             "status",
@@ -157,13 +153,13 @@ fn decode(row: &AnyRow) -> Result<Payment, sqlx::Error> {
         )
     })?;
     Ok(Payment {
-        payment_id: row.try_get("payment_id")?,
-        order_id: row.try_get("order_id")?,
-        amount: Money::new(currency, row.try_get("amount_minor_units")?),
+        payment_id: row.text("payment_id")?,
+        order_id: row.text("order_id")?,
+        amount: Money::new(currency, row.int("amount_minor_units")?),
         status,
-        decline_reason: row.try_get("decline_reason")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
+        decline_reason: row.text_or_null("decline_reason")?,
+        created_at_ms: row.int("created_at")?,
+        updated_at_ms: row.int("updated_at")?,
     })
 }
 

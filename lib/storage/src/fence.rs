@@ -10,7 +10,7 @@
 //! PostgreSQL the fence row's lock orders two holders' steps of one order,
 //! on SQLite the write lock does.
 
-use sqlx::{Any, Transaction};
+use crate::{Param, Tx};
 
 /// The metadata key the order service sends the fencing number under.
 pub const METADATA_KEY: &str = "x-ordermesh-fence";
@@ -25,7 +25,7 @@ pub struct Stale {
 /// Records `fence` for `key` in `table` (columns `key_column`, `fence`)
 /// unless a larger one is there. `Err(Stale)` inside `Ok` when refused.
 pub async fn observe(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx,
     table: &'static str,
     key_column: &'static str,
     key: &str,
@@ -33,16 +33,16 @@ pub async fn observe(
 ) -> Result<Result<(), Stale>, sqlx::Error> {
     match fence {
         Some(fence) => {
-            let recorded = sqlx::query(&format!(
-                "INSERT INTO {table} ({key_column}, fence) VALUES ($1, $2) \
-                 ON CONFLICT ({key_column}) DO UPDATE SET fence = excluded.fence \
-                 WHERE {table}.fence <= excluded.fence"
-            ))
-            .bind(key)
-            .bind(fence)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
+            let recorded = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {table} ({key_column}, fence) VALUES ($1, $2) \
+                         ON CONFLICT ({key_column}) DO UPDATE SET fence = excluded.fence \
+                         WHERE {table}.fence <= excluded.fence"
+                    ),
+                    &[Param::Text(key), Param::Int(fence)],
+                )
+                .await?;
             Ok(if recorded == 1 {
                 Ok(())
             } else {
@@ -50,12 +50,13 @@ pub async fn observe(
             })
         }
         None => {
-            let seen: Option<i64> = sqlx::query_scalar(&format!(
-                "SELECT fence FROM {table} WHERE {key_column} = $1"
-            ))
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let seen = tx
+                .query_optional(
+                    &format!("SELECT fence FROM {table} WHERE {key_column} = $1"),
+                    &[Param::Text(key)],
+                    |row| row.int("fence"),
+                )
+                .await?;
             Ok(match seen {
                 None => Ok(()),
                 Some(_) => Err(Stale { sent: None }),

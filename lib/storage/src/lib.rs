@@ -16,6 +16,7 @@ pub mod fence;
 pub mod outbox;
 mod query;
 mod sqlite_reads;
+mod transaction;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -32,6 +33,8 @@ pub use crate::columns::Columns;
 pub use crate::error::{StoreError, failed};
 pub use crate::query::Param;
 use crate::sqlite_reads::SqliteReads;
+use crate::transaction::SqliteWriter;
+pub use crate::transaction::Tx;
 
 /// Where a service keeps its data; the same flags for every role.
 #[derive(Clone, Debug, clap::Args)]
@@ -74,7 +77,7 @@ pub enum SqliteSynchronous {
 }
 
 impl SqliteSynchronous {
-    fn pragma(self) -> &'static str {
+    pub(crate) fn pragma(self) -> &'static str {
         match self {
             SqliteSynchronous::Full => "FULL",
             SqliteSynchronous::Normal => "NORMAL",
@@ -117,6 +120,8 @@ pub struct Database {
     backend: Backend,
     /// SQLite in a file we know: reads that may skip the pool.
     reads: Option<Arc<SqliteReads>>,
+    /// SQLite in a file we know: the writers' own connection ([`Tx`]).
+    writer: Option<SqliteWriter>,
 }
 
 impl Database {
@@ -190,10 +195,18 @@ impl Database {
             .connect_with(options)
             .await
             .with_context(|| format!("opening SQLite database {url}"))?;
+        let writer = match &file {
+            Some(file) => Some(
+                SqliteWriter::open(file, synchronous)
+                    .with_context(|| format!("opening SQLite database {url} for writing"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
             reads: file.map(|file| Arc::new(SqliteReads::new(file))),
+            writer,
         })
     }
 
@@ -224,6 +237,7 @@ impl Database {
             pool,
             backend: Backend::Postgres,
             reads: None,
+            writer: None,
         })
     }
 
@@ -274,6 +288,15 @@ impl Database {
         tokio::spawn(async move { pool.begin().await })
             .await
             .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
+    }
+
+    /// A write transaction ([`Tx`]): on SQLite in a file on the writers'
+    /// own connection, on the caller's thread; otherwise [`Database::begin`]'s.
+    pub async fn transaction(&self) -> Result<Tx, sqlx::Error> {
+        match &self.writer {
+            Some(writer) => Tx::sqlite(writer).await,
+            None => Ok(Tx::pool(self.begin().await?)),
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -14,7 +14,9 @@
 //! what lets a reader follow the outbox with a cursor (`position > n`)
 //! without missing a row that a slower transaction commits later.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
+
+use crate::{Param, Tx};
 
 /// An event's identity, known only inside the transaction that records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +99,7 @@ impl Outbox {
     /// transaction's last statement (see the module's note).
     pub async fn record(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Tx,
         event: NewEvent<'_>,
         encode: impl FnOnce(&EventHeader) -> Vec<u8>,
     ) -> Result<EventHeader, sqlx::Error> {
@@ -117,22 +119,25 @@ impl Outbox {
             traceparent,
         };
         let payload = encode(&header);
-        sqlx::query(&format!(
-            "INSERT INTO {}_outbox (position, event_id, aggregate_id, sequence, event_type, \
-             message_type, payload, traceparent, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            self.prefix
-        ))
-        .bind(position)
-        .bind(&header.event_id)
-        .bind(aggregate_id)
-        .bind(sequence)
-        .bind(event_type)
-        .bind(message_type)
-        .bind(payload)
-        .bind(header.traceparent.as_deref())
-        .bind(now_ms)
-        .execute(&mut *tx)
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_outbox (position, event_id, aggregate_id, sequence, event_type, \
+                 message_type, payload, traceparent, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self.prefix
+            ),
+            &[
+                Param::Int(position),
+                Param::Text(&header.event_id),
+                Param::Text(aggregate_id),
+                Param::Int(sequence),
+                Param::Text(event_type),
+                Param::Text(message_type),
+                Param::Blob(&payload),
+                Param::OptText(header.traceparent.as_deref()),
+                Param::Int(now_ms),
+            ],
+        )
         .await?;
         Ok(header)
     }
@@ -140,11 +145,7 @@ impl Outbox {
     /// The aggregate's next sequence and the outbox's next position (1 for
     /// a new counter), in one statement: the aggregate's counter is locked
     /// first, then the position's, as two statements did.
-    async fn next_pair(
-        &self,
-        tx: &mut AnyConnection,
-        aggregate_id: &str,
-    ) -> Result<(i64, i64), sqlx::Error> {
+    async fn next_pair(&self, tx: &mut Tx, aggregate_id: &str) -> Result<(i64, i64), sqlx::Error> {
         // The position's counter is the one named "": an aggregate of that
         // name would be counted twice in one statement.
         if aggregate_id.is_empty() {
@@ -152,25 +153,26 @@ impl Outbox {
                 "an outbox event needs an aggregate id".into(),
             ));
         }
-        let rows = sqlx::query(&format!(
-            "INSERT INTO {0}_outbox_counters (name, value) VALUES ($1, 1), ('', 1) \
-             ON CONFLICT (name) DO UPDATE SET value = {0}_outbox_counters.value + 1 \
-             RETURNING name, value",
-            self.prefix
-        ))
-        .bind(aggregate_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let (mut sequence, mut position) = (None, None);
-        for row in rows {
-            let name: String = row.try_get("name")?;
-            let value: i64 = row.try_get("value")?;
-            if name.is_empty() {
-                position = Some(value);
-            } else {
-                sequence = Some(value);
-            }
-        }
+        let (sequence, position) = tx
+            .query_rows(
+                &format!(
+                    "INSERT INTO {0}_outbox_counters (name, value) VALUES ($1, 1), ('', 1) \
+                     ON CONFLICT (name) DO UPDATE SET value = {0}_outbox_counters.value + 1 \
+                     RETURNING name, value",
+                    self.prefix
+                ),
+                &[Param::Text(aggregate_id)],
+                |(sequence, position): &mut (Option<i64>, Option<i64>), row| {
+                    let value = row.int("value")?;
+                    if row.text("name")?.is_empty() {
+                        *position = Some(value);
+                    } else {
+                        *sequence = Some(value);
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
         sequence.zip(position).ok_or(sqlx::Error::RowNotFound)
     }
 

@@ -3,20 +3,26 @@
 //! file, see [`crate::sqlite_reads`]) and the pool.
 
 use crate::sqlite_reads::query_each;
+use crate::transaction::bind;
 use crate::{Columns, Database};
 
 /// A value bound to `$1`, `$2`, … of a portable statement.
 #[derive(Clone, Copy, Debug)]
 pub enum Param<'a> {
     Text(&'a str),
+    /// Text or NULL.
+    OptText(Option<&'a str>),
     Int(i64),
+    Blob(&'a [u8]),
 }
 
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         match self {
             Param::Text(text) => text.to_sql(),
+            Param::OptText(text) => text.to_sql(),
             Param::Int(int) => int.to_sql(),
+            Param::Blob(bytes) => bytes.to_sql(),
         }
     }
 }
@@ -42,15 +48,8 @@ impl Database {
         {
             return Ok(rows);
         }
-        let mut query = sqlx::query(sql);
-        for param in params {
-            query = match *param {
-                Param::Text(text) => query.bind(text),
-                Param::Int(int) => query.bind(int),
-            };
-        }
         let mut rows = A::default();
-        for row in &query.fetch_all(&self.pool).await? {
+        for row in &bind(sqlx::query(sql), params).fetch_all(&self.pool).await? {
             push(&mut rows, row)?;
         }
         Ok(rows)

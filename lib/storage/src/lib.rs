@@ -8,7 +8,8 @@
 //! Queries go through sqlx's `Any` driver, so one set of portable SQL
 //! (`$1` parameters, BIGINT and TEXT columns, times as Unix milliseconds)
 //! runs on both backends. On SQLite the hottest reads may also run on the
-//! caller's thread ([`Database::query_rows`], see [`sqlite_reads`]).
+//! caller's thread ([`Database::query_rows`], see [`sqlite_reads`]), and
+//! write transactions do ([`Database::transaction`], see [`transaction`]).
 
 pub mod columns;
 mod error;
@@ -56,8 +57,10 @@ pub struct DatabaseSettings {
     /// SQLite lets one connection write at a time, and a writer that finds
     /// the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10… ms): with
     /// many connections that sleeping was the whole tail of create-order.
-    /// With one, writers queue in the pool in order, and the hot reads do
-    /// not need the pool (`Database::query_rows`).
+    /// With one, the writes outside transactions queue in the pool in
+    /// order; write transactions queue on a connection of their own
+    /// (`Database::transaction`) and the hot reads do not need the pool
+    /// (`Database::query_rows`).
     #[arg(long, env = "ORDERMESH_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
     /// SQLite's `synchronous`: `full` syncs every commit to disk before it

@@ -7,7 +7,8 @@
 //! wake-up, so the hottest reads run here, on the caller's thread, through
 //! rusqlite (the same SQLite library that sqlx links).
 //!
-//! Only reads, on connections set `query_only`; writes stay on sqlx's pool.
+//! Only reads, on connections set `query_only`; write transactions have
+//! their own connection (`crate::transaction`).
 //! WAL lets these readers run beside its writer. A read that cannot run
 //! here (the file cannot be opened, SQLite is busy, any error) answers
 //! `None` and [`crate::Database::query_rows`] takes the pool, which then

@@ -120,12 +120,7 @@ pub fn query_each(
     mut row: impl FnMut(&NamedRow<'_, '_>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let mut statement = connection.prepare_cached(sql)?;
-    for (position, value) in params.iter().enumerate() {
-        let name = format!("${}", position + 1);
-        if let Some(index) = statement.parameter_index(&name)? {
-            statement.raw_bind_parameter(index, value)?;
-        }
-    }
+    bind_numbered(&mut statement, params)?;
     let names: Vec<String> = statement
         .column_names()
         .into_iter()
@@ -137,6 +132,22 @@ pub fn query_each(
             row: next,
             names: &names,
         })?;
+    }
+    Ok(())
+}
+
+/// Binds `params` to `$1`, `$2`, … by name: SQLite numbers named
+/// parameters in order of first appearance, so binding by position would
+/// go wrong for `… $3 … $2`.
+pub fn bind_numbered(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[Param<'_>],
+) -> rusqlite::Result<()> {
+    for (position, value) in params.iter().enumerate() {
+        let name = format!("${}", position + 1);
+        if let Some(index) = statement.parameter_index(&name)? {
+            statement.raw_bind_parameter(index, value)?;
+        }
     }
     Ok(())
 }

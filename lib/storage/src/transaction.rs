@@ -23,7 +23,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::sqlite_reads::query_each;
+use crate::sqlite_reads::{bind_numbered, query_each};
 use crate::{Columns, Param, SqliteSynchronous};
 
 /// How long a writer waits for the write lock another connection holds.
@@ -127,7 +127,7 @@ impl Tx {
                 .rows_affected()),
             Inner::Sqlite(held) => {
                 let mut statement = held.0.prepare_cached(sql).map_err(sqlite_error)?;
-                bind_named(&mut statement, params)?;
+                bind_numbered(&mut statement, params).map_err(sqlite_error)?;
                 statement
                     .raw_execute()
                     .map(|changed| changed as u64)
@@ -210,22 +210,6 @@ pub(crate) fn bind<'q>(
         };
     }
     query
-}
-
-/// Binds `$1`, `$2`, … by name (see `sqlite_reads::query_each`).
-fn bind_named(
-    statement: &mut rusqlite::CachedStatement<'_>,
-    params: &[Param<'_>],
-) -> Result<(), sqlx::Error> {
-    for (position, value) in params.iter().enumerate() {
-        let name = format!("${}", position + 1);
-        if let Some(index) = statement.parameter_index(&name).map_err(sqlite_error)? {
-            statement
-                .raw_bind_parameter(index, value)
-                .map_err(sqlite_error)?;
-        }
-    }
-    Ok(())
 }
 
 /// SQLite's failure as the stores report it: I/O, a full disk or a lock

@@ -87,7 +87,9 @@ pub fn tail_gateway(gateway: SocketAddr, args: &[&str]) -> Vec<String> {
     let mut child = spawn_tail(gateway, args);
     let lines = lines_of(&mut child);
     finished(child);
-    lines.try_iter().collect()
+    // Every line, not only those the reader thread has passed on by now:
+    // the child has exited, so its stdout ends and the channel closes.
+    lines.iter().collect()
 }
 
 /// A TCP relay to `target` that keeps each connection's request head and

@@ -95,12 +95,12 @@ test-coverage: ## Coverage of every test: HTML report in target/coverage/, summa
 # checkout fuzzes within minutes. New inputs go to target/fuzz-corpus;
 # fuzz/corpus holds the committed seeds.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := transcode path_template
+FUZZ_TARGETS := transcode path_template response_json
 # Its builds are kept outside the checkout, like cargo's own registry cache,
 # so a fresh clone on the same machine rebuilds only what changed (the
 # instrumented build of every dependency takes minutes on two cores).
 FUZZ_TARGET_DIR ?= $(HOME)/.cache/ordermesh/fuzz-target
-fuzz: setup ## cargo-fuzz on the gateway's transcoding and path templates, FUZZ_SECONDS (20) each
+fuzz: setup ## cargo-fuzz on the gateway's transcoding, path templates and answer writer, FUZZ_SECONDS (20) each
 	@for target in $(FUZZ_TARGETS); do \
 		mkdir -p target/fuzz-corpus/$$target; \
 		echo "fuzz: $$target for $(FUZZ_SECONDS)s"; \

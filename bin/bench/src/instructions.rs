@@ -45,6 +45,10 @@ pub struct InstructionsArgs {
     /// Orders measured in the CreateOrder case.
     #[arg(long, default_value_t = 30)]
     pub orders: u64,
+    /// Keep callgrind's dumps (one per case) in this directory, to read
+    /// with `callgrind_annotate --inclusive=yes`.
+    #[arg(long)]
+    pub keep_dumps: Option<PathBuf>,
 }
 
 /// The committed baseline: instructions per request of each case.
@@ -100,6 +104,19 @@ pub async fn instructions(args: InstructionsArgs) -> anyhow::Result<()> {
     let server = start(&ordermesh, work.path()).await?;
     let measured = measure_all(&args, &server, work.path()).await;
     let _ = server.stop(None).await;
+    if let Some(keep) = &args.keep_dumps {
+        std::fs::create_dir_all(keep)?;
+        for dump in std::fs::read_dir(work.path())? {
+            let dump = dump?.path();
+            if let Some(name) = dump
+                .file_name()
+                .filter(|n| n.to_string_lossy().starts_with("callgrind.out"))
+            {
+                std::fs::copy(&dump, keep.join(name))?;
+            }
+        }
+        println!("callgrind dumps kept in {}", keep.display());
+    }
     let counts = measured?;
     if args.update {
         let baseline = Baseline {

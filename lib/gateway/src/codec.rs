@@ -1,6 +1,7 @@
-//! A tonic codec for messages known only at run time: the gateway forwards
+//! Tonic codecs for messages known only at run time: the gateway forwards
 //! any annotated RPC without generated code for it.
 
+use bytes::{Buf, Bytes};
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use tonic::Status;
@@ -56,5 +57,38 @@ impl Decoder for DynamicDecoder {
         DynamicMessage::decode(self.0.clone(), src)
             .map(Some)
             .map_err(|e| Status::internal(format!("decoding the response: {e}")))
+    }
+}
+
+/// Sends a `DynamicMessage` and receives the answer's bytes as they came:
+/// a unary answer's JSON is written straight from them
+/// (`response_json`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawAnswerCodec;
+
+impl Codec for RawAnswerCodec {
+    type Encode = DynamicMessage;
+    type Decode = Bytes;
+    type Encoder = DynamicEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DynamicEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

@@ -1,5 +1,6 @@
 //! The small public surface the fuzz targets (`fuzz/`) drive: the path
-//! template parser and the request transcoder, over the built-in routes.
+//! template parser, the request transcoder and the answer writer, over the
+//! built-in routes.
 
 use std::sync::OnceLock;
 
@@ -35,5 +36,27 @@ pub fn transcode(method: &http::Method, path: &str, query: Option<&str>, body: &
                 ignore_unknown,
             );
         }
+    }
+}
+
+/// Reads `data` as the answer of the route its first byte picks, and
+/// panics if the answer's JSON written from the bytes differs from the
+/// dynamic path's (or exists where the dynamic path refuses the bytes).
+pub fn response_json(data: &[u8]) {
+    let Some((pick, answer)) = data.split_first() else {
+        return;
+    };
+    let routes = routes().routes();
+    let route = &routes[usize::from(*pick) % routes.len()];
+    if let Ok(written) = route.response.write(answer) {
+        let dynamic = prost_reflect::DynamicMessage::decode(route.rpc.output(), answer)
+            .ok()
+            .and_then(|message| crate::transcode::to_json(&message).ok());
+        assert_eq!(
+            Some(&written),
+            dynamic.as_ref(),
+            "{}: the written JSON differs from the dynamic path's",
+            route.label
+        );
     }
 }

@@ -20,6 +20,21 @@ use crate::routes::{NoRoute, Route};
 use crate::template::PathBindings;
 use crate::transcode::{needs_json, request_message, require_json, to_json};
 
+/// A unary answer's JSON: written from its bytes where the route's writer
+/// covers them, else through a `DynamicMessage`, exactly as before.
+fn answer_json(route: &Route, answer: &[u8]) -> Result<String, GatewayError> {
+    if let Ok(json) = route.response.write(answer) {
+        return Ok(json);
+    }
+    let message =
+        prost_reflect::DynamicMessage::decode(route.rpc.output(), answer).map_err(|e| {
+            GatewayError::Upstream(tonic::Status::internal(format!(
+                "decoding the response: {e}"
+            )))
+        })?;
+    to_json(&message)
+}
+
 pub async fn transcode(
     gateway: &Gateway,
     route: &Route,
@@ -177,8 +192,8 @@ async fn handle(
         .unary(route, message, metadata, timeout)
         .await
         .map_err(GatewayError::Upstream)?;
-    let (metadata, message, _) = response.into_parts();
-    let json = to_json(&message)?;
+    let (metadata, answer, _) = response.into_parts();
+    let json = answer_json(route, &answer)?;
     let mut response = Response::new(Body::from(json));
     response.headers_mut().insert(
         CONTENT_TYPE,

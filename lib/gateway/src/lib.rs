@@ -20,6 +20,7 @@ mod metadata;
 mod observe;
 mod openapi;
 mod page;
+mod response_json;
 mod routes;
 mod routing;
 mod settings;
@@ -91,6 +92,9 @@ impl Gateway {
             context,
         )?;
         let routes = RouteTable::from_pool(&pool, |service| upstreams.get(service).is_some())?;
+        for route in routes.routes().iter().filter(|r| !r.response.covers_root()) {
+            tracing::debug!(route = %route.label, answer = route.rpc.output().full_name(), "answers of this route are transcoded through a dynamic message");
+        }
         for service in upstreams.services() {
             if pool.get_service_by_name(service).is_none() {
                 tracing::warn!(

@@ -3,9 +3,12 @@
 //! exposed, with no route written by hand. The annotated RPCs are also the
 //! methods grpc-web may call: the annotations are the edge's whole API.
 
+use std::sync::Arc;
+
 use http::Method;
 use prost_reflect::{DescriptorPool, FieldDescriptor, MethodDescriptor, Value};
 
+use crate::response_json::ResponseWriter;
 use crate::template::{PathBindings, PathTemplate};
 
 /// Where the request message comes from besides the path.
@@ -31,6 +34,8 @@ pub struct Route {
     pub grpc_path: String,
     /// How metrics and spans name it, e.g. `GET /v1/orders/{order_id}`.
     pub label: String,
+    /// Writes a unary answer's JSON from its bytes.
+    pub response: Arc<ResponseWriter>,
 }
 
 impl Route {
@@ -185,6 +190,7 @@ fn route(rpc: &MethodDescriptor, rule: &prost_reflect::DynamicMessage) -> anyhow
     Ok(Route {
         grpc_path: format!("/{}/{}", rpc.parent_service().full_name(), rpc.name()),
         label: format!("{} {}", http_method, template.text()),
+        response: Arc::new(ResponseWriter::new(&rpc.output())),
         rpc: rpc.clone(),
         http_method,
         template,

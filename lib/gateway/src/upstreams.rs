@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use ordermesh_runtime::AppContext;
 use ordermesh_runtime::client::{GrpcClientSettings, PeerChannel, peer_channel};
@@ -21,7 +22,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::codec::DynamicCodec;
+use crate::codec::{DynamicCodec, RawAnswerCodec};
 use crate::routes::Route;
 
 /// One fronted service.
@@ -86,19 +87,18 @@ impl Upstreams {
             .ok_or_else(|| Status::internal(format!("no upstream for {}", route.service)))
     }
 
+    /// A unary call; the answer is its message's bytes, as they came.
     pub async fn unary(
         &self,
         route: &Route,
         message: DynamicMessage,
         metadata: MetadataMap,
         timeout: Duration,
-    ) -> Result<tonic::Response<DynamicMessage>, Status> {
+    ) -> Result<tonic::Response<Bytes>, Status> {
         let mut client = self.of(route)?.grpc().await?;
         let mut request = Request::from_parts(metadata, Extensions::default(), message);
         request.set_timeout(timeout);
-        client
-            .unary(request, path(route)?, DynamicCodec::new(route.rpc.output()))
-            .await
+        client.unary(request, path(route)?, RawAnswerCodec).await
     }
 
     pub async fn server_streaming(

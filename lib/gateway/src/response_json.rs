@@ -1,0 +1,603 @@
+//! A unary answer's proto3 JSON written straight from its protobuf bytes,
+//! by a plan built once per message type from the descriptors (so fronting
+//! a new service stays configuration only). No `DynamicMessage` in between:
+//! prost-reflect's decode into one and its serde walk were a quarter of the
+//! gateway's instructions per get-order.
+//!
+//! The output is byte for byte what [`crate::transcode::to_json`] prints for
+//! the decoded message. What a plan does not cover answers `None` and the
+//! caller takes the dynamic path, which then answers exactly as before, its
+//! errors included: maps, proto2 and editions files, the well-known types
+//! other than Timestamp and Duration, groups, and any encoding the dynamic
+//! decoder might refuse (a bad varint, a wrong wire type, invalid UTF-8, a
+//! timestamp out of range). A differential test and a fuzz target hold the
+//! two paths to the same answer.
+//!
+//! The wire reading is written here rather than taken from prost: its
+//! `encoding` module is public only for prost's own generated code.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
+use prost::Message as _;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, Syntax};
+
+/// How deep messages may nest, as prost's decoder allows.
+const RECURSION_LIMIT: usize = 100;
+
+/// prost-reflect's bounds for the two well-known types written here.
+const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+const MAX_DURATION_NANOS: u32 = 999_999_999;
+
+/// The JSON writer of one message type and of every type it holds.
+#[derive(Debug)]
+pub struct ResponseWriter {
+    /// The root type's plan first.
+    plans: Vec<Plan>,
+}
+
+#[derive(Debug)]
+enum Plan {
+    Fields(Fields),
+    Timestamp,
+    Duration,
+    /// Written by the dynamic path.
+    Unsupported,
+}
+
+#[derive(Debug)]
+struct Fields {
+    /// In field-number order, as prost-reflect prints them.
+    fields: Vec<Field>,
+    by_number: HashMap<u32, usize>,
+    /// How many real (not synthetic) oneofs the message has.
+    oneofs: usize,
+}
+
+#[derive(Debug)]
+struct Field {
+    /// `"jsonName":`, escaped once.
+    key: Box<str>,
+    kind: FieldKind,
+    repeated: bool,
+    /// Printed only when set: message fields, oneof members, proto3 optional.
+    presence: bool,
+    /// Its real oneof, by index among the message's.
+    oneof: Option<usize>,
+}
+
+#[derive(Debug)]
+enum FieldKind {
+    Double,
+    Float,
+    Int32,
+    Sint32,
+    Sfixed32,
+    Int64,
+    Sint64,
+    Sfixed64,
+    Uint32,
+    Fixed32,
+    Uint64,
+    Fixed64,
+    Bool,
+    String,
+    Bytes,
+    /// Value names by number, each already a JSON string.
+    Enum(Arc<HashMap<i32, Box<str>>>),
+    /// The plan of the field's message type.
+    Message(usize),
+}
+
+/// How a field's values travel on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WireType {
+    Varint,
+    Fixed64,
+    Delimited,
+    Fixed32,
+}
+
+impl FieldKind {
+    fn wire_type(&self) -> WireType {
+        match self {
+            FieldKind::Double | FieldKind::Fixed64 | FieldKind::Sfixed64 => WireType::Fixed64,
+            FieldKind::Float | FieldKind::Fixed32 | FieldKind::Sfixed32 => WireType::Fixed32,
+            FieldKind::String | FieldKind::Bytes | FieldKind::Message(_) => WireType::Delimited,
+            _ => WireType::Varint,
+        }
+    }
+}
+
+/// One value as read off the wire: a number (varint or fixed, as bits) or
+/// the bytes of a length-delimited one.
+#[derive(Clone, Copy, Debug)]
+enum Raw<'a> {
+    Number(u64),
+    Bytes(&'a [u8]),
+}
+
+/// A value of a field, in wire order (`seq`), for the oneof rule.
+#[derive(Clone, Copy, Debug)]
+struct Entry<'a> {
+    field: usize,
+    seq: usize,
+    value: Raw<'a>,
+}
+
+/// Why the plan gave up: the dynamic path answers instead.
+#[derive(Debug)]
+pub struct Fallback;
+
+type Written = Result<(), Fallback>;
+
+impl ResponseWriter {
+    /// The writer of `descriptor`'s JSON and of every message type it holds.
+    pub fn new(descriptor: &MessageDescriptor) -> Self {
+        let mut builder = Builder::default();
+        builder.plan(descriptor);
+        Self {
+            plans: builder.plans,
+        }
+    }
+
+    /// Whether the root type is written here at all (not only by fallback).
+    pub fn covers_root(&self) -> bool {
+        !matches!(self.plans.first(), Some(Plan::Unsupported) | None)
+    }
+
+    /// The JSON of the message encoded in `bytes`, or `Fallback` when the
+    /// dynamic path must answer.
+    pub fn write(&self, bytes: &[u8]) -> Result<String, Fallback> {
+        let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
+        let whole = Entry {
+            field: 0,
+            seq: 0,
+            value: Raw::Bytes(bytes),
+        };
+        self.message(0, std::slice::from_ref(&whole), &mut out, 0)?;
+        // Every byte written is UTF-8: checked strings, ASCII around them.
+        String::from_utf8(out).map_err(|_| Fallback)
+    }
+
+    /// Writes the message made of `parts`' bytes (several when a singular
+    /// message field occurs more than once: they merge).
+    fn message(
+        &self,
+        plan: usize,
+        parts: &[Entry<'_>],
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Written {
+        if depth >= RECURSION_LIMIT {
+            return Err(Fallback);
+        }
+        match &self.plans[plan] {
+            Plan::Fields(fields) => self.fields(fields, parts, out, depth),
+            Plan::Timestamp => timestamp(parts, out),
+            Plan::Duration => duration(parts, out),
+            Plan::Unsupported => Err(Fallback),
+        }
+    }
+
+    fn fields(
+        &self,
+        plan: &Fields,
+        parts: &[Entry<'_>],
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Written {
+        let mut entries: Vec<Entry<'_>> = Vec::with_capacity(plan.fields.len());
+        // Per real oneof: the member set last, and where its run began.
+        let mut oneof_winner: Vec<Option<(usize, usize)>> = vec![None; plan.oneofs];
+        for part in parts {
+            read_fields(plan, bytes_of(part.value)?, &mut entries, &mut oneof_winner)?;
+        }
+        // Stable: each field's values keep their wire order.
+        entries.sort_by_key(|entry| entry.field);
+        out.push(b'{');
+        let mut first = true;
+        let mut rest = entries.as_slice();
+        for (index, field) in plan.fields.iter().enumerate() {
+            let run = rest.iter().take_while(|e| e.field == index).count();
+            let (mut mine, later) = rest.split_at(run);
+            rest = later;
+            if let Some(oneof) = field.oneof {
+                // Only the member set last counts, from where it was set.
+                let cleared = match oneof_winner[oneof] {
+                    Some((winner, start)) if winner == index => {
+                        mine.partition_point(|e| e.seq < start)
+                    }
+                    _ => mine.len(),
+                };
+                // The dynamic decoder reads what is cleared too, and refuses
+                // it if broken: so must this.
+                if let (FieldKind::Message(nested), true) = (&field.kind, cleared > 0) {
+                    let mut discarded = Vec::new();
+                    self.message(*nested, &mine[..cleared], &mut discarded, depth + 1)?;
+                }
+                mine = &mine[cleared..];
+            }
+            if field.presence && mine.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(field.key.as_bytes());
+            if field.repeated {
+                out.push(b'[');
+                for (i, entry) in mine.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    match &field.kind {
+                        FieldKind::Message(plan) => {
+                            self.message(*plan, std::slice::from_ref(entry), out, depth + 1)?;
+                        }
+                        kind => scalar(kind, entry.value, out)?,
+                    }
+                }
+                out.push(b']');
+            } else if let FieldKind::Message(nested) = &field.kind {
+                self.message(*nested, mine, out, depth + 1)?;
+            } else {
+                let value = mine.last().map_or(
+                    match field.kind.wire_type() {
+                        WireType::Delimited => Raw::Bytes(&[]),
+                        _ => Raw::Number(0),
+                    },
+                    |entry| entry.value,
+                );
+                scalar(&field.kind, value, out)?;
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn bytes_of(value: Raw<'_>) -> Result<&[u8], Fallback> {
+    match value {
+        Raw::Bytes(bytes) => Ok(bytes),
+        Raw::Number(_) => Err(Fallback),
+    }
+}
+
+/// Reads every field of one encoded message into `entries`; unknown fields
+/// are skipped, as the dynamic path's JSON leaves them out.
+fn read_fields<'a>(
+    plan: &Fields,
+    mut bytes: &'a [u8],
+    entries: &mut Vec<Entry<'a>>,
+    oneof_winner: &mut [Option<(usize, usize)>],
+) -> Written {
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        let key = u32::try_from(key).map_err(|_| Fallback)?;
+        let (number, wire) = (key >> 3, key & 7);
+        if number == 0 {
+            return Err(Fallback);
+        }
+        let wire = match wire {
+            0 => WireType::Varint,
+            1 => WireType::Fixed64,
+            2 => WireType::Delimited,
+            5 => WireType::Fixed32,
+            // Groups (3, 4) and the invalid 6 and 7.
+            _ => return Err(Fallback),
+        };
+        let value = match wire {
+            WireType::Varint => Raw::Number(varint(&mut bytes)?),
+            WireType::Fixed64 => Raw::Number(u64::from_le_bytes(take(&mut bytes)?)),
+            WireType::Fixed32 => Raw::Number(u64::from(u32::from_le_bytes(take(&mut bytes)?))),
+            WireType::Delimited => {
+                let len = usize::try_from(varint(&mut bytes)?).map_err(|_| Fallback)?;
+                if len > bytes.len() {
+                    return Err(Fallback);
+                }
+                let (value, rest) = bytes.split_at(len);
+                bytes = rest;
+                Raw::Bytes(value)
+            }
+        };
+        let Some(&index) = plan.by_number.get(&number) else {
+            continue;
+        };
+        let field = &plan.fields[index];
+        let expected = field.kind.wire_type();
+        let packed =
+            field.repeated && wire == WireType::Delimited && expected != WireType::Delimited;
+        if wire != expected && !packed {
+            return Err(Fallback);
+        }
+        // Checked as read: a value a later one replaces must be UTF-8 too.
+        if let (FieldKind::String, Raw::Bytes(text)) = (&field.kind, value) {
+            std::str::from_utf8(text).map_err(|_| Fallback)?;
+        }
+        let seq = entries.len();
+        if let Some(oneof) = field.oneof {
+            match oneof_winner[oneof] {
+                Some((winner, _)) if winner == index => {}
+                _ => oneof_winner[oneof] = Some((index, seq)),
+            }
+        }
+        match (packed, value) {
+            (true, Raw::Bytes(mut packed)) => {
+                while !packed.is_empty() {
+                    let value = match expected {
+                        WireType::Varint => varint(&mut packed)?,
+                        WireType::Fixed64 => u64::from_le_bytes(take(&mut packed)?),
+                        _ => u64::from(u32::from_le_bytes(take(&mut packed)?)),
+                    };
+                    let seq = entries.len();
+                    entries.push(Entry {
+                        field: index,
+                        seq,
+                        value: Raw::Number(value),
+                    });
+                }
+            }
+            (_, value) => entries.push(Entry {
+                field: index,
+                seq,
+                value,
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// A base-128 varint of at most ten bytes, refused where prost refuses it.
+fn varint(bytes: &mut &[u8]) -> Result<u64, Fallback> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        if i == 9 && byte > 1 {
+            return Err(Fallback);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            *bytes = &bytes[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(Fallback)
+}
+
+fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N], Fallback> {
+    let (head, rest) = bytes.split_first_chunk::<N>().ok_or(Fallback)?;
+    *bytes = rest;
+    Ok(*head)
+}
+
+/// One scalar value's JSON, as prost-reflect's serializer writes it.
+fn scalar(kind: &FieldKind, value: Raw<'_>, out: &mut Vec<u8>) -> Written {
+    let number = |value: Raw<'_>| match value {
+        Raw::Number(n) => Ok(n),
+        Raw::Bytes(_) => Err(Fallback),
+    };
+    // Writing to a Vec cannot fail: the results below are only formatting's.
+    match kind {
+        FieldKind::Double => float(f64::from_bits(number(value)?), out),
+        FieldKind::Float => {
+            let value = f32::from_bits(number(value)? as u32);
+            if value.is_finite() {
+                json(&value, out)?;
+            } else {
+                float(f64::from(value), out)?;
+            }
+            Ok(())
+        }
+        FieldKind::Int32 => json(&(number(value)? as i32), out),
+        FieldKind::Sint32 => {
+            let n = number(value)? as u32;
+            json(&(((n >> 1) as i32) ^ -((n & 1) as i32)), out)
+        }
+        FieldKind::Sfixed32 => json(&(number(value)? as u32 as i32), out),
+        FieldKind::Uint32 | FieldKind::Fixed32 => json(&(number(value)? as u32), out),
+        FieldKind::Int64 | FieldKind::Sfixed64 => quoted(number(value)? as i64, out),
+        FieldKind::Sint64 => {
+            let n = number(value)?;
+            quoted(((n >> 1) as i64) ^ -((n & 1) as i64), out)
+        }
+        FieldKind::Uint64 | FieldKind::Fixed64 => quoted(number(value)?, out),
+        FieldKind::Bool => {
+            out.extend_from_slice(if number(value)? != 0 {
+                b"true"
+            } else {
+                b"false"
+            });
+            Ok(())
+        }
+        FieldKind::String => {
+            let text = std::str::from_utf8(bytes_of(value)?).map_err(|_| Fallback)?;
+            json(text, out)
+        }
+        FieldKind::Bytes => {
+            out.push(b'"');
+            let start = out.len();
+            let bytes = bytes_of(value)?;
+            out.resize(
+                start + base64::encoded_len(bytes.len(), true).ok_or(Fallback)?,
+                0,
+            );
+            BASE64_STANDARD
+                .encode_slice(bytes, &mut out[start..])
+                .map_err(|_| Fallback)?;
+            out.push(b'"');
+            Ok(())
+        }
+        FieldKind::Enum(names) => {
+            let number = number(value)? as i32;
+            match names.get(&number) {
+                Some(name) => out.extend_from_slice(name.as_bytes()),
+                None => json(&number, out)?,
+            }
+            Ok(())
+        }
+        FieldKind::Message(_) => Err(Fallback),
+    }
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Written {
+    serde_json::to_writer(out, value).map_err(|_| Fallback)
+}
+
+/// A double, non-finite ones by name as proto3 JSON spells them.
+fn float(value: f64, out: &mut Vec<u8>) -> Written {
+    if value.is_finite() {
+        return json(&value, out);
+    }
+    let name: &[u8] = if value.is_nan() {
+        b"\"NaN\""
+    } else if value > 0.0 {
+        b"\"Infinity\""
+    } else {
+        b"\"-Infinity\""
+    };
+    out.extend_from_slice(name);
+    Ok(())
+}
+
+/// A 64-bit integer as a JSON string.
+fn quoted(value: impl std::fmt::Display, out: &mut Vec<u8>) -> Written {
+    write!(out, "\"{value}\"").map_err(|_| Fallback)
+}
+
+fn timestamp(parts: &[Entry<'_>], out: &mut Vec<u8>) -> Written {
+    let mut value = prost_types::Timestamp::default();
+    for part in parts {
+        value.merge(bytes_of(part.value)?).map_err(|_| Fallback)?;
+    }
+    let in_range = (MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&value.seconds);
+    if !in_range || !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(Fallback);
+    }
+    json(&value.to_string(), out)
+}
+
+fn duration(parts: &[Entry<'_>], out: &mut Vec<u8>) -> Written {
+    let mut value = prost_types::Duration::default();
+    for part in parts {
+        value.merge(bytes_of(part.value)?).map_err(|_| Fallback)?;
+    }
+    if value.seconds.unsigned_abs() > MAX_DURATION_SECONDS
+        || value.nanos.unsigned_abs() > MAX_DURATION_NANOS
+    {
+        return Err(Fallback);
+    }
+    json(&value.to_string(), out)
+}
+
+/// Builds the plans, each message type once (recursive types included).
+#[derive(Default)]
+struct Builder {
+    plans: Vec<Plan>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Builder {
+    fn plan(&mut self, descriptor: &MessageDescriptor) -> usize {
+        if let Some(&index) = self.by_name.get(descriptor.full_name()) {
+            return index;
+        }
+        let index = self.plans.len();
+        self.plans.push(Plan::Unsupported);
+        self.by_name
+            .insert(descriptor.full_name().to_owned(), index);
+        self.plans[index] = match descriptor.full_name() {
+            "google.protobuf.Timestamp" => Plan::Timestamp,
+            "google.protobuf.Duration" => Plan::Duration,
+            name if name.starts_with("google.protobuf.") => Plan::Unsupported,
+            _ => self
+                .fields(descriptor)
+                .map_or(Plan::Unsupported, Plan::Fields),
+        };
+        index
+    }
+
+    fn fields(&mut self, descriptor: &MessageDescriptor) -> Option<Fields> {
+        let plain = descriptor.parent_file().syntax() == Syntax::Proto3
+            && descriptor.extension_ranges().len() == 0;
+        if !plain {
+            return None;
+        }
+        let oneofs: Vec<String> = descriptor
+            .oneofs()
+            .filter(|oneof| !oneof.is_synthetic())
+            .map(|oneof| oneof.full_name().to_owned())
+            .collect();
+        let mut fields = Vec::new();
+        let mut by_number = HashMap::new();
+        for field in descriptor.fields() {
+            if field.is_map() || field.is_group() {
+                return None;
+            }
+            let oneof = field
+                .containing_oneof()
+                .filter(|oneof| !oneof.is_synthetic())
+                .and_then(|oneof| oneofs.iter().position(|name| name == oneof.full_name()));
+            by_number.insert(field.number(), fields.len());
+            fields.push(Field {
+                key: format!("{}:", serde_json::to_string(field.json_name()).ok()?).into(),
+                kind: self.kind(&field)?,
+                repeated: field.is_list(),
+                presence: field.supports_presence(),
+                oneof,
+            });
+        }
+        Some(Fields {
+            fields,
+            by_number,
+            oneofs: oneofs.len(),
+        })
+    }
+
+    /// The field's kind, `None` for one only the dynamic path writes.
+    fn kind(&mut self, field: &FieldDescriptor) -> Option<FieldKind> {
+        Some(match field.kind() {
+            Kind::Double => FieldKind::Double,
+            Kind::Float => FieldKind::Float,
+            Kind::Int32 => FieldKind::Int32,
+            Kind::Sint32 => FieldKind::Sint32,
+            Kind::Sfixed32 => FieldKind::Sfixed32,
+            Kind::Int64 => FieldKind::Int64,
+            Kind::Sint64 => FieldKind::Sint64,
+            Kind::Sfixed64 => FieldKind::Sfixed64,
+            Kind::Uint32 => FieldKind::Uint32,
+            Kind::Fixed32 => FieldKind::Fixed32,
+            Kind::Uint64 => FieldKind::Uint64,
+            Kind::Fixed64 => FieldKind::Fixed64,
+            Kind::Bool => FieldKind::Bool,
+            Kind::String => FieldKind::String,
+            Kind::Bytes => FieldKind::Bytes,
+            // Written as null, not by name.
+            Kind::Enum(enumeration) if enumeration.full_name() == "google.protobuf.NullValue" => {
+                return None;
+            }
+            Kind::Enum(enumeration) => {
+                // The name prost-reflect picks for a number (aliases share one).
+                let names = enumeration
+                    .values()
+                    .filter_map(|value| {
+                        let canonical = enumeration.get_value(value.number())?;
+                        let name = serde_json::to_string(canonical.name()).ok()?;
+                        Some((value.number(), name.into_boxed_str()))
+                    })
+                    .collect();
+                FieldKind::Enum(Arc::new(names))
+            }
+            Kind::Message(message) => FieldKind::Message(self.plan(&message)),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "response_json_tests.rs"]
+mod tests;

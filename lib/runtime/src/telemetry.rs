@@ -224,12 +224,14 @@ impl Visit for JsonObject {
         push_json_string(&mut self.text, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
+        use std::fmt::Write;
         self.key(field);
-        self.text.push_str(&value.to_string());
+        let _ = write!(self.text, "{value}");
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
+        use std::fmt::Write;
         self.key(field);
-        self.text.push_str(&value.to_string());
+        let _ = write!(self.text, "{value}");
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
@@ -237,17 +239,39 @@ impl Visit for JsonObject {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         use std::fmt::Write;
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{value:?}");
         self.key(field);
-        let scratch = std::mem::take(&mut self.scratch);
-        push_json_string(&mut self.text, &scratch);
-        self.scratch = scratch;
+        // Written in place; escaped afterwards only if it needs it (ids,
+        // names and numbers, the usual span fields, never do).
+        let start = self.text.len();
+        self.text.push('"');
+        let _ = write!(self.text, "{value:?}");
+        if needs_escape(&self.text[start + 1..]) {
+            self.scratch.clear();
+            self.scratch.push_str(&self.text[start + 1..]);
+            self.text.truncate(start);
+            let scratch = std::mem::take(&mut self.scratch);
+            push_json_string(&mut self.text, &scratch);
+            self.scratch = scratch;
+        } else {
+            self.text.push('"');
+        }
     }
 }
 
-/// `value` as a JSON string literal (quotes and escapes by serde_json).
+/// Whether `value` holds a character a JSON string must escape.
+fn needs_escape(value: &str) -> bool {
+    value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// `value` as a JSON string literal: as it is when nothing needs escaping,
+/// else quoted and escaped by serde_json.
 fn push_json_string(out: &mut String, value: &str) {
+    if !needs_escape(value) {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     match serde_json::to_string(value) {
         Ok(quoted) => out.push_str(&quoted),
         Err(_) => out.push_str("null"),

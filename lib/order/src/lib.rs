@@ -8,6 +8,7 @@ mod grpc;
 mod hub;
 mod outbox;
 mod peers;
+mod prices;
 mod runner;
 mod service;
 mod store;
@@ -97,6 +98,11 @@ pub struct OrderSettings {
     /// Longest a WatchOrder stream stays open.
     #[arg(long, env = "ORDERMESH_WATCH_LIFETIME", default_value = "10m", value_parser = humantime::parse_duration)]
     pub watch_lifetime: Duration,
+    /// How long a unit price the inventory quoted prices new orders before
+    /// it is asked again (0 asks for every order). Unknown products are
+    /// always asked about, so they are refused before an order is stored.
+    #[arg(long, env = "ORDERMESH_PRICE_CACHE_TTL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub price_cache_ttl: Duration,
 }
 
 impl Default for OrderSettings {
@@ -120,6 +126,7 @@ pub async fn build(
         &settings.inventory_url,
         &settings.payment_url,
         client,
+        settings.price_cache_ttl,
         context,
     )
     .context("connecting to inventory and payment")?;

@@ -2,7 +2,8 @@
 //! means for the saga. Every call is keyed by the order id, so the mesh may
 //! retry it; this code itself never retries.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ordermesh_domain::{ErrorDescription, ErrorKind, Money, reasons};
 use ordermesh_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -21,6 +22,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
 use crate::domain::{FailureReason, Outcome, Step};
+use crate::prices::PriceBook;
 use crate::store::StoredOrder;
 
 /// A product's price as the inventory quotes it.
@@ -35,6 +37,7 @@ pub struct Peers {
     inventory: InventoryServiceClient<PeerChannel>,
     payment: PaymentServiceClient<PeerChannel>,
     call_timeout: Duration,
+    prices: Arc<PriceBook>,
 }
 
 impl Peers {
@@ -42,6 +45,7 @@ impl Peers {
         inventory_url: &str,
         payment_url: &str,
         settings: &GrpcClientSettings,
+        price_cache_ttl: Duration,
         context: &AppContext,
     ) -> anyhow::Result<Self> {
         let channel = |url| peer_channel("order", url, settings, context);
@@ -49,6 +53,7 @@ impl Peers {
             inventory: InventoryServiceClient::new(channel(inventory_url)?),
             payment: PaymentServiceClient::new(channel(payment_url)?),
             call_timeout: settings.default_call_timeout,
+            prices: Arc::new(PriceBook::new(price_cache_ttl)),
         })
     }
 
@@ -72,8 +77,24 @@ impl Peers {
         request
     }
 
-    /// Current prices of `product_ids`; unknown products are left out.
+    /// Current prices of `product_ids` (as of the price cache's time to
+    /// live); unknown products are left out.
     pub async fn quote(
+        &self,
+        product_ids: &[String],
+        deadline: Option<Deadline>,
+    ) -> Result<Vec<Quote>, Status> {
+        if let Some(quotes) = self.prices.fresh(product_ids, Instant::now()) {
+            return Ok(quotes);
+        }
+        let asked = Instant::now();
+        let quotes = self.list_prices(product_ids, deadline).await?;
+        self.prices.remember(&quotes, asked);
+        Ok(quotes)
+    }
+
+    /// The inventory's prices of `product_ids`, asked now.
+    async fn list_prices(
         &self,
         product_ids: &[String],
         deadline: Option<Deadline>,

@@ -38,6 +38,7 @@ mod otlp;
 mod overload;
 mod partitions;
 mod postgres_tls;
+mod prices;
 mod resume;
 mod saga_races;
 mod secrets;

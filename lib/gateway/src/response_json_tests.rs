@@ -366,3 +366,34 @@ fn what_it_does_not_cover_falls_back() {
     assert!(ResponseWriter::new(&timestamp).write(&bytes).is_err());
     assert!(dynamic(&timestamp, &bytes).is_none());
 }
+
+#[test]
+fn timestamps_are_written_as_prost_types_prints_them() {
+    let mut rng = StdRng::seed_from_u64(3339);
+    let edges = [
+        (MIN_TIMESTAMP_SECONDS, 0),
+        (MAX_TIMESTAMP_SECONDS, 999_999_999),
+        (0, 0),
+        (-1, 1),
+        (951_782_400, 1_000_000), // 2000-02-29
+        (4_107_456_000, 1_000),   // 2100-02-28 + a day: not a leap year
+        (1_764_633_600, 123_456_789),
+    ];
+    let random = (0..20_000).map(|_| {
+        let nanos = [0, 7_000_000, 7_000, rng.random_range(0..1_000_000_000)];
+        (
+            rng.random_range(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS),
+            nanos[rng.random_range(0..4)],
+        )
+    });
+    for (seconds, nanos) in edges.into_iter().chain(random) {
+        let mut out = Vec::new();
+        rfc3339(seconds, nanos, &mut out);
+        let expected = prost_types::Timestamp { seconds, nanos }.to_string();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            expected,
+            "{seconds} {nanos}"
+        );
+    }
+}

@@ -5,8 +5,8 @@
 //! gateway's instructions per get-order.
 //!
 //! The output is byte for byte what [`crate::transcode::to_json`] prints for
-//! the decoded message. What a plan does not cover answers `None` and the
-//! caller takes the dynamic path, which then answers exactly as before, its
+//! the decoded message. What a plan does not cover answers [`Fallback`] and
+//! the caller takes the dynamic path, which then answers exactly as before, its
 //! errors included: maps, proto2 and editions files, the well-known types
 //! other than Timestamp and Duration, groups, and any encoding the dynamic
 //! decoder might refuse (a bad varint, a wrong wire type, invalid UTF-8, a

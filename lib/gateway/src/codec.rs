@@ -54,10 +54,17 @@ impl Decoder for DynamicDecoder {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        DynamicMessage::decode(self.0.clone(), src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("decoding the response: {e}")))
+        decode_answer(self.0.clone(), src).map(Some)
     }
+}
+
+/// An answer's bytes as a message of `descriptor`; INTERNAL if they are not.
+pub fn decode_answer(
+    descriptor: MessageDescriptor,
+    bytes: impl Buf,
+) -> Result<DynamicMessage, Status> {
+    DynamicMessage::decode(descriptor, bytes)
+        .map_err(|e| Status::internal(format!("decoding the response: {e}")))
 }
 
 /// Sends a `DynamicMessage` and receives the answer's bytes as they came:

@@ -18,21 +18,15 @@ use crate::error::GatewayError;
 use crate::metadata::{headers_from, metadata_from, timeout_from};
 use crate::routes::{NoRoute, Route};
 use crate::template::PathBindings;
-use crate::transcode::{needs_json, request_message, require_json, to_json};
+use crate::transcode::{dynamic_answer_json, needs_json, request_message, require_json, to_json};
 
 /// A unary answer's JSON: written from its bytes where the route's writer
 /// covers them, else through a `DynamicMessage`, exactly as before.
 fn answer_json(route: &Route, answer: &[u8]) -> Result<String, GatewayError> {
-    if let Ok(json) = route.response.write(answer) {
-        return Ok(json);
+    match route.response.write(answer) {
+        Ok(json) => Ok(json),
+        Err(_) => dynamic_answer_json(route.rpc.output(), answer),
     }
-    let message =
-        prost_reflect::DynamicMessage::decode(route.rpc.output(), answer).map_err(|e| {
-            GatewayError::Upstream(tonic::Status::internal(format!(
-                "decoding the response: {e}"
-            )))
-        })?;
-    to_json(&message)
 }
 
 pub async fn transcode(

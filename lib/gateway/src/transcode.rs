@@ -195,6 +195,17 @@ fn scalar(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
     })
 }
 
+/// A unary answer's JSON through a `DynamicMessage` (what `response_json`
+/// falls back to, and what it is held to).
+pub fn dynamic_answer_json(
+    descriptor: MessageDescriptor,
+    answer: &[u8],
+) -> Result<String, GatewayError> {
+    let message =
+        crate::codec::decode_answer(descriptor, answer).map_err(GatewayError::Upstream)?;
+    to_json(&message)
+}
+
 /// The proto3 JSON of a message, fields in declaration order as protojson
 /// (grpc-gateway) and Envoy's transcoder print them: written straight out,
 /// since a `serde_json::Value` would sort the keys. Every field without

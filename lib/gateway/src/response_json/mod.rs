@@ -43,12 +43,14 @@ pub struct ResponseWriter {
     plans: Vec<Plan>,
 }
 
-/// One value as read off the wire: a number (varint or fixed, as bits) or
-/// the bytes of a length-delimited one.
+/// One value as read off the wire: a number (varint or fixed, as bits),
+/// the bytes of a length-delimited one, or a string field's text (checked
+/// as UTF-8 once, when read).
 #[derive(Clone, Copy, Debug)]
 enum Raw<'a> {
     Number(u64),
     Bytes(&'a [u8]),
+    Text(&'a str),
 }
 
 /// A value of a field, in wire order (`seq`), for the oneof rule.
@@ -176,8 +178,9 @@ impl ResponseWriter {
                 self.message(*nested, mine, out, depth + 1)?;
             } else {
                 let value = mine.last().map_or(
-                    match field.kind.wire_type() {
-                        WireType::Delimited => Raw::Bytes(&[]),
+                    match (&field.kind, field.kind.wire_type()) {
+                        (FieldKind::String, _) => Raw::Text(""),
+                        (_, WireType::Delimited) => Raw::Bytes(&[]),
                         _ => Raw::Number(0),
                     },
                     |entry| entry.value,
@@ -193,7 +196,7 @@ impl ResponseWriter {
 fn bytes_of(value: Raw<'_>) -> Result<&[u8], Fallback> {
     match value {
         Raw::Bytes(bytes) => Ok(bytes),
-        Raw::Number(_) => Err(Fallback),
+        Raw::Number(_) | Raw::Text(_) => Err(Fallback),
     }
 }
 
@@ -245,9 +248,12 @@ fn read_fields<'a>(
             return Err(Fallback);
         }
         // Checked as read: a value a later one replaces must be UTF-8 too.
-        if let (FieldKind::String, Raw::Bytes(text)) = (&field.kind, value) {
-            std::str::from_utf8(text).map_err(|_| Fallback)?;
-        }
+        let value = match (&field.kind, value) {
+            (FieldKind::String, Raw::Bytes(text)) => {
+                Raw::Text(std::str::from_utf8(text).map_err(|_| Fallback)?)
+            }
+            (_, value) => value,
+        };
         let seq = entries.len();
         if let Some(oneof) = field.oneof {
             match oneof_winner[oneof] {
@@ -307,7 +313,7 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N], Fallback> {
 fn scalar(kind: &FieldKind, value: Raw<'_>, out: &mut Vec<u8>) -> Written {
     let number = |value: Raw<'_>| match value {
         Raw::Number(n) => Ok(n),
-        Raw::Bytes(_) => Err(Fallback),
+        Raw::Bytes(_) | Raw::Text(_) => Err(Fallback),
     };
     // Writing to a Vec cannot fail: the results below are only formatting's.
     match kind {
@@ -342,10 +348,10 @@ fn scalar(kind: &FieldKind, value: Raw<'_>, out: &mut Vec<u8>) -> Written {
             });
             Ok(())
         }
-        FieldKind::String => {
-            let text = std::str::from_utf8(bytes_of(value)?).map_err(|_| Fallback)?;
-            json(text, out)
-        }
+        FieldKind::String => match value {
+            Raw::Text(text) => json(text, out),
+            Raw::Number(_) | Raw::Bytes(_) => Err(Fallback),
+        },
         FieldKind::Bytes => {
             out.push(b'"');
             let start = out.len();

@@ -8,10 +8,10 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::routes::RouteTable;
-use crate::transcode::to_json;
+use crate::transcode::dynamic_answer_json;
 
 fn pool() -> DescriptorPool {
-    DescriptorPool::decode(ordermesh_proto::FILE_DESCRIPTOR_SET).unwrap()
+    crate::descriptors().clone()
 }
 
 fn ordermesh_messages() -> Vec<MessageDescriptor> {
@@ -23,8 +23,7 @@ fn ordermesh_messages() -> Vec<MessageDescriptor> {
 
 /// What the dynamic path answers for `bytes`: its JSON, or `None` for an error.
 fn dynamic(descriptor: &MessageDescriptor, bytes: &[u8]) -> Option<String> {
-    let message = DynamicMessage::decode(descriptor.clone(), bytes).ok()?;
-    to_json(&message).ok()
+    dynamic_answer_json(descriptor.clone(), bytes).ok()
 }
 
 fn random_value(rng: &mut StdRng, field: &prost_reflect::FieldDescriptor, depth: usize) -> Value {

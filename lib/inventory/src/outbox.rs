@@ -4,9 +4,11 @@
 //! statements). The relay in `ordermesh-events` publishes them.
 
 use ordermesh_proto::events::v1 as proto;
+use ordermesh_storage::Tx;
 use ordermesh_storage::outbox::{NewEvent, Outbox};
-use ordermesh_storage::{Param, Tx};
 use prost::Message;
+
+use crate::domain::Product;
 
 /// The inventory service's outbox tables (`inventory_outbox…`).
 pub const OUTBOX: Outbox = Outbox::new("inventory");
@@ -23,45 +25,37 @@ pub fn turns_low(before: i64, after: i64) -> bool {
     after <= LOW_STOCK && before > LOW_STOCK
 }
 
-/// Records a `changed` event per product whose available stock moved by its
-/// delta (and `low` when it crossed [`LOW_STOCK`]), reading the product as
-/// the transaction `tx` left it. Call it after the transaction's last
-/// product update: the outbox's position counter, locked here until
-/// commit, is then always the last lock taken, so no two transactions wait
-/// on each other in a cycle.
-pub async fn record_changes<'a>(
-    tx: &mut Tx,
-    changes: impl IntoIterator<Item = (&'a str, i64)>,
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    // Collected first: the caller's iterator is not held across an await.
-    let changes: Vec<(&str, i64)> = changes.into_iter().filter(|(_, d)| *d != 0).collect();
-    let mut known = Vec::with_capacity(changes.len());
-    for (product_id, delta) in changes {
-        let available = tx
-            .query_optional(
-                "SELECT available FROM inventory_products WHERE product_id = $1",
-                &[Param::Text(product_id)],
-                |row| row.int("available"),
-            )
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        known.push((product_id, delta, available));
-    }
-    record_known(tx, known, now_ms).await
+/// A product as the transaction that changed it left it, with the
+/// sequence of the `changed` event that recorded the change: per product,
+/// sequences follow commit order (the product's event counter stays locked
+/// until commit), so an announcement older than one already made is known
+/// to be stale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockChange {
+    pub product: Product,
+    pub sequence: i64,
 }
 
-/// [`record_changes`] for changes whose caller already read each
-/// product's available stock after the change (`product, delta, available`).
-pub async fn record_known<'a>(
+/// Records a `changed` event per product whose available stock moved by
+/// its delta (and `low` when it crossed [`LOW_STOCK`]); each product is as
+/// the change's own statement returned it (`UPDATE … RETURNING`), so
+/// nothing is read again. Call it after the transaction's last product
+/// update: the outbox's position counter, locked here until commit, is
+/// then always the last lock taken, so no two transactions wait on each
+/// other in a cycle.
+pub async fn record_changes(
     tx: &mut Tx,
-    changes: impl IntoIterator<Item = (&'a str, i64, i64)>,
+    changes: Vec<(Product, i64)>,
     now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    let mut changes: Vec<(&str, i64, i64)> =
-        changes.into_iter().filter(|(_, d, _)| *d != 0).collect();
-    changes.sort_unstable();
-    for (product_id, delta, available) in changes {
+) -> Result<Vec<StockChange>, sqlx::Error> {
+    let mut changes = changes;
+    changes.retain(|(_, delta)| *delta != 0);
+    changes.sort_unstable_by(|(a, _), (b, _)| a.product_id.cmp(&b.product_id));
+    let mut recorded = Vec::with_capacity(changes.len());
+    for (product, delta) in changes {
+        let product_id = product.product_id.as_str();
+        let available = i64::from(product.available);
+        let mut sequence = None;
         let mut kinds = vec![proto::StockEventKind::Changed];
         if turns_low(available - delta, available) {
             kinds.push(proto::StockEventKind::Low);
@@ -78,7 +72,7 @@ pub async fn record_known<'a>(
                 available,
                 delta,
             };
-            OUTBOX
+            let header = OUTBOX
                 .record(
                     tx,
                     NewEvent {
@@ -94,9 +88,15 @@ pub async fn record_known<'a>(
                     },
                 )
                 .await?;
+            if kind == proto::StockEventKind::Changed {
+                sequence = Some(header.sequence);
+            }
+        }
+        if let Some(sequence) = sequence {
+            recorded.push(StockChange { product, sequence });
         }
     }
-    Ok(())
+    Ok(recorded)
 }
 
 #[cfg(test)]
@@ -136,14 +136,31 @@ mod tests {
             reservation_id: "ord_stock".to_owned(),
             items: vec![("sku-mug".to_owned(), 2)],
         };
-        store
+        let reserved = match store
             .reserve(&request, 10, Duration::from_secs(60), None)
             .await
-            .expect("reserved");
-        store
+            .expect("reserved")
+        {
+            crate::store::Reserved::New(changed) => changed.stock,
+            crate::store::Reserved::Existing(_) => panic!("a new reservation"),
+        };
+        let released = store
             .release("ord_stock", 11, None)
             .await
-            .expect("released");
+            .expect("released")
+            .stock;
+        // What each call announces is the product as its commit left it,
+        // with the sequence of the event that recorded it.
+        let announced: Vec<(i32, i64)> = reserved
+            .iter()
+            .chain(&released)
+            .map(|change| (change.product.available, change.sequence))
+            .collect();
+        assert_eq!(announced, [(before - 2, 1), (before, 2)]);
+        assert_eq!(
+            store.product("sku-mug").await.expect("read"),
+            released.first().map(|change| change.product.clone())
+        );
         let rows = OUTBOX.after(db.pool(), 0, 100).await.expect("read");
         let events: Vec<proto::StockEvent> = rows
             .iter()

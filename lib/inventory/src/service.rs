@@ -6,7 +6,8 @@ use std::time::Duration;
 use ordermesh_domain::limits::{
     self as limits, FOREIGN_PAGE_TOKEN, MAX_ITEMS, MAX_PAGE_SIZE, check_id, split_page,
 };
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ordermesh_domain::{Describe, ErrorDescription};
 use ordermesh_runtime::metrics::Metrics;
@@ -14,7 +15,8 @@ use ordermesh_storage::{StoreError, now_millis};
 use tokio::sync::broadcast;
 
 use crate::domain::{self, InventoryError, Product, Reservation, ReserveRequest};
-use crate::store::{InventoryStore, Reserved, StoreFailure};
+use crate::outbox::StockChange;
+use crate::store::{Changed, InventoryStore, Reserved, StoreFailure};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -51,6 +53,9 @@ pub struct Inventory {
     store: InventoryStore,
     reservation_ttl: Duration,
     changes: broadcast::Sender<Product>,
+    /// Per product, the sequence of the last change announced (one entry
+    /// per product of the catalog).
+    announced: Arc<Mutex<HashMap<String, i64>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,6 +69,7 @@ impl Inventory {
             store,
             reservation_ttl,
             changes: broadcast::channel(1024).0,
+            announced: Arc::default(),
             metrics,
         }
     }
@@ -73,17 +79,27 @@ impl Inventory {
         self.changes.subscribe()
     }
 
-    async fn announce(&self, product_ids: Vec<String>) {
-        for product_id in product_ids {
-            match self.store.product(&product_id).await {
-                // No watcher is fine.
-                Ok(Some(product)) => {
-                    self.record_stock(&product);
-                    drop(self.changes.send(product));
+    /// Tells watchers (and the stock gauge) of committed changes, each
+    /// product as its change left it. Two changes of one product can reach
+    /// here in either order (their transactions commit one after the other,
+    /// their callers race on): one older than the last announced for its
+    /// product is dropped, so watchers never end on a stale count.
+    fn announce(&self, changes: Vec<StockChange>) {
+        let mut announced = self
+            .announced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for StockChange { product, sequence } in changes {
+            match announced.get_mut(&product.product_id) {
+                Some(last) if *last >= sequence => continue,
+                Some(last) => *last = sequence,
+                None => {
+                    announced.insert(product.product_id.clone(), sequence);
                 }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, product_id, "cannot read a changed product"),
             }
+            self.record_stock(&product);
+            // No watcher is fine.
+            drop(self.changes.send(product));
         }
     }
 
@@ -99,7 +115,10 @@ impl Inventory {
             .map_err(failed("reserving stock"))
             .inspect_err(|e| self.count_stale(e))
         {
-            Ok(Reserved::New(reservation)) => {
+            Ok(Reserved::New(Changed {
+                value: reservation,
+                stock,
+            })) => {
                 tracing::info!(
                     reservation_id = %reservation.reservation_id,
                     order_id = %reservation.reservation_id,
@@ -109,12 +128,7 @@ impl Inventory {
                 for item in &reservation.items {
                     self.count_reservation(&item.product_id, "RESERVED");
                 }
-                let changed = reservation
-                    .items
-                    .iter()
-                    .map(|i| i.product_id.clone())
-                    .collect();
-                self.announce(changed).await;
+                self.announce(stock);
                 Ok(reservation)
             }
             Ok(Reserved::Existing(existing)) => Ok(domain::replay(existing, &request)?),
@@ -141,7 +155,7 @@ impl Inventory {
             .await
             .map_err(failed("committing a reservation"))
             .inspect_err(|e| self.count_stale(e))?;
-        self.announce(changed.products).await;
+        self.announce(changed.stock);
         let reservation = changed.value;
         match reservation.status {
             domain::ReservationStatus::Committed => {
@@ -172,44 +186,44 @@ impl Inventory {
             .await
             .map_err(failed("releasing a reservation"))
             .inspect_err(|e| self.count_stale(e))?;
-        if !changed.products.is_empty() {
+        if !changed.stock.is_empty() {
             tracing::info!(
                 reservation_id,
                 order_id = reservation_id,
                 "reservation released; stock returned"
             );
         }
-        self.announce(changed.products).await;
+        self.announce(changed.stock);
         Ok(changed.value)
     }
 
     /// Expires reservations past their time; returns how many products changed.
     pub async fn expire_due(&self) -> Result<usize, ServiceError> {
-        let products = self
+        let stock = self
             .store
             .expire_due(now_millis(), 100)
             .await
             .map_err(db("expiring reservations"))?;
-        let changed = products.len();
-        self.announce(products).await;
+        let changed = stock.len();
+        self.announce(stock);
         Ok(changed)
     }
 
     pub async fn adjust(&self, product_id: &str, delta: i32) -> Result<Product, ServiceError> {
         domain::check_adjustment(product_id, delta)?;
-        let product = self
+        let change = self
             .store
             .adjust(product_id, delta, now_millis())
             .await
             .map_err(failed("adjusting stock"))?;
+        let product = change.product.clone();
         tracing::info!(
             product_id,
             delta,
             available = product.available,
             "stock adjusted"
         );
-        self.record_stock(&product);
-        drop(self.changes.send(product.clone()));
+        self.announce(vec![change]);
         Ok(product)
     }
 
@@ -295,5 +309,63 @@ impl Inventory {
             .inventory_reservations_total
             .with_label_values(&[product_id, status])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordermesh_domain::{Currency, Money};
+    use ordermesh_storage::Database;
+    use ordermesh_testkit::TestDatabase;
+
+    fn mug(available: i32) -> Product {
+        Product {
+            product_id: "sku-mug".into(),
+            name: "Mug".into(),
+            price: Money::new(Currency::USD, 1200),
+            available,
+        }
+    }
+
+    /// Two commits of one product whose callers announce them in the
+    /// opposite order: the older one is dropped, so a watcher and the gauge
+    /// end on the count the last commit left.
+    #[tokio::test]
+    async fn an_announcement_older_than_the_last_is_dropped() {
+        let database = TestDatabase::sqlite();
+        let db = Database::open(
+            database.settings(),
+            "inventory",
+            &sqlx::migrate!("./migrations"),
+        )
+        .await
+        .expect("open");
+        let metrics = Arc::new(Metrics::new());
+        let inventory = Inventory::new(
+            InventoryStore::new(db),
+            Duration::from_secs(60),
+            metrics.clone(),
+        );
+        let mut watcher = inventory.subscribe();
+        let change = |available, sequence| StockChange {
+            product: mug(available),
+            sequence,
+        };
+        inventory.announce(vec![change(5, 2)]);
+        inventory.announce(vec![change(9, 1)]);
+        inventory.announce(vec![change(5, 2)]);
+        inventory.announce(vec![change(4, 3)]);
+        let mut seen = Vec::new();
+        while let Ok(product) = watcher.try_recv() {
+            seen.push(product.available);
+        }
+        assert_eq!(
+            seen,
+            [5, 4],
+            "the stale and the repeated change are dropped"
+        );
+        let gauge = metrics.current_stock.with_label_values(&["sku-mug"]).get();
+        assert_eq!(gauge, 4);
     }
 }

@@ -13,7 +13,7 @@ use crate::catalog::DEMO_CATALOG;
 use crate::domain::{
     InventoryError, Product, Reservation, ReservationStatus, ReserveRequest, ReservedItem,
 };
-use crate::outbox;
+use crate::outbox::{self, StockChange};
 
 #[derive(Clone, Debug)]
 pub struct InventoryStore {
@@ -29,11 +29,11 @@ pub enum StoreFailure {
     Database(#[from] sqlx::Error),
 }
 
-/// A reservation call's result, with the products whose stock changed.
+/// A reservation call's result, with the stock changes it committed.
 #[derive(Debug)]
 pub struct Changed<T> {
     pub value: T,
-    pub products: Vec<String>,
+    pub stock: Vec<StockChange>,
 }
 
 /// Per product: where its units are, for the invariant audit.
@@ -155,34 +155,31 @@ impl InventoryStore {
             return Ok(Reserved::Existing(existing));
         }
         let mut items = Vec::with_capacity(request.items.len());
-        // Each product's stock after its update, for the events.
-        let mut available_after = Vec::with_capacity(request.items.len());
+        // Each product as its update left it, for the events.
+        let mut changes = Vec::with_capacity(request.items.len());
         for (product_id, quantity) in &request.items {
             let taken = tx
                 .query_optional(
-                    "UPDATE inventory_products SET available = available - $1, updated_at = $2 \
-                     WHERE product_id = $3 AND available >= $1 \
-                     RETURNING price_minor_units, currency, available",
+                    &format!(
+                        "UPDATE inventory_products SET available = available - $1, \
+                         updated_at = $2 WHERE product_id = $3 AND available >= $1 \
+                     RETURNING {PRODUCT_COLUMNS}"
+                    ),
                     &[
                         Param::Int(i64::from(*quantity)),
                         Param::Int(now_ms),
                         Param::Text(product_id),
                     ],
-                    |row| {
-                        Ok((
-                            row.text("currency")?,
-                            row.int("price_minor_units")?,
-                            row.int("available")?,
-                        ))
-                    },
+                    |row| decode_product(row),
                 )
                 .await?;
-            let Some((currency, unit_price, available)) = taken else {
+            let Some(product) = taken else {
                 let refusal = refusal(&mut tx, product_id, *quantity).await?;
                 tx.rollback().await?;
                 return Err(refusal.into());
             };
-            available_after.push((product_id.as_str(), -i64::from(*quantity), available));
+            let unit_price = product.price;
+            changes.push((product, -i64::from(*quantity)));
             tx.execute(
                 "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
                  unit_price_minor_units, currency) VALUES ($1, $2, $3, $4, $5)",
@@ -190,24 +187,27 @@ impl InventoryStore {
                     Param::Text(&request.reservation_id),
                     Param::Text(product_id),
                     Param::Int(i64::from(*quantity)),
-                    Param::Int(unit_price),
-                    Param::Text(&currency),
+                    Param::Int(unit_price.minor_units),
+                    Param::Text(unit_price.currency.as_str()),
                 ],
             )
             .await?;
             items.push(ReservedItem {
                 product_id: product_id.clone(),
                 quantity: *quantity,
-                unit_price: Money::new(parse_currency(&currency)?, unit_price),
+                unit_price,
             });
         }
-        outbox::record_known(&mut tx, available_after, now_ms).await?;
+        let stock = outbox::record_changes(&mut tx, changes, now_ms).await?;
         tx.commit().await?;
-        Ok(Reserved::New(Reservation {
-            reservation_id: request.reservation_id.clone(),
-            status: ReservationStatus::Reserved,
-            items,
-            expires_at_ms: expires_at,
+        Ok(Reserved::New(Changed {
+            value: Reservation {
+                reservation_id: request.reservation_id.clone(),
+                status: ReservationStatus::Reserved,
+                items,
+                expires_at_ms: expires_at,
+            },
+            stock,
         }))
     }
 
@@ -230,7 +230,7 @@ impl InventoryStore {
                 &[Param::Int(now_ms), Param::Text(reservation_id)],
             )
             .await?;
-        let mut products = Vec::new();
+        let mut stock = Vec::new();
         if committed == 0 {
             // Past its time but not yet swept: expire it here.
             let expired = tx
@@ -240,7 +240,7 @@ impl InventoryStore {
                 )
                 .await?;
             if expired == 1 {
-                products = return_items(&mut tx, reservation_id, now_ms).await?;
+                stock = return_items(&mut tx, reservation_id, now_ms).await?;
                 tracing::info!(reservation_id, "reservation expired; its stock returned");
             }
         }
@@ -251,7 +251,7 @@ impl InventoryStore {
         tx.commit().await?;
         Ok(Changed {
             value: reservation,
-            products,
+            stock,
         })
     }
 
@@ -277,7 +277,7 @@ impl InventoryStore {
                 &[Param::Text(reservation_id), Param::Int(now_ms)],
             )
             .await?;
-        let mut products = Vec::new();
+        let mut stock = Vec::new();
         if tombstone == 0 {
             let released = tx
                 .execute(
@@ -287,7 +287,7 @@ impl InventoryStore {
                 )
                 .await?;
             if released == 1 {
-                products = return_items(&mut tx, reservation_id, now_ms).await?;
+                stock = return_items(&mut tx, reservation_id, now_ms).await?;
             }
         }
         let reservation = reservation_in(&mut tx, reservation_id)
@@ -296,7 +296,7 @@ impl InventoryStore {
         tx.commit().await?;
         Ok(Changed {
             value: reservation,
-            products,
+            stock,
         })
     }
 
@@ -305,7 +305,7 @@ impl InventoryStore {
         &self,
         reservation_id: &str,
         now_ms: i64,
-    ) -> Result<Vec<String>, sqlx::Error> {
+    ) -> Result<Vec<StockChange>, sqlx::Error> {
         let mut tx = self.db.transaction().await?;
         let expired = tx
             .execute(
@@ -317,15 +317,19 @@ impl InventoryStore {
             tx.rollback().await?;
             return Ok(Vec::new());
         }
-        let products = return_items(&mut tx, reservation_id, now_ms).await?;
+        let stock = return_items(&mut tx, reservation_id, now_ms).await?;
         tx.commit().await?;
         tracing::info!(reservation_id, "reservation expired; its stock returned");
-        Ok(products)
+        Ok(stock)
     }
 
     /// Expires every reservation past its time (at most `limit` per call).
-    /// Returns the products whose stock changed.
-    pub async fn expire_due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    /// Returns the stock changes committed.
+    pub async fn expire_due(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StockChange>, sqlx::Error> {
         let due: Vec<String> = sqlx::query_scalar(
             "SELECT reservation_id FROM inventory_reservations \
              WHERE status = 'RESERVED' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
@@ -334,11 +338,11 @@ impl InventoryStore {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        let mut products = Vec::new();
+        let mut stock = Vec::new();
         for reservation_id in due {
-            products.extend(self.expire_one(&reservation_id, now_ms).await?);
+            stock.extend(self.expire_one(&reservation_id, now_ms).await?);
         }
-        Ok(products)
+        Ok(stock)
     }
 
     /// Adds `delta` to the product's stock, refusing to go below zero, or
@@ -350,7 +354,7 @@ impl InventoryStore {
         product_id: &str,
         delta: i32,
         now_ms: i64,
-    ) -> Result<Product, StoreFailure> {
+    ) -> Result<StockChange, StoreFailure> {
         let mut tx = self.db.transaction().await?;
         let adjusted = tx
             .query_optional(
@@ -371,9 +375,13 @@ impl InventoryStore {
             )
             .await?;
         if let Some(product) = adjusted {
-            outbox::record_changes(&mut tx, [(product_id, i64::from(delta))], now_ms).await?;
+            let recorded =
+                outbox::record_changes(&mut tx, vec![(product, i64::from(delta))], now_ms).await?;
             tx.commit().await?;
-            return Ok(product);
+            // A zero delta changes nothing and records no event.
+            return recorded.into_iter().next().ok_or_else(|| {
+                InventoryError::Invalid("a stock adjustment needs a non-zero delta".into()).into()
+            });
         }
         tx.rollback().await?;
         let counts: Option<(i64, i64)> = sqlx::query_as(
@@ -450,7 +458,7 @@ impl InventoryStore {
 /// What a reserve call found.
 #[derive(Debug)]
 pub enum Reserved {
-    New(Reservation),
+    New(Changed<Reservation>),
     Existing(Reservation),
 }
 
@@ -565,7 +573,7 @@ async fn return_items(
     tx: &mut Tx,
     reservation_id: &str,
     now_ms: i64,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<StockChange>, sqlx::Error> {
     let items = tx
         .query_rows(
             "SELECT product_id, quantity FROM inventory_reservation_items \
@@ -577,24 +585,26 @@ async fn return_items(
             },
         )
         .await?;
-    for (product_id, quantity) in &items {
-        tx.execute(
-            "UPDATE inventory_products SET available = available + $1, updated_at = $2 \
-             WHERE product_id = $3",
-            &[
-                Param::Int(*quantity),
-                Param::Int(now_ms),
-                Param::Text(product_id),
-            ],
-        )
-        .await?;
+    let mut returned = Vec::with_capacity(items.len());
+    for (product_id, quantity) in items {
+        let product = tx
+            .query_optional(
+                &format!(
+                    "UPDATE inventory_products SET available = available + $1, updated_at = $2 \
+                     WHERE product_id = $3 RETURNING {PRODUCT_COLUMNS}"
+                ),
+                &[
+                    Param::Int(quantity),
+                    Param::Int(now_ms),
+                    Param::Text(&product_id),
+                ],
+                |row| decode_product(row),
+            )
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
+        returned.push((product, quantity));
     }
-    let returned = items.iter().map(|(p, q)| (p.as_str(), *q));
-    outbox::record_changes(tx, returned, now_ms).await?;
-    Ok(items
-        .into_iter()
-        .map(|(product_id, _)| product_id)
-        .collect())
+    outbox::record_changes(tx, returned, now_ms).await
 }
 
 /// The catalog page's statement: `$1` after, `$2` limit, `$3…` the ids asked for.

@@ -144,12 +144,24 @@ pub fn bind_numbered(
     params: &[Param<'_>],
 ) -> rusqlite::Result<()> {
     for (position, value) in params.iter().enumerate() {
-        let name = format!("${}", position + 1);
+        let name = parameter_name(position + 1);
         if let Some(index) = statement.parameter_index(&name)? {
             statement.raw_bind_parameter(index, value)?;
         }
     }
     Ok(())
+}
+
+/// `$n`: written out for the usual counts, as `format!` per parameter was
+/// 2 % of a saga's instructions (callgrind).
+fn parameter_name(number: usize) -> std::borrow::Cow<'static, str> {
+    const NAMES: [&str; 16] = [
+        "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14",
+        "$15", "$16",
+    ];
+    NAMES
+        .get(number.wrapping_sub(1))
+        .map_or_else(|| format!("${number}").into(), |name| (*name).into())
 }
 
 /// A result row whose columns are found by name cheaply.
@@ -211,6 +223,13 @@ mod tests {
             Ok(keys)
         });
         assert_eq!(found, Some(vec!["b".to_owned()]));
+    }
+
+    #[test]
+    fn parameter_names_are_numbered_from_one() {
+        for number in 1..=40 {
+            assert_eq!(parameter_name(number), format!("${number}"));
+        }
     }
 
     #[test]

@@ -98,11 +98,7 @@ impl NewOrder {
         }
         hasher.update([1]);
         hasher.update(self.payment_method.token().as_bytes());
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex::encode(hasher.finalize())
     }
 }
 
@@ -179,5 +175,11 @@ mod tests {
         )
         .unwrap();
         assert_ne!(a.fingerprint(), other_card.fingerprint());
+        // Stored with every order: a change of encoding would turn a retry
+        // of an order placed before it into a conflict.
+        assert_eq!(
+            a.fingerprint(),
+            "638d88584b112e91741b02922f289c6c046cfff3b2c3f7f218cf01b55c618c84"
+        );
     }
 }

@@ -328,14 +328,25 @@ where
 /// gRPC servers and the gateway's HTTP layer both open it here.
 pub fn request_span(service: &str, method: &str, cx: &Context, request_id: &str) -> tracing::Span {
     let span_context = cx.span().span_context().clone();
+    let (mut trace_id, mut span_id) = ([0; 32], [0; 16]);
     tracing::info_span!(
         "request",
         service = service,
         method = %method,
-        trace_id = %span_context.trace_id(),
-        span_id = %span_context.span_id(),
+        trace_id = %lower_hex(&span_context.trace_id().to_bytes(), &mut trace_id),
+        span_id = %lower_hex(&span_context.span_id().to_bytes(), &mut span_id),
         request_id = %request_id,
     )
+}
+
+/// `bytes` as lowercase hex in `out` (twice their length): what the ids'
+/// `Display` writes, without `fmt`'s padded integer formatting, which was
+/// two thirds of a request span's cost (callgrind).
+fn lower_hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    match hex::encode_to_slice(bytes, out) {
+        Ok(()) => std::str::from_utf8(out).unwrap_or_default(),
+        Err(_) => "",
+    }
 }
 
 #[cfg(test)]
@@ -352,5 +363,26 @@ mod tests {
             .insert("grpc-status", "5".parse().unwrap());
         assert_eq!(grpc_code(&failed), tonic::Code::NotFound);
         assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+    }
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        use opentelemetry::trace::{SpanId, TraceId};
+        for seed in [
+            0_u128,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let trace = TraceId::from(seed);
+            let span = SpanId::from(u64::try_from(seed >> 64).unwrap_or(u64::MAX));
+            let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
+            assert_eq!(
+                lower_hex(&trace.to_bytes(), &mut trace_hex),
+                trace.to_string()
+            );
+            assert_eq!(lower_hex(&span.to_bytes(), &mut span_hex), span.to_string());
+        }
     }
 }

@@ -7,7 +7,6 @@
 use std::fmt;
 use std::io::IsTerminal;
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing::{Event, Subscriber};
@@ -17,6 +16,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+mod line;
 
 /// How log lines are written to stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -88,62 +89,53 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        use std::fmt::Write as _;
         let metadata = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "ts".into(),
+        let mut ts = String::with_capacity(32);
+        ts.push('"');
+        write!(
+            ts,
+            "{}",
             humantime::format_rfc3339_micros(std::time::SystemTime::now())
-                .to_string()
-                .into(),
-        );
-        line.insert("level".into(), metadata.level().as_str().into());
-        line.insert("target".into(), metadata.target().into());
-        line.insert("service".into(), self.service.into());
-        // Fields of the enclosing spans, outermost first, so inner ones win.
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields)
-                {
-                    line.extend(fields);
-                }
+        )?;
+        ts.push('"');
+        let mut target = String::with_capacity(metadata.target().len() + 2);
+        push_json_string(&mut target, metadata.target())?;
+        let mut service = String::with_capacity(self.service.len() + 2);
+        push_json_string(&mut service, self.service)?;
+        // The enclosing spans, outermost first, so inner ones win; their
+        // fields are borrowed from the spans while the line is written.
+        let spans: Vec<_> = ctx
+            .event_scope()
+            .map(|scope| scope.from_root().collect())
+            .unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let mut line = line::LineFields::starting_with([
+            ("ts", ts.into()),
+            ("level", level_json(*metadata.level()).into()),
+            ("msg", "".into()),
+            ("target", target.into()),
+            ("service", service.into()),
+        ]);
+        for extension in &extensions {
+            if let Some(fields) = extension.get::<FormattedFields<N>>() {
+                line.add_span_fields(fields);
             }
         }
-        let mut visitor = Fields(&mut line);
-        event.record(&mut visitor);
-        if let Some(message) = line.remove("message") {
-            line.insert("msg".into(), message);
-        }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        line.add_event_fields(event);
+        line.write(&mut writer)?;
+        writeln!(writer)
     }
 }
 
-struct Fields<'a>(&'a mut Map<String, Value>);
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+/// A level as its JSON string.
+fn level_json(level: tracing::Level) -> &'static str {
+    match level {
+        tracing::Level::ERROR => "\"ERROR\"",
+        tracing::Level::WARN => "\"WARN\"",
+        tracing::Level::INFO => "\"INFO\"",
+        tracing::Level::DEBUG => "\"DEBUG\"",
+        tracing::Level::TRACE => "\"TRACE\"",
     }
 }
 
@@ -205,7 +197,7 @@ impl JsonObject {
 
     fn key(&mut self, field: &Field) {
         self.text.push(if self.text.is_empty() { '{' } else { ',' });
-        push_json_string(&mut self.text, field.name());
+        let _ = push_json_string(&mut self.text, field.name());
         self.text.push(':');
     }
 
@@ -221,7 +213,7 @@ impl JsonObject {
 impl Visit for JsonObject {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.key(field);
-        push_json_string(&mut self.text, value);
+        let _ = push_json_string(&mut self.text, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         use std::fmt::Write;
@@ -250,7 +242,7 @@ impl Visit for JsonObject {
             self.scratch.push_str(&self.text[start + 1..]);
             self.text.truncate(start);
             let scratch = std::mem::take(&mut self.scratch);
-            push_json_string(&mut self.text, &scratch);
+            let _ = push_json_string(&mut self.text, &scratch);
             self.scratch = scratch;
         } else {
             self.text.push('"');
@@ -265,22 +257,22 @@ fn needs_escape(value: &str) -> bool {
 
 /// `value` as a JSON string literal: as it is when nothing needs escaping,
 /// else quoted and escaped by serde_json.
-fn push_json_string(out: &mut String, value: &str) {
+fn push_json_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     if !needs_escape(value) {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-        return;
+        out.write_char('"')?;
+        out.write_str(value)?;
+        return out.write_char('"');
     }
     match serde_json::to_string(value) {
-        Ok(quoted) => out.push_str(&quoted),
-        Err(_) => out.push_str("null"),
+        Ok(quoted) => out.write_str(&quoted),
+        Err(_) => out.write_str("null"),
     }
 }
 
 #[cfg(test)]
 mod span_field_tests {
     use super::*;
+    use serde_json::Value;
     use tracing_subscriber::layer::SubscriberExt;
 
     #[test]
@@ -314,6 +306,48 @@ mod span_field_tests {
         assert_eq!(line["later"], "now");
         assert_eq!(line["answer"], 42);
         assert_eq!(line["msg"], "inside");
+    }
+
+    #[test]
+    fn a_line_names_each_key_once_inner_spans_and_the_event_winning() {
+        let (writer, lines) = capture();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(SpanFieldsJson)
+                .event_format(JsonLines {
+                    service: "ordermesh",
+                })
+                .with_writer(writer),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("request", service = "order", order_id = "o-1");
+            let _outer = outer.enter();
+            let inner = tracing::info_span!("step", order_id = "o-2", step = 3_u64);
+            let _inner = inner.enter();
+            tracing::warn!(step = "charge", ratio = 0.5, "a \"quoted\" message");
+            tracing::info!(plain = true);
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let shapes: Vec<&str> = text
+            .lines()
+            .map(|line| line.split_once(r#"","level""#).expect("ts first").1)
+            .collect();
+        let target = r#""target":"ordermesh_runtime::telemetry::span_field_tests""#;
+        assert_eq!(
+            shapes,
+            [
+                format!(
+                    r#":"WARN","msg":"a \"quoted\" message",{target},"service":"order","order_id":"o-2","step":"charge","ratio":0.5}}"#
+                ),
+                format!(
+                    r#":"INFO",{target},"service":"order","order_id":"o-2","step":3,"plain":true}}"#
+                ),
+            ]
+        );
+        for line in text.lines() {
+            let ts = serde_json::from_str::<Value>(line).expect("a JSON line")["ts"].clone();
+            assert!(ts.as_str().is_some_and(|ts| ts.ends_with('Z')), "{line}");
+        }
     }
 
     type Captured = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;

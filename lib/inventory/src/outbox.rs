@@ -117,13 +117,9 @@ mod tests {
         use crate::store::InventoryStore;
         use std::time::Duration;
 
-        let db = ordermesh_storage::Database::open(
-            database.settings(),
-            "inventory",
-            &sqlx::migrate!("./migrations"),
-        )
-        .await
-        .expect("open");
+        let db = crate::open_database(database.settings())
+            .await
+            .expect("open");
         let store = InventoryStore::new(db.clone());
         store.seed_if_empty(1).await.expect("seed");
         let before = store

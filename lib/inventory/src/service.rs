@@ -316,7 +316,6 @@ impl Inventory {
 mod tests {
     use super::*;
     use ordermesh_domain::{Currency, Money};
-    use ordermesh_storage::Database;
     use ordermesh_testkit::TestDatabase;
 
     fn mug(available: i32) -> Product {
@@ -334,13 +333,9 @@ mod tests {
     #[tokio::test]
     async fn an_announcement_older_than_the_last_is_dropped() {
         let database = TestDatabase::sqlite();
-        let db = Database::open(
-            database.settings(),
-            "inventory",
-            &sqlx::migrate!("./migrations"),
-        )
-        .await
-        .expect("open");
+        let db = crate::open_database(database.settings())
+            .await
+            .expect("open");
         let metrics = Arc::new(Metrics::new());
         let inventory = Inventory::new(
             InventoryStore::new(db),

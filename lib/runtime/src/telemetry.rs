@@ -277,13 +277,7 @@ mod span_field_tests {
 
     #[test]
     fn span_fields_are_a_json_object_and_recorded_fields_join_it() {
-        let (writer, lines) = capture();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(SpanFieldsJson)
-                .event_format(JsonLines { service: "test" })
-                .with_writer(writer),
-        );
+        let (subscriber, lines) = json_lines("test");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",
@@ -310,15 +304,7 @@ mod span_field_tests {
 
     #[test]
     fn a_line_names_each_key_once_inner_spans_and_the_event_winning() {
-        let (writer, lines) = capture();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(SpanFieldsJson)
-                .event_format(JsonLines {
-                    service: "ordermesh",
-                })
-                .with_writer(writer),
-        );
+        let (subscriber, lines) = json_lines("ordermesh");
         tracing::subscriber::with_default(subscriber, || {
             let outer = tracing::info_span!("request", service = "order", order_id = "o-1");
             let _outer = outer.enter();
@@ -351,6 +337,18 @@ mod span_field_tests {
     }
 
     type Captured = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+    /// A subscriber writing JSON lines as the roles do, into a buffer.
+    fn json_lines(service: &'static str) -> (impl Subscriber + Send + Sync, Captured) {
+        let (writer, lines) = capture();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(SpanFieldsJson)
+                .event_format(JsonLines { service })
+                .with_writer(writer),
+        );
+        (subscriber, lines)
+    }
 
     fn capture() -> (BoxMakeWriter, Captured) {
         struct Sink(Captured);

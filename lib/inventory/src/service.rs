@@ -333,15 +333,9 @@ mod tests {
     #[tokio::test]
     async fn an_announcement_older_than_the_last_is_dropped() {
         let database = TestDatabase::sqlite();
-        let db = crate::open_database(database.settings())
-            .await
-            .expect("open");
+        let store = crate::open_store(database.settings()).await.expect("open");
         let metrics = Arc::new(Metrics::new());
-        let inventory = Inventory::new(
-            InventoryStore::new(db),
-            Duration::from_secs(60),
-            metrics.clone(),
-        );
+        let inventory = Inventory::new(store, Duration::from_secs(60), metrics.clone());
         let mut watcher = inventory.subscribe();
         let change = |available, sequence| StockChange {
             product: mug(available),

@@ -66,7 +66,7 @@ fn init_to(format: LogFormat, service: &'static str, writer: BoxMakeWriter) {
     let _ = match format {
         LogFormat::Json => builder
             .fmt_fields(SpanFieldsJson)
-            .event_format(JsonLines { service })
+            .event_format(JsonLines::new(service))
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -75,7 +75,16 @@ fn init_to(format: LogFormat, service: &'static str, writer: BoxMakeWriter) {
 /// The JSON line format. tracing-subscriber's own JSON nests span fields
 /// and names keys its way; operators' log pipelines expect flat, fixed keys.
 struct JsonLines {
-    service: &'static str,
+    /// The `service` value of lines outside any request, as JSON.
+    service: String,
+}
+
+impl JsonLines {
+    fn new(service: &str) -> Self {
+        let mut quoted = String::with_capacity(service.len() + 2);
+        let _ = push_json_string(&mut quoted, service);
+        Self { service: quoted }
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -101,8 +110,6 @@ where
         ts.push('"');
         let mut target = String::with_capacity(metadata.target().len() + 2);
         push_json_string(&mut target, metadata.target())?;
-        let mut service = String::with_capacity(self.service.len() + 2);
-        push_json_string(&mut service, self.service)?;
         // The enclosing spans, outermost first, so inner ones win; their
         // fields are borrowed from the spans while the line is written.
         let spans: Vec<_> = ctx
@@ -115,7 +122,7 @@ where
             ("level", level_json(*metadata.level()).into()),
             ("msg", "".into()),
             ("target", target.into()),
-            ("service", service.into()),
+            ("service", self.service.as_str().into()),
         ]);
         for extension in &extensions {
             if let Some(fields) = extension.get::<FormattedFields<N>>() {
@@ -187,7 +194,6 @@ impl<'writer> FormatFields<'writer> for SpanFieldsJson {
 #[derive(Default)]
 struct JsonObject {
     text: String,
-    scratch: String,
 }
 
 impl JsonObject {
@@ -230,23 +236,25 @@ impl Visit for JsonObject {
         self.text.push_str(if value { "true" } else { "false" });
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        use std::fmt::Write;
         self.key(field);
-        // Written in place; escaped afterwards only if it needs it (ids,
-        // names and numbers, the usual span fields, never do).
-        let start = self.text.len();
-        self.text.push('"');
-        let _ = write!(self.text, "{value:?}");
-        if needs_escape(&self.text[start + 1..]) {
-            self.scratch.clear();
-            self.scratch.push_str(&self.text[start + 1..]);
-            self.text.truncate(start);
-            let scratch = std::mem::take(&mut self.scratch);
-            let _ = push_json_string(&mut self.text, &scratch);
-            self.scratch = scratch;
-        } else {
-            self.text.push('"');
-        }
+        push_json_debug(&mut self.text, value);
+    }
+}
+
+/// `value`'s `Debug` text as a JSON string, written in place and escaped
+/// afterwards only if it needs it (ids, names and numbers, the usual
+/// fields, never do).
+fn push_json_debug(out: &mut String, value: &dyn fmt::Debug) {
+    use std::fmt::Write;
+    let start = out.len();
+    out.push('"');
+    let _ = write!(out, "{value:?}");
+    if needs_escape(&out[start + 1..]) {
+        let text = out.split_off(start + 1);
+        out.truncate(start);
+        let _ = push_json_string(out, &text);
+    } else {
+        out.push('"');
     }
 }
 
@@ -344,7 +352,7 @@ mod span_field_tests {
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(SpanFieldsJson)
-                .event_format(JsonLines { service })
+                .event_format(JsonLines::new(service))
                 .with_writer(writer),
         );
         (subscriber, lines)

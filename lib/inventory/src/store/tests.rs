@@ -6,10 +6,7 @@ use super::*;
 
 async fn seeded_store() -> (TestDatabase, InventoryStore) {
     let database = TestDatabase::sqlite();
-    let db = crate::open_database(database.settings())
-        .await
-        .expect("open");
-    let store = InventoryStore::new(db);
+    let store = crate::open_store(database.settings()).await.expect("open");
     assert!(store.seed_if_empty(1).await.expect("seed"));
     (database, store)
 }
@@ -66,10 +63,7 @@ async fn stock_stays_within_i32_after_adjust_and_release() {
 #[tokio::test]
 async fn catalog_reads_on_the_callers_thread_match_the_pool() {
     let database = TestDatabase::sqlite();
-    let db = crate::open_database(database.settings())
-        .await
-        .expect("open");
-    let store = InventoryStore::new(db);
+    let store = crate::open_store(database.settings()).await.expect("open");
     assert!(store.seed_if_empty(1).await.expect("seed"));
     let pooled = InventoryStore::new(store.database().pool_only());
 

@@ -8,14 +8,14 @@
 //! values, and the line is written from those slices.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde::Deserializer as _;
 use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use tracing::field::{Field, Visit};
 
-use super::{needs_escape, push_json_string};
+use super::{push_json_debug, push_json_string};
 
 /// A line's fields in the order they are written. A key set again keeps its
 /// place and takes the later value (inner spans over outer ones, the
@@ -164,15 +164,7 @@ impl Visit for EventFields<'_, '_> {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut json = String::new();
-        json.push('"');
-        let _ = write!(json, "{value:?}");
-        if needs_escape(&json[1..]) {
-            let text = json.split_off(1);
-            json.clear();
-            let _ = push_json_string(&mut json, &text);
-        } else {
-            json.push('"');
-        }
+        push_json_debug(&mut json, value);
         self.set(field, json);
     }
 }

@@ -105,8 +105,7 @@ impl OrderStore {
         Self { db }
     }
 
-    /// The underlying database, for read-only tools (the invariant audit).
-    #[cfg(test)]
+    /// The underlying database (the invariant audit's tests, the metrics).
     pub fn database(&self) -> &Database {
         &self.db
     }

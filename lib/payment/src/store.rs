@@ -25,6 +25,10 @@ impl PaymentStore {
         Self { db }
     }
 
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Stores `payment` unless its order already has one, which is then
     /// returned instead: one row per order, however many retries race. The
     /// step's fencing number is checked first, in the same transaction.

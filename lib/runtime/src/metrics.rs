@@ -3,6 +3,10 @@
 //! the same names. Handles are created once and cloned; a request costs a
 //! label lookup in an existing map, not an allocation.
 
+mod store_commits;
+
+pub use store_commits::StoreCommits;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -66,6 +70,9 @@ pub struct Metrics {
     /// Failed tries to publish to JetStream (connect, stream, publish or
     /// ack): {service}.
     pub outbox_publish_errors_total: IntCounterVec,
+    /// SQLite's write transactions and the COMMITs that made them durable:
+    /// {service} (`StoreCommits::watch`).
+    pub sqlite_commits: StoreCommits,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -246,6 +253,13 @@ impl Metrics {
                 "Failed tries to publish outbox rows to JetStream, by service.",
                 &["service"],
             ),
+            sqlite_commits: {
+                let commits = StoreCommits::new();
+                registry
+                    .register(Box::new(commits.clone()))
+                    .expect("each metric registered once");
+                commits
+            },
             registry,
         }
     }
@@ -285,5 +299,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn a_stores_commits_are_read_when_scraped() {
+        let m = Metrics::new();
+        let counts = std::sync::Arc::new(std::sync::Mutex::new((3, 1)));
+        let source = counts.clone();
+        m.sqlite_commits
+            .watch("order", move || Some(*source.lock().expect("counts")));
+        m.sqlite_commits.watch("memory", || None);
+        let text = m.render();
+        assert!(
+            text.contains("sqlite_transactions_total{service=\"order\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sqlite_commits_total{service=\"order\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("service=\"memory\""), "{text}");
+        *counts.lock().expect("counts") = (10, 4);
+        let text = m.render();
+        assert!(
+            text.contains("sqlite_transactions_total{service=\"order\"} 10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sqlite_commits_total{service=\"order\"} 4"),
+            "{text}"
+        );
     }
 }

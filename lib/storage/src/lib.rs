@@ -14,6 +14,7 @@
 pub mod columns;
 mod error;
 pub mod fence;
+mod group_commit;
 pub mod outbox;
 mod query;
 mod sqlite_reads;
@@ -32,9 +33,9 @@ use sqlx::{AnyPool, Connection, Executor};
 
 pub use crate::columns::Columns;
 pub use crate::error::{StoreError, failed};
+use crate::group_commit::SqliteWriter;
 pub use crate::query::Param;
 use crate::sqlite_reads::SqliteReads;
-use crate::transaction::SqliteWriter;
 pub use crate::transaction::Tx;
 
 /// Where a service keeps its data; the same flags for every role.
@@ -300,6 +301,19 @@ impl Database {
             Some(writer) => Tx::sqlite(writer).await,
             None => Ok(Tx::pool(self.begin().await?)),
         }
+    }
+
+    /// On SQLite in a file: write transactions committed, and the COMMITs
+    /// (each an fsync under `synchronous = FULL`) that made them durable.
+    pub fn sqlite_commit_counts(&self) -> Option<(u64, u64)> {
+        self.writer.as_ref().map(SqliteWriter::counts)
+    }
+
+    /// [`Database::sqlite_commit_counts`], readable for as long as the
+    /// metrics live (`StoreCommits::watch`).
+    pub fn sqlite_commit_counter(&self) -> impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static {
+        let writer = self.writer.clone();
+        move || writer.as_ref().map(SqliteWriter::counts)
     }
 
     pub fn backend(&self) -> Backend {

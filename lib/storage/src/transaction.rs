@@ -11,88 +11,13 @@
 //! the thread: `COMMIT` (its fsync under `synchronous = FULL`) and a
 //! `BEGIN IMMEDIATE` that finds the write lock taken (by the pool's
 //! connection: migrations and the writes that still go through sqlx).
-//!
-//! `BEGIN IMMEDIATE` takes SQLite's write lock at once, so no statement
-//! inside the transaction can meet another writer and wait in SQLite's busy
-//! handler on an async worker thread.
+//! Writers queued behind one another share one COMMIT (`group_commit`).
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use rusqlite::ErrorCode;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
-use tokio::sync::{Mutex, OwnedMutexGuard};
-
+use crate::group_commit::{Held, SqliteWriter};
 use crate::sqlite_reads::{bind_numbered, query_each};
-use crate::{Columns, Param, SqliteSynchronous};
-
-/// How long a writer waits for the write lock another connection holds.
-const BUSY_WAIT: Duration = Duration::from_secs(10);
-
-/// The one rusqlite connection of a SQLite file's writers; the async mutex
-/// queues them in order, as the pool of one connection did.
-#[derive(Clone, Debug)]
-pub struct SqliteWriter {
-    connection: Arc<Mutex<Connection>>,
-}
-
-impl SqliteWriter {
-    pub fn open(path: &Path, synchronous: SqliteSynchronous) -> Result<Self, sqlx::Error> {
-        let connection = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_error)?;
-        connection
-            .execute_batch(&format!(
-                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 0; \
-                 PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
-                synchronous.pragma()
-            ))
-            .map_err(sqlite_error)?;
-        // Every store's write statements stay prepared (about 30 in all).
-        connection.set_prepared_statement_cache_capacity(64);
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-        })
-    }
-
-    async fn begin(&self) -> Result<Held, sqlx::Error> {
-        let held = Held(self.connection.clone().lock_owned().await);
-        match held.0.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => Ok(held),
-            Err(error) if error.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {
-                // Another connection writes: wait for it off this thread.
-                tokio::task::spawn_blocking(move || {
-                    held.0.busy_timeout(BUSY_WAIT).map_err(sqlite_error)?;
-                    let begun = held.0.execute_batch("BEGIN IMMEDIATE");
-                    held.0.busy_timeout(Duration::ZERO).map_err(sqlite_error)?;
-                    begun.map(|()| held).map_err(sqlite_error)
-                })
-                .await
-                .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
-            }
-            Err(error) => Err(sqlite_error(error)),
-        }
-    }
-}
-
-/// The writers' connection, held: dropped inside a transaction (a failed
-/// statement, a cancelled caller, a commit that failed) it rolls back, so
-/// the next writer always starts clean.
-struct Held(OwnedMutexGuard<Connection>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if !self.0.is_autocommit()
-            && let Err(error) = self.0.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(%error, "rolling back an unfinished SQLite transaction failed");
-        }
-    }
-}
+use crate::{Columns, Param};
 
 /// A write transaction: statements with `$1`, `$2`, … parameters, then
 /// [`Tx::commit`]. Dropped without a commit, it rolls back.
@@ -126,7 +51,7 @@ impl Tx {
                 .await?
                 .rows_affected()),
             Inner::Sqlite(held) => {
-                let mut statement = held.0.prepare_cached(sql).map_err(sqlite_error)?;
+                let mut statement = open(held)?.prepare_cached(sql).map_err(sqlite_error)?;
                 bind_numbered(&mut statement, params).map_err(sqlite_error)?;
                 statement
                     .raw_execute()
@@ -152,7 +77,7 @@ impl Tx {
                 }
             }
             Inner::Sqlite(held) => {
-                query_each(&held.0, sql, params, |row| Ok(push(&mut rows, row)?))
+                query_each(open(held)?, sql, params, |row| Ok(push(&mut rows, row)?))
                     .map_err(boxed_error)?;
             }
         }
@@ -178,13 +103,8 @@ impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self.inner {
             Inner::Pool(tx) => tx.commit().await,
-            // The commit's fsync waits on the disk: not on an async worker.
-            // A caller cancelled meanwhile does not stop it.
-            Inner::Sqlite(held) => tokio::task::spawn_blocking(move || {
-                held.0.execute_batch("COMMIT").map_err(sqlite_error)
-            })
-            .await
-            .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?,
+            // Alone or with a group of writers (group_commit).
+            Inner::Sqlite(held) => held.commit().await,
         }
     }
 
@@ -216,6 +136,11 @@ pub(crate) fn bind<'q>(
 /// that stayed taken count as the database being unreachable (callers may
 /// retry, see `StoreError::is_unreachable`); anything else as internal.
 pub(crate) fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
+    sqlite_failure(&error)
+}
+
+/// [`sqlite_error`] of an error shared by several callers (a group's).
+pub(crate) fn sqlite_failure(error: &rusqlite::Error) -> sqlx::Error {
     let unreachable = matches!(
         error.sqlite_error_code(),
         Some(
@@ -228,10 +153,23 @@ pub(crate) fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
         )
     );
     if unreachable {
-        sqlx::Error::Io(std::io::Error::other(error))
+        sqlx::Error::Io(std::io::Error::other(error.to_string()))
     } else {
         sqlx::Error::Protocol(format!("SQLite: {error}"))
     }
+}
+
+/// The connection, if its transaction is still there: after SQLite rolled
+/// it back by itself (a full disk, an I/O error) a statement would run and
+/// commit on its own, outside any transaction.
+fn open(held: &Held) -> Result<&rusqlite::Connection, sqlx::Error> {
+    let connection = held.connection();
+    if connection.is_autocommit() {
+        return Err(sqlx::Error::Protocol(
+            "SQLite: the transaction was rolled back".into(),
+        ));
+    }
+    Ok(connection)
 }
 
 fn boxed_error(error: crate::sqlite_reads::ReadError) -> sqlx::Error {

@@ -139,6 +139,8 @@ async fn dashboards_query_only_exported_metrics() {
         "saga_oldest_unsettled_age_seconds",
         "saga_lease_takeovers_total",
         "saga_stale_steps_refused_total",
+        "sqlite_transactions_total",
+        "sqlite_commits_total",
     ] {
         assert!(
             exported.contains(name),

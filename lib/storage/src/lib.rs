@@ -18,6 +18,8 @@ mod group_commit;
 pub mod outbox;
 mod query;
 mod sqlite_reads;
+#[cfg(test)]
+mod test_support;
 mod transaction;
 
 use std::path::PathBuf;

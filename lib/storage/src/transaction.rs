@@ -184,24 +184,8 @@ fn boxed_error(error: crate::sqlite_reads::ReadError) -> sqlx::Error {
 
 #[cfg(test)]
 mod tests {
-    use sqlx::migrate::Migrator;
-
-    use crate::{Database, DatabaseSettings, Param};
-
-    async fn database(dir: &tempfile::TempDir) -> Database {
-        let db = Database::open(
-            &DatabaseSettings::sqlite(dir.path()),
-            "tx",
-            &Migrator::DEFAULT,
-        )
-        .await
-        .expect("open");
-        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT)")
-            .execute(db.pool())
-            .await
-            .expect("schema");
-        db
-    }
+    use crate::test_support::scratch_database as database;
+    use crate::{Database, Param};
 
     async fn count(db: &Database) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM t")

@@ -4,24 +4,8 @@
 
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
-
-use crate::{Database, DatabaseSettings, Param, Tx};
-
-async fn database(dir: &tempfile::TempDir) -> Database {
-    let db = Database::open(
-        &DatabaseSettings::sqlite(dir.path()),
-        "group",
-        &Migrator::DEFAULT,
-    )
-    .await
-    .expect("open");
-    sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
-        .execute(db.pool())
-        .await
-        .expect("schema");
-    db
-}
+use crate::test_support::scratch_database as database;
+use crate::{Database, Param, Tx};
 
 async fn keys(db: &Database) -> Vec<String> {
     sqlx::query_scalar("SELECT k FROM t ORDER BY k")

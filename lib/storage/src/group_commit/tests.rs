@@ -155,3 +155,15 @@ async fn a_member_whose_caller_went_away_is_committed_with_the_group() {
     other.await.expect("join").expect("committed");
     assert_eq!(keys(&db).await, ["first", "other"]);
 }
+
+#[tokio::test]
+async fn savepoints_are_journalled_in_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database(&dir).await;
+    let mut tx = db.transaction().await.expect("begin");
+    let temp_store = tx
+        .query_optional("PRAGMA temp_store", &[], |row| row.int("temp_store"))
+        .await
+        .expect("pragma");
+    assert_eq!(temp_store, Some(2), "MEMORY, not temporary files");
+}

@@ -67,7 +67,10 @@ pub async fn build(
 ) -> anyhow::Result<RoleServices> {
     let shutdown = context.shutdown().clone();
     let store = open_store(database).await?;
-    (context.metrics().sqlite_commits).watch("inventory", store.database().sqlite_commit_counter());
+    context
+        .metrics()
+        .sqlite_commits
+        .watch("inventory", store.database().sqlite_commit_counter());
     if store.seed_if_empty(now_millis()).await? {
         tracing::info!("seeded the demo catalog into an empty database");
     }

@@ -122,7 +122,10 @@ pub async fn build(
 ) -> anyhow::Result<RoleServices> {
     let shutdown = context.shutdown().clone();
     let store = open_store(database).await?;
-    (context.metrics().sqlite_commits).watch("order", store.database().sqlite_commit_counter());
+    context
+        .metrics()
+        .sqlite_commits
+        .watch("order", store.database().sqlite_commit_counter());
     let peers = Peers::connect(
         &settings.inventory_url,
         &settings.payment_url,

@@ -59,7 +59,10 @@ pub async fn build(
     context: &AppContext,
 ) -> anyhow::Result<RoleServices> {
     let store = open_store(database).await?;
-    (context.metrics().sqlite_commits).watch("payment", store.database().sqlite_commit_counter());
+    context
+        .metrics()
+        .sqlite_commits
+        .watch("payment", store.database().sqlite_commit_counter());
     let payments = Payments::new(store, settings.decline_rate, context.metrics().clone());
     let server = grpc_service!(PaymentServiceServer::new(PaymentGrpc::new(payments)));
     Ok(RoleServices::new("payment", server))

@@ -309,25 +309,20 @@ mod tests {
         m.sqlite_commits
             .watch("order", move || Some(*source.lock().expect("counts")));
         m.sqlite_commits.watch("memory", || None);
-        let text = m.render();
-        assert!(
-            text.contains("sqlite_transactions_total{service=\"order\"} 3"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sqlite_commits_total{service=\"order\"} 1"),
-            "{text}"
-        );
+        let scraped = |transactions: u64, commits: u64| {
+            let text = m.render();
+            let expected = [
+                format!("sqlite_transactions_total{{service=\"order\"}} {transactions}"),
+                format!("sqlite_commits_total{{service=\"order\"}} {commits}"),
+            ];
+            for line in expected {
+                assert!(text.contains(&line), "{line} in {text}");
+            }
+            text
+        };
+        let text = scraped(3, 1);
         assert!(!text.contains("service=\"memory\""), "{text}");
         *counts.lock().expect("counts") = (10, 4);
-        let text = m.render();
-        assert!(
-            text.contains("sqlite_transactions_total{service=\"order\"} 10"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sqlite_commits_total{service=\"order\"} 4"),
-            "{text}"
-        );
+        scraped(10, 4);
     }
 }

@@ -72,8 +72,8 @@ enum Role {
     /// It began the outer transaction: nobody else has written in it yet,
     /// so rolling back is rolling the whole of it back.
     First,
-    /// It joined a group in a savepoint.
-    Joined { group: u64 },
+    /// It joined the open group in a savepoint.
+    Joined,
 }
 
 const JOIN: &str = "SAVEPOINT member";
@@ -140,10 +140,9 @@ impl SqliteWriter {
     /// or a new outer transaction.
     pub(crate) async fn begin(&self) -> Result<Held, sqlx::Error> {
         let mut state = self.lock().await;
-        if let Some(group) = &state.group {
-            let role = Role::Joined { group: group.id };
+        if state.group.is_some() {
             state.connection.execute_batch(JOIN).map_err(sqlite_error)?;
-            return Ok(Held::new(state, self.clone(), role));
+            return Ok(Held::new(state, self.clone(), Role::Joined));
         }
         // IMMEDIATE takes SQLite's write lock at once, so no statement inside
         // meets another writer and waits in SQLite's busy handler.
@@ -184,15 +183,20 @@ impl SqliteWriter {
 }
 
 impl WriterState {
-    /// COMMITs the open group, or rolls it back if the COMMIT failed, and
-    /// tells its members.
-    fn end_group(&mut self, counts: &Counts) {
+    /// COMMITs the outer transaction, or rolls it back if the COMMIT failed.
+    fn commit(&mut self, counts: &Counts) -> Result<(), rusqlite::Error> {
         let committed = self.connection.execute_batch("COMMIT");
         if committed.is_ok() {
             counts.commits.fetch_add(1, Ordering::Relaxed);
         } else if !self.connection.is_autocommit() {
             self.roll_back_all();
         }
+        committed
+    }
+
+    /// COMMITs the open group and tells its members.
+    fn end_group(&mut self, counts: &Counts) {
+        let committed = self.commit(counts);
         self.tell_group(committed.map_err(Arc::new));
     }
 
@@ -251,59 +255,60 @@ impl Held {
         }
     }
 
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.state().connection
-    }
-
-    fn state(&self) -> &OwnedMutexGuard<WriterState> {
-        self.state.as_ref().expect("held until commit or drop")
+    /// The connection, while its transaction is still there: after SQLite
+    /// rolled it back by itself (a full disk, an I/O error) a statement
+    /// would run and commit on its own, outside any transaction.
+    pub(crate) fn connection(&self) -> Result<&Connection, sqlx::Error> {
+        let connection = &self
+            .state
+            .as_ref()
+            .expect("held until commit or drop")
+            .connection;
+        if connection.is_autocommit() {
+            return Err(sqlx::Error::Protocol(
+                "SQLite: the transaction was rolled back".into(),
+            ));
+        }
+        Ok(connection)
     }
 
     /// Durable when it returns Ok: committed alone, or with a group.
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
         let mut state = self.state.take().expect("held until commit or drop");
         let counts = self.writer.counts.clone();
-        let group = match self.role {
+        let outcome = match self.role {
             Role::First if self.writer.queued.load(Ordering::SeqCst) == 0 => {
                 // Alone: the COMMIT's fsync waits on the disk, so not on an
                 // async worker; a caller cancelled meanwhile does not stop it.
                 return tokio::task::spawn_blocking(move || {
-                    let committed = state.connection.execute_batch("COMMIT");
-                    match committed {
-                        Ok(()) => {
-                            counts.transactions.fetch_add(1, Ordering::Relaxed);
-                            counts.commits.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) if !state.connection.is_autocommit() => state.roll_back_all(),
-                        Err(_) => {}
-                    }
-                    committed.map_err(sqlite_error)
+                    state.commit(&counts)?;
+                    counts.transactions.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
                 })
                 .await
-                .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?;
+                .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
+                .map_err(sqlite_error);
             }
             Role::First => {
                 let id = state.next_group;
                 state.next_group += 1;
-                state.group = Some(Group {
-                    id,
-                    outcome: watch::channel(None).0,
-                });
+                let (outcome, waiting) = watch::channel(None);
+                state.group = Some(Group { id, outcome });
                 self.writer.queue_committer(id);
-                id
+                waiting
             }
-            Role::Joined { group } => {
+            Role::Joined => {
                 if let Err(error) = state.connection.execute_batch(LEAVE) {
                     undo_member(&mut state);
                     return Err(sqlite_error(error));
                 }
-                group
+                match &state.group {
+                    Some(open) => open.outcome.subscribe(),
+                    // Not reached: only the connection's holder ends a
+                    // group, and this member held it since it joined.
+                    None => return Err(lost()),
+                }
             }
-        };
-        let outcome = match &state.group {
-            Some(open) if open.id == group => open.outcome.subscribe(),
-            // Lost before this member's turn (another member failed it).
-            _ => return Err(lost()),
         };
         drop(state);
         let committed = wait(outcome).await;
@@ -325,7 +330,7 @@ impl Drop for Held {
                     state.roll_back_all();
                 }
             }
-            Role::Joined { .. } => undo_member(&mut state),
+            Role::Joined => undo_member(&mut state),
         }
     }
 }

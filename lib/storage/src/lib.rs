@@ -305,14 +305,9 @@ impl Database {
         }
     }
 
-    /// On SQLite in a file: write transactions committed, and the COMMITs
-    /// (each an fsync under `synchronous = FULL`) that made them durable.
-    pub fn sqlite_commit_counts(&self) -> Option<(u64, u64)> {
-        self.writer.as_ref().map(SqliteWriter::counts)
-    }
-
-    /// [`Database::sqlite_commit_counts`], readable for as long as the
-    /// metrics live (`StoreCommits::watch`).
+    /// On SQLite in a file, a reader of the write transactions committed and
+    /// the COMMITs (each an fsync under `synchronous = FULL`) that made them
+    /// durable, for as long as the metrics live (`StoreCommits::watch`).
     pub fn sqlite_commit_counter(&self) -> impl Fn() -> Option<(u64, u64)> + Send + Sync + 'static {
         let writer = self.writer.clone();
         move || writer.as_ref().map(SqliteWriter::counts)

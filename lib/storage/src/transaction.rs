@@ -51,7 +51,10 @@ impl Tx {
                 .await?
                 .rows_affected()),
             Inner::Sqlite(held) => {
-                let mut statement = open(held)?.prepare_cached(sql).map_err(sqlite_error)?;
+                let mut statement = held
+                    .connection()?
+                    .prepare_cached(sql)
+                    .map_err(sqlite_error)?;
                 bind_numbered(&mut statement, params).map_err(sqlite_error)?;
                 statement
                     .raw_execute()
@@ -77,8 +80,10 @@ impl Tx {
                 }
             }
             Inner::Sqlite(held) => {
-                query_each(open(held)?, sql, params, |row| Ok(push(&mut rows, row)?))
-                    .map_err(boxed_error)?;
+                query_each(held.connection()?, sql, params, |row| {
+                    Ok(push(&mut rows, row)?)
+                })
+                .map_err(boxed_error)?;
             }
         }
         Ok(rows)
@@ -157,19 +162,6 @@ pub(crate) fn sqlite_failure(error: &rusqlite::Error) -> sqlx::Error {
     } else {
         sqlx::Error::Protocol(format!("SQLite: {error}"))
     }
-}
-
-/// The connection, if its transaction is still there: after SQLite rolled
-/// it back by itself (a full disk, an I/O error) a statement would run and
-/// commit on its own, outside any transaction.
-fn open(held: &Held) -> Result<&rusqlite::Connection, sqlx::Error> {
-    let connection = held.connection();
-    if connection.is_autocommit() {
-        return Err(sqlx::Error::Protocol(
-            "SQLite: the transaction was rolled back".into(),
-        ));
-    }
-    Ok(connection)
 }
 
 fn boxed_error(error: crate::sqlite_reads::ReadError) -> sqlx::Error {

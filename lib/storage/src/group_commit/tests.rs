@@ -43,15 +43,22 @@ async fn until_queued(db: &Database, count: usize) {
 }
 
 fn counts(db: &Database) -> (u64, u64) {
-    db.sqlite_commit_counts().expect("SQLite in a file")
+    db.writer.as_ref().expect("SQLite in a file").counts()
+}
+
+/// A scratch database whose connection a first writer holds, "first"
+/// inserted: whoever starts writing now queues behind it.
+async fn held_by_a_first_writer(dir: &tempfile::TempDir) -> (Database, Tx) {
+    let db = database(dir).await;
+    let mut first = db.transaction().await.expect("begin");
+    insert(&mut first, "first").await.expect("insert");
+    (db, first)
 }
 
 #[tokio::test]
 async fn writers_queued_behind_one_share_its_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = database(&dir).await;
-    let mut first = db.transaction().await.expect("begin");
-    insert(&mut first, "first").await.expect("insert");
+    let (db, first) = held_by_a_first_writer(&dir).await;
     let others = ["a", "b", "c", "d"].map(|key| writer(&db, key));
     until_queued(&db, others.len()).await;
 
@@ -73,9 +80,7 @@ async fn writers_queued_behind_one_share_its_commit() {
 #[tokio::test]
 async fn a_member_that_fails_rolls_back_only_its_own_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = database(&dir).await;
-    let mut first = db.transaction().await.expect("begin");
-    insert(&mut first, "first").await.expect("insert");
+    let (db, first) = held_by_a_first_writer(&dir).await;
     let a = writer(&db, "a");
     until_queued(&db, 1).await;
     // Writes a row, then meets a constraint: its caller gives up.
@@ -108,9 +113,7 @@ async fn a_member_that_fails_rolls_back_only_its_own_writes() {
 #[tokio::test]
 async fn a_group_lost_as_a_whole_fails_every_member() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = database(&dir).await;
-    let mut first = db.transaction().await.expect("begin");
-    insert(&mut first, "first").await.expect("insert");
+    let (db, first) = held_by_a_first_writer(&dir).await;
     // Ends the outer transaction under the group, as SQLite does by itself
     // on a full disk or an I/O error.
     let breaking = {
@@ -138,9 +141,7 @@ async fn a_group_lost_as_a_whole_fails_every_member() {
 #[tokio::test]
 async fn a_member_whose_caller_went_away_is_committed_with_the_group() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = database(&dir).await;
-    let mut first = db.transaction().await.expect("begin");
-    insert(&mut first, "first").await.expect("insert");
+    let (db, first) = held_by_a_first_writer(&dir).await;
     let other = writer(&db, "other");
     until_queued(&db, 1).await;
 
@@ -152,7 +153,12 @@ async fn a_member_whose_caller_went_away_is_committed_with_the_group() {
         _ = commit => panic!("the first writer waits for the group"),
         () = std::future::ready(()) => {}
     }
-    other.await.expect("join").expect("committed");
+    // Bounded: a group nobody commits would leave `other` waiting forever.
+    tokio::time::timeout(Duration::from_secs(30), other)
+        .await
+        .expect("the group is committed without the first writer's caller")
+        .expect("join")
+        .expect("committed");
     assert_eq!(keys(&db).await, ["first", "other"]);
 }
 

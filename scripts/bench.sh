@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: builds the release binaries and runs the benchmark suite,
+# `make bench`: builds the server and the bench in release and runs the suite,
 # `ordermesh-bench compare` (docs/performance.md says what it measures).
 #   scripts/bench.sh                          the suite (about 3½ minutes after the build)
 #   BENCH_DURATION=1s scripts/bench.sh        a short smoke of the same suite
@@ -23,9 +23,12 @@ duration=${BENCH_DURATION:-5s}
 output=${BENCH_OUTPUT:-target/bench/results.json}
 profile=${BENCH_PROFILE:-release}
 
+# Only the two binaries the suite runs: each release binary is a fat-LTO
+# link of its own, and orderctl's is not needed here.
+bins=(--bin ordermesh --bin ordermesh-bench)
 case $profile in
-  release) "$CARGO" build --release --locked --bins; bin=target/release ;;
-  dev) "$CARGO" build --locked --bins; bin=target/debug ;;
+  release) "$CARGO" build --release --locked "${bins[@]}"; bin=target/release ;;
+  dev) "$CARGO" build --locked "${bins[@]}"; bin=target/debug ;;
   *) echo "bench: BENCH_PROFILE must be release or dev, not $profile" >&2; exit 2 ;;
 esac
 

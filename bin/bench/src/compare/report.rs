@@ -343,8 +343,11 @@ impl Suite {
             ]);
         }
         out.push_str(&format!(
-            "\n\ncreate-order over direct gRPC, closed loop c={}, by store:\n{stores}",
-            self.args.concurrency
+            "\n\ncreate-order over direct gRPC by store (SQLite: the closed loop at c={}; \
+             PostgreSQL: {} orders at c={}):\n{stores}",
+            self.args.concurrency,
+            self.args.cost_orders,
+            super::cost::COUNT_CONCURRENCY
         ));
 
         let mut processes = table(&[

@@ -51,52 +51,59 @@ pub async fn record_changes(
     let mut changes = changes;
     changes.retain(|(_, delta)| *delta != 0);
     changes.sort_unstable_by(|(a, _), (b, _)| a.product_id.cmp(&b.product_id));
-    let mut recorded = Vec::with_capacity(changes.len());
-    for (product, delta) in changes {
-        let product_id = product.product_id.as_str();
+    // Every event of the transaction, in order: each product's `changed`,
+    // then its `low` if it crossed; recorded together (one round trip for
+    // the counters, one for the rows).
+    let mut events = Vec::with_capacity(changes.len() + 1);
+    for (index, (product, delta)) in changes.iter().enumerate() {
         let available = i64::from(product.available);
-        let mut sequence = None;
-        let mut kinds = vec![proto::StockEventKind::Changed];
+        let event = |kind: proto::StockEventKind| proto::StockEvent {
+            header: None,
+            kind: kind.into(),
+            product_id: product.product_id.clone(),
+            available,
+            delta: *delta,
+        };
+        events.push((index, event(proto::StockEventKind::Changed)));
         if turns_low(available - delta, available) {
-            kinds.push(proto::StockEventKind::Low);
-        }
-        for kind in kinds {
-            let event_type = match kind {
-                proto::StockEventKind::Low => "low",
-                _ => "changed",
-            };
-            let mut event = proto::StockEvent {
-                header: None,
-                kind: kind.into(),
-                product_id: product_id.to_owned(),
-                available,
-                delta,
-            };
-            let header = OUTBOX
-                .record(
-                    tx,
-                    NewEvent {
-                        aggregate_id: product_id,
-                        event_type,
-                        message_type: MESSAGE_TYPE,
-                        traceparent: ordermesh_runtime::trace::current_traceparent(),
-                        now_ms,
-                    },
-                    |header| {
-                        event.header = Some(header.to_proto());
-                        event.encode_to_vec()
-                    },
-                )
-                .await?;
-            if kind == proto::StockEventKind::Changed {
-                sequence = Some(header.sequence);
-            }
-        }
-        if let Some(sequence) = sequence {
-            recorded.push(StockChange { product, sequence });
+            events.push((index, event(proto::StockEventKind::Low)));
         }
     }
-    Ok(recorded)
+    let traceparent = ordermesh_runtime::trace::current_traceparent();
+    let new_events = events
+        .iter()
+        .map(|(_, event)| NewEvent {
+            aggregate_id: &event.product_id,
+            event_type: if event.kind == i32::from(proto::StockEventKind::Low) {
+                "low"
+            } else {
+                "changed"
+            },
+            message_type: MESSAGE_TYPE,
+            traceparent: traceparent.clone(),
+            now_ms,
+        })
+        .collect();
+    let headers = OUTBOX
+        .record_all(tx, new_events, |index, header| {
+            let mut event = events[index].1.clone();
+            event.header = Some(header.to_proto());
+            event.encode_to_vec()
+        })
+        .await?;
+    let mut sequences = vec![None; changes.len()];
+    for ((product, event), header) in events.iter().zip(&headers) {
+        if event.kind == i32::from(proto::StockEventKind::Changed) {
+            sequences[*product] = Some(header.sequence);
+        }
+    }
+    Ok(changes
+        .into_iter()
+        .zip(sequences)
+        .filter_map(|((product, _), sequence)| {
+            sequence.map(|sequence| StockChange { product, sequence })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -112,22 +119,33 @@ mod tests {
         assert!(!turns_low(20, 10));
     }
 
-    async fn stock_changes_are_written_with_them(database: &ordermesh_testkit::TestDatabase) {
-        use crate::domain::ReserveRequest;
-        use crate::store::InventoryStore;
-        use std::time::Duration;
-
+    /// The inventory's database with the demo catalog, and its store.
+    async fn seeded_store(
+        database: &ordermesh_testkit::TestDatabase,
+    ) -> (ordermesh_storage::Database, crate::store::InventoryStore) {
         let db = crate::open_database(database.settings())
             .await
             .expect("open");
-        let store = InventoryStore::new(db.clone());
+        let store = crate::store::InventoryStore::new(db.clone());
         store.seed_if_empty(1).await.expect("seed");
-        let before = store
-            .product("sku-mug")
+        (db, store)
+    }
+
+    async fn available(store: &crate::store::InventoryStore, product_id: &str) -> i32 {
+        store
+            .product(product_id)
             .await
             .expect("read")
             .expect("seeded")
-            .available;
+            .available
+    }
+
+    async fn stock_changes_are_written_with_them(database: &ordermesh_testkit::TestDatabase) {
+        use crate::domain::ReserveRequest;
+        use std::time::Duration;
+
+        let (db, store) = seeded_store(database).await;
+        let before = available(&store, "sku-mug").await;
         let request = ReserveRequest {
             reservation_id: "ord_stock".to_owned(),
             items: vec![("sku-mug".to_owned(), 2)],
@@ -175,6 +193,118 @@ mod tests {
         let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
         assert_eq!(sequences, [1, 2]);
         assert!(rows.iter().all(|row| row.event_type == "changed"));
+    }
+
+    /// One reservation of three products, one of them crossing into low
+    /// stock: its four events are recorded together, so their positions
+    /// run on without a gap, in product order, each product's sequences
+    /// counting its own events; the next reservation continues both.
+    async fn a_transactions_events_are_recorded_together_in_order(
+        database: &ordermesh_testkit::TestDatabase,
+    ) {
+        use crate::domain::ReserveRequest;
+        use crate::store::Reserved;
+        use std::time::Duration;
+
+        let (db, store) = seeded_store(database).await;
+        let grinder = available(&store, "sku-grinder").await;
+        let to_low = i32::try_from(i64::from(grinder) - LOW_STOCK).expect("above low");
+        let reserve = |id: &str, items: Vec<(&str, i32)>| ReserveRequest {
+            reservation_id: id.to_owned(),
+            items: items.into_iter().map(|(p, q)| (p.to_owned(), q)).collect(),
+        };
+        let announced = |reserved: Reserved| match reserved {
+            Reserved::New(changed) => changed
+                .stock
+                .into_iter()
+                .map(|change| (change.product.product_id, change.sequence))
+                .collect::<Vec<_>>(),
+            Reserved::Existing(_) => panic!("a new reservation"),
+        };
+        let first = store
+            .reserve(
+                &reserve(
+                    "ord_batch_1",
+                    vec![("sku-mug", 2), ("sku-grinder", to_low), ("sku-espresso", 1)],
+                ),
+                10,
+                Duration::from_secs(60),
+                None,
+            )
+            .await
+            .expect("reserved");
+        let second = store
+            .reserve(
+                &reserve("ord_batch_2", vec![("sku-grinder", 1)]),
+                11,
+                Duration::from_secs(60),
+                None,
+            )
+            .await
+            .expect("reserved");
+        let owned = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+            pairs.iter().map(|(p, s)| ((*p).to_owned(), *s)).collect()
+        };
+        assert_eq!(
+            announced(first),
+            owned(&[("sku-espresso", 1), ("sku-grinder", 1), ("sku-mug", 1)]),
+            "each product with the sequence of its `changed` event"
+        );
+        assert_eq!(announced(second), owned(&[("sku-grinder", 3)]));
+
+        let rows = OUTBOX.after(db.pool(), 0, 100).await.expect("read");
+        let recorded: Vec<(i64, &str, &str, i64)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.position,
+                    row.aggregate_id.as_str(),
+                    row.event_type.as_str(),
+                    row.sequence,
+                )
+            })
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                (1, "sku-espresso", "changed", 1),
+                (2, "sku-grinder", "changed", 1),
+                (3, "sku-grinder", "low", 2),
+                (4, "sku-mug", "changed", 1),
+                (5, "sku-grinder", "changed", 3),
+            ]
+        );
+        for row in &rows {
+            let event = proto::StockEvent::decode(row.payload.as_slice()).expect("protobuf");
+            let header = event.header.expect("a header");
+            assert_eq!(
+                (header.event_id.as_str(), header.sequence),
+                (row.event_id.as_str(), row.sequence),
+                "the payload carries its own row's header"
+            );
+            assert_eq!(event.product_id, row.aggregate_id);
+        }
+        let low = proto::StockEvent::decode(rows[2].payload.as_slice()).expect("protobuf");
+        assert_eq!(
+            (low.kind, low.available),
+            (i32::from(proto::StockEventKind::Low), LOW_STOCK)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transactions_events_are_recorded_together_in_order_on_sqlite() {
+        a_transactions_events_are_recorded_together_in_order(
+            &ordermesh_testkit::TestDatabase::sqlite(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_transactions_events_are_recorded_together_in_order_on_postgres() {
+        let Some(database) = ordermesh_testkit::TestDatabase::postgres().await else {
+            return;
+        };
+        a_transactions_events_are_recorded_together_in_order(&database).await;
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ordermesh_domain::{Currency, Money};
 use ordermesh_storage::Tx;
-use ordermesh_storage::{Columns, Database, Param, fence};
+use ordermesh_storage::{Columns, Database, Param, fence, push_value_rows};
 use sqlx::Row;
 
 use crate::catalog::DEMO_CATALOG;
@@ -177,26 +177,14 @@ impl InventoryStore {
                 tx.rollback().await?;
                 return Err(refusal.into());
             };
-            let unit_price = product.price;
-            changes.push((product, -i64::from(*quantity)));
-            tx.execute(
-                "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
-                 unit_price_minor_units, currency) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    Param::Text(&request.reservation_id),
-                    Param::Text(product_id),
-                    Param::Int(i64::from(*quantity)),
-                    Param::Int(unit_price.minor_units),
-                    Param::Text(unit_price.currency.as_str()),
-                ],
-            )
-            .await?;
             items.push(ReservedItem {
                 product_id: product_id.clone(),
                 quantity: *quantity,
-                unit_price,
+                unit_price: product.price,
             });
+            changes.push((product, -i64::from(*quantity)));
         }
+        insert_items(&mut tx, &request.reservation_id, &items).await?;
         let stock = outbox::record_changes(&mut tx, changes, now_ms).await?;
         tx.commit().await?;
         Ok(Reserved::New(Changed {
@@ -648,6 +636,32 @@ fn bad_column(column: &str, error: impl std::error::Error + Send + Sync + 'stati
         index: column.to_owned(),
         source: Box::new(error),
     }
+}
+
+/// The reservation's items, in one statement (a round trip each on
+/// PostgreSQL).
+async fn insert_items(
+    tx: &mut Tx,
+    reservation_id: &str,
+    items: &[ReservedItem],
+) -> Result<(), sqlx::Error> {
+    let mut sql = String::from(
+        "INSERT INTO inventory_reservation_items (reservation_id, product_id, quantity, \
+         unit_price_minor_units, currency) VALUES ",
+    );
+    push_value_rows(&mut sql, items.len(), 5);
+    let mut params = Vec::with_capacity(items.len() * 5);
+    for item in items {
+        params.extend([
+            Param::Text(reservation_id),
+            Param::Text(&item.product_id),
+            Param::Int(i64::from(item.quantity)),
+            Param::Int(item.unit_price.minor_units),
+            Param::Text(item.unit_price.currency.as_str()),
+        ]);
+    }
+    tx.execute(&sql, &params).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use sqlx::{AnyPool, Connection, Executor};
 pub use crate::columns::Columns;
 pub use crate::error::{StoreError, failed};
 use crate::group_commit::SqliteWriter;
-pub use crate::query::Param;
+pub use crate::query::{Param, push_value_rows};
 use crate::sqlite_reads::SqliteReads;
 pub use crate::transaction::Tx;
 

@@ -8,15 +8,15 @@
 //! rows published after JetStream's PubAck, prunes old published rows, and
 //! holds [`Outbox::try_lease`] so one replica publishes at a time.
 //!
-//! Positions come from one counter row updated as the transaction's last
-//! statement: its row lock (PostgreSQL) or the single writer (SQLite) is
+//! Positions come from one counter row updated in the transaction's last
+//! statements: its row lock (PostgreSQL) or the single writer (SQLite) is
 //! held until commit, so positions are gap-free and commit in order. That is
 //! what lets a reader follow the outbox with a cursor (`position > n`)
 //! without missing a row that a slower transaction commits later.
 
 use sqlx::Row;
 
-use crate::{Param, Tx};
+use crate::{Param, Tx, push_value_rows};
 
 /// An event's identity, known only inside the transaction that records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,77 +103,128 @@ impl Outbox {
         event: NewEvent<'_>,
         encode: impl FnOnce(&EventHeader) -> Vec<u8>,
     ) -> Result<EventHeader, sqlx::Error> {
-        let NewEvent {
-            aggregate_id,
-            event_type,
-            message_type,
-            traceparent,
-            now_ms,
-        } = event;
-        let (sequence, position) = self.next_pair(tx, aggregate_id).await?;
-        let header = EventHeader {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            aggregate_id: aggregate_id.to_owned(),
-            sequence,
-            occurred_at_ms: now_ms,
-            traceparent,
-        };
-        let payload = encode(&header);
-        tx.execute(
-            &format!(
-                "INSERT INTO {}_outbox (position, event_id, aggregate_id, sequence, event_type, \
-                 message_type, payload, traceparent, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                self.prefix
-            ),
-            &[
-                Param::Int(position),
-                Param::Text(&header.event_id),
-                Param::Text(aggregate_id),
-                Param::Int(sequence),
-                Param::Text(event_type),
-                Param::Text(message_type),
-                Param::Blob(&payload),
-                Param::OptText(header.traceparent.as_deref()),
-                Param::Int(now_ms),
-            ],
-        )
-        .await?;
-        Ok(header)
+        let mut encode = Some(encode);
+        let mut headers = self
+            .record_all(tx, vec![event], |_, header| {
+                encode.take().map_or_else(Vec::new, |encode| encode(header))
+            })
+            .await?;
+        headers.pop().ok_or(sqlx::Error::RowNotFound)
     }
 
-    /// The aggregate's next sequence and the outbox's next position (1 for
-    /// a new counter), in one statement: the aggregate's counter is locked
-    /// first, then the position's, as two statements did.
-    async fn next_pair(&self, tx: &mut Tx, aggregate_id: &str) -> Result<(i64, i64), sqlx::Error> {
-        // The position's counter is the one named "": an aggregate of that
-        // name would be counted twice in one statement.
-        if aggregate_id.is_empty() {
-            return Err(sqlx::Error::Protocol(
-                "an outbox event needs an aggregate id".into(),
-            ));
+    /// Records `events` in the caller's transaction, in that order, in two
+    /// statements however many they are (one takes every counter, one
+    /// writes every row: on PostgreSQL each statement is a round trip).
+    /// Positions follow the events' order, and so do the sequences of
+    /// events of one aggregate. `encode(i, header)` builds the payload of
+    /// `events[i]`. Call it as the transaction's last statements (see the
+    /// module's note); the aggregates' counters are locked in the order of
+    /// their first event, the position's last.
+    pub async fn record_all(
+        &self,
+        tx: &mut Tx,
+        events: Vec<NewEvent<'_>>,
+        mut encode: impl FnMut(usize, &EventHeader) -> Vec<u8>,
+    ) -> Result<Vec<EventHeader>, sqlx::Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        let (sequence, position) = tx
-            .query_rows(
-                &format!(
-                    "INSERT INTO {0}_outbox_counters (name, value) VALUES ($1, 1), ('', 1) \
-                     ON CONFLICT (name) DO UPDATE SET value = {0}_outbox_counters.value + 1 \
-                     RETURNING name, value",
-                    self.prefix
-                ),
-                &[Param::Text(aggregate_id)],
-                |(sequence, position): &mut (Option<i64>, Option<i64>), row| {
-                    let value = row.int("value")?;
-                    if row.text("name")?.is_empty() {
-                        *position = Some(value);
-                    } else {
-                        *sequence = Some(value);
-                    }
-                    Ok(())
-                },
-            )
+        let counts = per_aggregate(&events)?;
+        let (last_sequences, last_position) = self.take_counters(tx, &counts).await?;
+        // Each aggregate's block of sequences ends at its counter's new value.
+        let mut next_sequence: Vec<i64> = counts
+            .iter()
+            .zip(&last_sequences)
+            .map(|((_, count), last)| last - count + 1)
+            .collect();
+        let first_position = last_position - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+        let mut headers = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let slot = counts
+                .iter()
+                .position(|(aggregate, _)| *aggregate == event.aggregate_id)
+                .ok_or(sqlx::Error::RowNotFound)?;
+            let header = EventHeader {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                aggregate_id: event.aggregate_id.to_owned(),
+                sequence: next_sequence[slot],
+                occurred_at_ms: event.now_ms,
+                traceparent: event.traceparent.clone(),
+            };
+            next_sequence[slot] += 1;
+            payloads.push(encode(index, &header));
+            headers.push(header);
+        }
+        let mut sql = format!(
+            "INSERT INTO {}_outbox (position, event_id, aggregate_id, sequence, event_type, \
+             message_type, payload, traceparent, recorded_at) VALUES ",
+            self.prefix
+        );
+        push_value_rows(&mut sql, events.len(), 9);
+        let mut params = Vec::with_capacity(events.len() * 9);
+        for (index, ((event, header), payload)) in
+            events.iter().zip(&headers).zip(&payloads).enumerate()
+        {
+            params.extend([
+                Param::Int(first_position + i64::try_from(index).unwrap_or(i64::MAX)),
+                Param::Text(&header.event_id),
+                Param::Text(event.aggregate_id),
+                Param::Int(header.sequence),
+                Param::Text(event.event_type),
+                Param::Text(event.message_type),
+                Param::Blob(payload),
+                Param::OptText(header.traceparent.as_deref()),
+                Param::Int(event.now_ms),
+            ]);
+        }
+        tx.execute(&sql, &params).await?;
+        Ok(headers)
+    }
+
+    /// Adds each aggregate's count to its counter and the events' number to
+    /// the position's (the counter named ""), in one statement; returns the
+    /// aggregates' new values, in `counts`' order, and the position's.
+    async fn take_counters(
+        &self,
+        tx: &mut Tx,
+        counts: &[(&str, i64)],
+    ) -> Result<(Vec<i64>, i64), sqlx::Error> {
+        let total: i64 = counts.iter().map(|(_, count)| count).sum();
+        let mut sql = format!(
+            "INSERT INTO {}_outbox_counters (name, value) VALUES ",
+            self.prefix
+        );
+        push_value_rows(&mut sql, counts.len(), 2);
+        let mut params = Vec::with_capacity(counts.len() * 2 + 1);
+        for (aggregate, count) in counts {
+            params.extend([Param::Text(aggregate), Param::Int(*count)]);
+        }
+        sql.push_str(&format!(
+            ", ('', ${0}) ON CONFLICT (name) DO UPDATE SET value = {1}_outbox_counters.value \
+             + excluded.value RETURNING name, value",
+            params.len() + 1,
+            self.prefix
+        ));
+        params.push(Param::Int(total));
+        let values: Vec<(String, i64)> = tx
+            .query_rows(&sql, &params, |values: &mut Vec<(String, i64)>, row| {
+                values.push((row.text("name")?, row.int("value")?));
+                Ok(())
+            })
             .await?;
-        sequence.zip(position).ok_or(sqlx::Error::RowNotFound)
+        let value_of = |name: &str| {
+            values
+                .iter()
+                .find(|(counter, _)| counter == name)
+                .map(|(_, value)| *value)
+                .ok_or(sqlx::Error::RowNotFound)
+        };
+        let sequences = counts
+            .iter()
+            .map(|(aggregate, _)| value_of(aggregate))
+            .collect::<Result<_, _>>()?;
+        Ok((sequences, value_of("")?))
     }
 
     /// Up to `limit` unpublished rows, oldest position first.
@@ -316,6 +367,29 @@ impl Outbox {
         .await?;
         Ok(())
     }
+}
+
+/// Each aggregate of `events` with its number of events, in the order of
+/// its first event.
+fn per_aggregate<'a>(events: &[NewEvent<'a>]) -> Result<Vec<(&'a str, i64)>, sqlx::Error> {
+    let mut counts: Vec<(&str, i64)> = Vec::new();
+    for event in events {
+        // The position's counter is the one named "": an aggregate of that
+        // name would be counted twice in one statement.
+        if event.aggregate_id.is_empty() {
+            return Err(sqlx::Error::Protocol(
+                "an outbox event needs an aggregate id".into(),
+            ));
+        }
+        match counts
+            .iter_mut()
+            .find(|(aggregate, _)| *aggregate == event.aggregate_id)
+        {
+            Some((_, count)) => *count += 1,
+            None => counts.push((event.aggregate_id, 1)),
+        }
+    }
+    Ok(counts)
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {

@@ -61,3 +61,36 @@ impl Database {
         self.reads.as_ref().map_or(0, |reads| reads.served())
     }
 }
+
+/// Appends `rows` rows of `width` numbered parameters to a `VALUES` list,
+/// `($1, $2), ($3, $4)`: one statement for many rows, where each statement
+/// is a round trip (PostgreSQL).
+pub fn push_value_rows(sql: &mut String, rows: usize, width: usize) {
+    use std::fmt::Write as _;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..width {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${}", row * width + column + 1);
+        }
+        sql.push(')');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_value_rows;
+
+    #[test]
+    fn value_rows_are_numbered_on_from_one() {
+        let mut sql = String::from("VALUES ");
+        push_value_rows(&mut sql, 2, 3);
+        assert_eq!(sql, "VALUES ($1, $2, $3), ($4, $5, $6)");
+        let mut one = String::new();
+        push_value_rows(&mut one, 1, 1);
+        assert_eq!(one, "($1)");
+    }
+}

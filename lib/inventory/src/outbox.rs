@@ -53,7 +53,7 @@ pub async fn record_changes(
     changes.sort_unstable_by(|(a, _), (b, _)| a.product_id.cmp(&b.product_id));
     // Every event of the transaction, in order: each product's `changed`,
     // then its `low` if it crossed; recorded together (one round trip for
-    // the counters, one for the rows).
+    // the counters, one for the rows). Each with its product's index.
     let mut events = Vec::with_capacity(changes.len() + 1);
     for (index, (product, delta)) in changes.iter().enumerate() {
         let available = i64::from(product.available);
@@ -64,21 +64,17 @@ pub async fn record_changes(
             available,
             delta: *delta,
         };
-        events.push((index, event(proto::StockEventKind::Changed)));
+        events.push((index, "changed", event(proto::StockEventKind::Changed)));
         if turns_low(available - delta, available) {
-            events.push((index, event(proto::StockEventKind::Low)));
+            events.push((index, "low", event(proto::StockEventKind::Low)));
         }
     }
     let traceparent = ordermesh_runtime::trace::current_traceparent();
     let new_events = events
         .iter()
-        .map(|(_, event)| NewEvent {
-            aggregate_id: &event.product_id,
-            event_type: if event.kind == i32::from(proto::StockEventKind::Low) {
-                "low"
-            } else {
-                "changed"
-            },
+        .map(|(index, event_type, _)| NewEvent {
+            aggregate_id: &changes[*index].0.product_id,
+            event_type,
             message_type: MESSAGE_TYPE,
             traceparent: traceparent.clone(),
             now_ms,
@@ -86,14 +82,14 @@ pub async fn record_changes(
         .collect();
     let headers = OUTBOX
         .record_all(tx, new_events, |index, header| {
-            let mut event = events[index].1.clone();
+            let event = &mut events[index].2;
             event.header = Some(header.to_proto());
             event.encode_to_vec()
         })
         .await?;
     let mut sequences = vec![None; changes.len()];
-    for ((product, event), header) in events.iter().zip(&headers) {
-        if event.kind == i32::from(proto::StockEventKind::Changed) {
+    for ((product, event_type, _), header) in events.iter().zip(&headers) {
+        if *event_type == "changed" {
             sequences[*product] = Some(header.sequence);
         }
     }

@@ -101,13 +101,10 @@ impl Outbox {
         &self,
         tx: &mut Tx,
         event: NewEvent<'_>,
-        encode: impl FnOnce(&EventHeader) -> Vec<u8>,
+        mut encode: impl FnMut(&EventHeader) -> Vec<u8>,
     ) -> Result<EventHeader, sqlx::Error> {
-        let mut encode = Some(encode);
         let mut headers = self
-            .record_all(tx, vec![event], |_, header| {
-                encode.take().map_or_else(Vec::new, |encode| encode(header))
-            })
+            .record_all(tx, vec![event], |_, header| encode(header))
             .await?;
         headers.pop().ok_or(sqlx::Error::RowNotFound)
     }
@@ -123,34 +120,24 @@ impl Outbox {
     pub async fn record_all(
         &self,
         tx: &mut Tx,
-        events: Vec<NewEvent<'_>>,
+        mut events: Vec<NewEvent<'_>>,
         mut encode: impl FnMut(usize, &EventHeader) -> Vec<u8>,
     ) -> Result<Vec<EventHeader>, sqlx::Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let counts = per_aggregate(&events)?;
-        let (last_sequences, last_position) = self.take_counters(tx, &counts).await?;
-        // Each aggregate's block of sequences ends at its counter's new value.
-        let mut next_sequence: Vec<i64> = counts
-            .iter()
-            .zip(&last_sequences)
-            .map(|((_, count), last)| last - count + 1)
-            .collect();
-        let first_position = last_position - i64::try_from(events.len()).unwrap_or(i64::MAX) + 1;
+        let (counts, slots) = per_aggregate(&events)?;
+        let (mut next_sequence, mut next_position) = self.take_counters(tx, &counts).await?;
         let mut headers = Vec::with_capacity(events.len());
         let mut payloads = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let slot = counts
-                .iter()
-                .position(|(aggregate, _)| *aggregate == event.aggregate_id)
-                .ok_or(sqlx::Error::RowNotFound)?;
+        for (index, (event, &slot)) in events.iter_mut().zip(&slots).enumerate() {
             let header = EventHeader {
                 event_id: uuid::Uuid::now_v7().to_string(),
                 aggregate_id: event.aggregate_id.to_owned(),
                 sequence: next_sequence[slot],
                 occurred_at_ms: event.now_ms,
-                traceparent: event.traceparent.clone(),
+                // Moved: the rows' insert reads it from the header.
+                traceparent: event.traceparent.take(),
             };
             next_sequence[slot] += 1;
             payloads.push(encode(index, &header));
@@ -163,11 +150,9 @@ impl Outbox {
         );
         push_value_rows(&mut sql, events.len(), 9);
         let mut params = Vec::with_capacity(events.len() * 9);
-        for (index, ((event, header), payload)) in
-            events.iter().zip(&headers).zip(&payloads).enumerate()
-        {
+        for ((event, header), payload) in events.iter().zip(&headers).zip(&payloads) {
             params.extend([
-                Param::Int(first_position + i64::try_from(index).unwrap_or(i64::MAX)),
+                Param::Int(next_position),
                 Param::Text(&header.event_id),
                 Param::Text(event.aggregate_id),
                 Param::Int(header.sequence),
@@ -177,6 +162,7 @@ impl Outbox {
                 Param::OptText(header.traceparent.as_deref()),
                 Param::Int(event.now_ms),
             ]);
+            next_position += 1;
         }
         tx.execute(&sql, &params).await?;
         Ok(headers)
@@ -184,7 +170,8 @@ impl Outbox {
 
     /// Adds each aggregate's count to its counter and the events' number to
     /// the position's (the counter named ""), in one statement; returns the
-    /// aggregates' new values, in `counts`' order, and the position's.
+    /// first of the blocks taken: each aggregate's first sequence, in
+    /// `counts`' order, and the first position.
     async fn take_counters(
         &self,
         tx: &mut Tx,
@@ -220,11 +207,12 @@ impl Outbox {
                 .map(|(_, value)| *value)
                 .ok_or(sqlx::Error::RowNotFound)
         };
+        // Each block ends at its counter's new value.
         let sequences = counts
             .iter()
-            .map(|(aggregate, _)| value_of(aggregate))
-            .collect::<Result<_, _>>()?;
-        Ok((sequences, value_of("")?))
+            .map(|(aggregate, count)| Ok(value_of(aggregate)? - count + 1))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok((sequences, value_of("")? - total + 1))
     }
 
     /// Up to `limit` unpublished rows, oldest position first.
@@ -370,9 +358,12 @@ impl Outbox {
 }
 
 /// Each aggregate of `events` with its number of events, in the order of
-/// its first event.
-fn per_aggregate<'a>(events: &[NewEvent<'a>]) -> Result<Vec<(&'a str, i64)>, sqlx::Error> {
+/// its first event, and for each event its aggregate's index in that list.
+type AggregateCounts<'a> = (Vec<(&'a str, i64)>, Vec<usize>);
+
+fn per_aggregate<'a>(events: &[NewEvent<'a>]) -> Result<AggregateCounts<'a>, sqlx::Error> {
     let mut counts: Vec<(&str, i64)> = Vec::new();
+    let mut slots = Vec::with_capacity(events.len());
     for event in events {
         // The position's counter is the one named "": an aggregate of that
         // name would be counted twice in one statement.
@@ -381,15 +372,20 @@ fn per_aggregate<'a>(events: &[NewEvent<'a>]) -> Result<Vec<(&'a str, i64)>, sql
                 "an outbox event needs an aggregate id".into(),
             ));
         }
-        match counts
-            .iter_mut()
-            .find(|(aggregate, _)| *aggregate == event.aggregate_id)
+        let slot = match counts
+            .iter()
+            .position(|(aggregate, _)| *aggregate == event.aggregate_id)
         {
-            Some((_, count)) => *count += 1,
-            None => counts.push((event.aggregate_id, 1)),
-        }
+            Some(slot) => slot,
+            None => {
+                counts.push((event.aggregate_id, 0));
+                counts.len() - 1
+            }
+        };
+        counts[slot].1 += 1;
+        slots.push(slot);
     }
-    Ok(counts)
+    Ok((counts, slots))
 }
 
 fn decode(row: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {

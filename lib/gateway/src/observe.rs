@@ -34,10 +34,13 @@ pub async fn observe(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let attributes = vec![
-        KeyValue::new("http.request.method", request.method().to_string()),
-        KeyValue::new("http.route", label.clone()),
-    ];
+    let method = request.method();
+    let attributes = || {
+        vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.route", label.clone()),
+        ]
+    };
     let observation = gateway
         .instruments
         .serve(&label, &parent, attributes)

@@ -162,7 +162,7 @@ impl<'writer> FormatFields<'writer> for SpanFieldsJson {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut object = JsonObject::default();
+        let mut object = JsonObject::with_capacity(SPAN_FIELDS_CAPACITY);
         fields.record(&mut object);
         writer.write_str(&object.finish())
     }
@@ -190,6 +190,10 @@ impl<'writer> FormatFields<'writer> for SpanFieldsJson {
     }
 }
 
+/// Room for a request span's fields (service, method, trace, span and
+/// request ids: about 190 bytes), so they are written without regrowing.
+const SPAN_FIELDS_CAPACITY: usize = 256;
+
 /// `{"name":value,…}` built by visiting fields.
 #[derive(Default)]
 struct JsonObject {
@@ -197,6 +201,12 @@ struct JsonObject {
 }
 
 impl JsonObject {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            text: String::with_capacity(capacity),
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.text.is_empty()
     }

@@ -15,16 +15,18 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider, Tracer};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The request id a call carries, kept in the OpenTelemetry context so the
 /// outgoing calls it makes forward it.
@@ -126,6 +128,13 @@ impl Tracers {
         }
     }
 
+    /// Whether spans go anywhere. When they do not, a call's span is only
+    /// its ids ([`unexported_span`]): the SDK would build, fill and drop a
+    /// recording span for nobody.
+    pub fn exports(&self) -> bool {
+        self.settings.export_target().is_some()
+    }
+
     /// The tracer of `role`, made on first use.
     pub fn tracer(&self, role: &'static str) -> Tracer {
         let mut providers = self
@@ -193,16 +202,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-struct HeaderInjector<'a>(&'a mut HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 /// The caller's trace context (W3C `traceparent`, else B3) and request id.
 pub fn extract(headers: &HeaderMap) -> Context {
     let w3c = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -222,7 +221,18 @@ pub fn extract(headers: &HeaderMap) -> Context {
 
 /// Writes `cx`'s trace context and request id into outgoing headers.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
-    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+    let span = cx.span();
+    let span_context = span.span_context();
+    if let Some(traceparent) = traceparent(span_context) {
+        headers.insert(TRACEPARENT, traceparent);
+        let state = span_context.trace_state().header();
+        // The W3C propagator writes an empty tracestate too; it says nothing.
+        if !state.is_empty()
+            && let Ok(value) = HeaderValue::try_from(state)
+        {
+            headers.insert(TRACESTATE, value);
+        }
+    }
     if let Some(RequestId(id)) = cx.get::<RequestId>()
         && let Ok(value) = HeaderValue::try_from(id.as_str())
     {
@@ -233,13 +243,53 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
 /// The W3C `traceparent` of the current span, if there is one: what an
 /// outbox row keeps so its later publish joins the change's trace.
 pub fn current_traceparent() -> Option<String> {
-    let mut headers = HeaderMap::new();
-    TraceContextPropagator::new()
-        .inject_context(&Context::current(), &mut HeaderInjector(&mut headers));
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    let cx = Context::current();
+    let value = traceparent(cx.span().span_context())?;
+    value.to_str().ok().map(str::to_owned)
+}
+
+/// `00-<trace id>-<span id>-<flags>` as the W3C propagator writes it (its
+/// `inject_context` is what the tests compare with), written with `hex`
+/// into one buffer: the propagator's `format!` of the ids' padded integers
+/// was 6 k instructions per outgoing call (callgrind), a tenth of what the
+/// gateway adds to a call. None for an invalid span context.
+fn traceparent(span_context: &SpanContext) -> Option<HeaderValue> {
+    if !span_context.is_valid() {
+        return None;
+    }
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    let flags = [(span_context.trace_flags() & TraceFlags::SAMPLED).to_u8()];
+    hex::encode_to_slice(span_context.trace_id().to_bytes(), &mut text[3..35]).ok()?;
+    hex::encode_to_slice(span_context.span_id().to_bytes(), &mut text[36..52]).ok()?;
+    hex::encode_to_slice(flags, &mut text[53..55]).ok()?;
+    HeaderValue::from_bytes(&text).ok()
+}
+
+/// The span context of a call when nothing exports: the ids the SDK's
+/// default sampler (parent-based, else always on) would give it, with no
+/// span behind them. A child of a caller's span keeps its trace, state and
+/// sampled flag; a call with no caller starts a sampled trace.
+pub fn unexported_span(parent: &Context) -> SpanContext {
+    let ids = RandomIdGenerator::default();
+    let parent_span = parent.span();
+    let caller = parent_span.span_context();
+    if caller.is_valid() {
+        SpanContext::new(
+            caller.trace_id(),
+            ids.new_span_id(),
+            caller.trace_flags() & TraceFlags::SAMPLED,
+            false,
+            caller.trace_state().clone(),
+        )
+    } else {
+        SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        )
+    }
 }
 
 /// B3 as Envoy and Zipkin send it: the single `b3` header or the
@@ -271,7 +321,101 @@ fn b3(headers: &HeaderMap) -> Option<SpanContext> {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
     use super::*;
+
+    struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+    impl opentelemetry::propagation::Injector for HeaderInjector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(
+                HeaderName::try_from(key).unwrap(),
+                HeaderValue::try_from(value).unwrap(),
+            );
+        }
+    }
+
+    fn span_context(trace: u128, span: u64, flags: TraceFlags, state: &str) -> SpanContext {
+        SpanContext::new(
+            TraceId::from(trace),
+            SpanId::from(span),
+            flags,
+            true,
+            TraceState::from_str(state).unwrap(),
+        )
+    }
+
+    #[test]
+    fn traceparent_is_written_as_the_w3c_propagator_writes_it() {
+        let cases = [
+            span_context(1, 1, TraceFlags::SAMPLED, ""),
+            span_context(u128::MAX, u64::MAX, TraceFlags::default(), "a=1,b=2"),
+            span_context(
+                0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+                0x00f0_67aa_0ba9_02b7,
+                TraceFlags::new(0xff),
+                "vendor=x",
+            ),
+        ];
+        for context in cases {
+            let cx = Context::new().with_remote_span_context(context);
+            let mut ours = HeaderMap::new();
+            inject(&cx, &mut ours);
+            let mut theirs = HeaderMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut theirs));
+            assert_eq!(ours["traceparent"], theirs["traceparent"]);
+            // The propagator writes an empty tracestate; we leave it out.
+            match theirs["tracestate"].to_str().unwrap() {
+                "" => assert!(!ours.contains_key("tracestate")),
+                state => assert_eq!(ours["tracestate"], state),
+            }
+            let back = extract(&ours);
+            assert_eq!(
+                back.span().span_context().trace_id(),
+                cx.span().span_context().trace_id()
+            );
+        }
+        let mut none = HeaderMap::new();
+        inject(&Context::new(), &mut none);
+        assert!(none.is_empty());
+    }
+
+    /// What the SDK makes of `parent` with no processor (how every span was
+    /// made before `unexported_span`).
+    fn sdk_span(parent: &Context) -> SpanContext {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        let tracer = SdkTracerProvider::builder().build().tracer("test");
+        let span = tracer.start_with_context("call", parent);
+        span.span_context().clone()
+    }
+
+    #[test]
+    fn an_unexported_span_has_the_ids_the_sdk_would_give_it() {
+        let parents = [
+            Context::new(),
+            Context::new().with_remote_span_context(span_context(7, 9, TraceFlags::SAMPLED, "k=v")),
+            Context::new().with_remote_span_context(span_context(7, 9, TraceFlags::default(), "")),
+        ];
+        for parent in &parents {
+            let (ours, sdk) = (unexported_span(parent), sdk_span(parent));
+            assert!(ours.is_valid() && sdk.is_valid());
+            assert_eq!(ours.trace_flags(), sdk.trace_flags());
+            assert_eq!(ours.trace_state(), sdk.trace_state());
+            assert_eq!(ours.is_remote(), sdk.is_remote());
+            let caller = parent.span().span_context().clone();
+            if caller.is_valid() {
+                assert_eq!(ours.trace_id(), caller.trace_id());
+                assert_eq!(sdk.trace_id(), caller.trace_id());
+            }
+            assert_ne!(ours.span_id(), caller.span_id());
+        }
+        // Two calls with no caller start two traces.
+        assert_ne!(
+            unexported_span(&Context::new()).trace_id(),
+            unexported_span(&Context::new()).trace_id()
+        );
+    }
 
     fn settings(
         endpoint: Option<&str>,

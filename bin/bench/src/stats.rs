@@ -204,6 +204,14 @@ pub fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator != 0.0 && value.is_finite()).then_some(value)
 }
 
+/// The middle of `values` (the lower of the middle two for an even
+/// count), or None for none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
+}
+
 /// A ratio as `1.23×`, or `n/a`.
 pub fn ratio_text(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}×"))
@@ -334,6 +342,14 @@ mod tests {
         let report = Recorder::new().unwrap().report("t", "m", Duration::ZERO);
         assert_eq!(report.throughput, 0.0);
         assert_eq!(report.latency_ms, Latencies::default());
+    }
+
+    #[test]
+    fn medians_take_the_middle_or_the_lower_of_two() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[0.9, 0.6, 1.0]), Some(0.9));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.0));
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct CompareArgs {
     /// Orders of each fixed-count create-order.
     #[arg(long, default_value_t = 1000)]
     pub cost_orders: u64,
+    /// Rounds of the paths' fixed counts, the paths taken in turn in each
+    /// round; the targets read the median round (the machine's speed moves
+    /// between runs of a minute, so one round can land in a slow moment).
+    #[arg(long, default_value_t = 3)]
+    pub cost_rounds: usize,
     /// Orders placed before the runs, for get-order to read.
     #[arg(long, default_value_t = 200)]
     pub seed_orders: usize,

@@ -105,8 +105,11 @@ impl Suite {
             closed.insert((w, "grpc"), report);
         }
 
-        // CPU per unit of work: a fixed count through each path.
-        for workload in [Workload::GetOrder, Workload::CreateOrder] {
+        // CPU per unit of work: a fixed count through each path, the paths
+        // in turn, in rounds.
+        let rounds = (0..self.args.cost_rounds.max(1))
+            .flat_map(|_| [Workload::GetOrder, Workload::CreateOrder]);
+        for workload in rounds {
             if !self.args.workloads.contains(&workload) {
                 continue;
             }

@@ -6,9 +6,10 @@
 //! Spans are exported over OTLP when an endpoint is set (the OpenTelemetry
 //! specification's `OTEL_EXPORTER_OTLP_*` variables, or the flags of
 //! [`TraceSettings`]), by gRPC or HTTP/protobuf as
-//! `OTEL_EXPORTER_OTLP_PROTOCOL` says; otherwise they are still made, so log
-//! lines carry trace and span ids, but go nowhere. Headers, timeout and
-//! compression are read by the exporter itself from the same variables.
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` says; otherwise a call's span is only its
+//! ids ([`unexported_span`]), so log lines and outgoing calls still carry
+//! trace and span ids. Headers, timeout and compression are read by the
+//! exporter itself from the same variables.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

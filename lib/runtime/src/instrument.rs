@@ -145,7 +145,6 @@ impl Instruments {
             role: self.role,
             metrics: self.metrics.clone(),
             label: label.to_owned(),
-            exported: self.tracer.is_some(),
             cx,
             started: Instant::now(),
         }
@@ -164,8 +163,6 @@ pub struct Observation {
     role: &'static str,
     metrics: Arc<Metrics>,
     label: String,
-    /// Whether `cx` holds a span that is exported (else only its ids).
-    exported: bool,
     cx: Context,
     started: Instant,
 }
@@ -207,13 +204,14 @@ impl Observation {
         latency
             .with_label_values(&[self.role, &self.label])
             .observe(self.started.elapsed().as_secs_f64());
-        if !self.exported {
-            return;
-        }
+        // An unexported span (only ids) records nothing: skip building
+        // what it would drop.
         let span = self.cx.span();
-        span.set_attribute(status);
-        if failed {
-            span.set_status(Status::error(code.to_owned()));
+        if span.is_recording() {
+            span.set_attribute(status);
+            if failed {
+                span.set_status(Status::error(code.to_owned()));
+            }
         }
         span.end();
     }
